@@ -1,0 +1,46 @@
+//! Assembles every kernel under `shaders/`, validates it with naga (a WGSL error fails the build and
+//! names the file and line), and embeds the assembled sources in the library.
+
+#[path = "src/shader_source.rs"]
+mod shader_source;
+
+use std::path::PathBuf;
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let dir = manifest.join("../../shaders");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    println!("cargo:rerun-if-changed={}", dir.display());
+    println!("cargo:rerun-if-changed={}", dir.join("shared").display());
+    let names = shader_source::kernel_names(&dir).expect("cannot list shaders/");
+    let mut table = String::from("pub static KERNEL_SOURCES: &[(&str, &str)] = &[\n");
+    let mut failures = Vec::new();
+    for name in &names {
+        match shader_source::assemble(&dir, name) {
+            Ok(shader) => {
+                for f in &shader.files {
+                    println!("cargo:rerun-if-changed={}", f.display());
+                }
+                if let Err(e) = shader_source::validate(&shader) {
+                    failures.push(e.to_string());
+                    continue;
+                }
+                let path = out_dir.join(format!("{name}.wgsl"));
+                std::fs::write(&path, &shader.source).unwrap();
+                table.push_str(&format!(
+                    "    ({name:?}, include_str!({:?})),\n",
+                    path.display().to_string()
+                ));
+            }
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    table.push_str("];\n");
+    if !failures.is_empty() {
+        for f in &failures {
+            println!("cargo:warning=WGSL error: {f}");
+        }
+        panic!("invalid WGSL:\n{}", failures.join("\n"));
+    }
+    std::fs::write(out_dir.join("kernel_sources.rs"), table).unwrap();
+}

@@ -1,0 +1,530 @@
+//! Plain Rust twins of every GPU kernel, written for clarity rather than speed: the definition
+//! the kernels are tested against. Names and argument orders follow [`crate::ops`].
+
+use crate::ops::{BnShape, ConvShape, ConvTShape, NeuronStep, Op, BN_EPS};
+
+pub fn neuron_step(
+    u: &mut [f32],
+    acc: &mut [f32],
+    spikes: &mut [f32],
+    x: &[f32],
+    fb: &[f32],
+    step: NeuronStep,
+) {
+    for i in 0..u.len() {
+        let mut v = u[i] + x[step.x_offset + i];
+        if step.has_feedback {
+            v += fb[i];
+        }
+        let s = if v >= step.vth { 1.0 } else { 0.0 };
+        v = (v - step.vth * s) * step.leak;
+        u[i] = v;
+        acc[i] = step.leak * acc[i] + s;
+        spikes[i] = s;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    ta: Op,
+    tb: Op,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    b: &[f32],
+    beta: f32,
+    c: &mut [f32],
+) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0f32;
+            for p in 0..k {
+                let av = match ta {
+                    Op::N => a[i * k + p],
+                    Op::T => a[p * m + i],
+                };
+                let bv = match tb {
+                    Op::N => b[p * n + j],
+                    Op::T => b[j * k + p],
+                };
+                s += av * bv;
+            }
+            let prev = if beta != 0.0 {
+                beta * c[i * n + j]
+            } else {
+                0.0
+            };
+            c[i * n + j] = alpha * s + prev;
+        }
+    }
+}
+
+fn x_at(s: &ConvShape, x: &[f32], b: usize, c: usize, iy: isize, ix: isize) -> f32 {
+    if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+        0.0
+    } else {
+        x[((b * s.cin + c) * s.h + iy as usize) * s.w + ix as usize]
+    }
+}
+
+pub fn conv2d(s: &ConvShape, x: &[f32], w: &[f32], beta: f32, y: &mut [f32]) {
+    let (oh, ow) = (s.oh(), s.ow());
+    for b in 0..s.batch {
+        for oc in 0..s.cout {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = 0.0f32;
+                    for c in 0..s.cin {
+                        for ky in 0..s.kh {
+                            for kx in 0..s.kw {
+                                let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+                                let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                                acc += x_at(s, x, b, c, iy, ix)
+                                    * w[((oc * s.cin + c) * s.kh + ky) * s.kw + kx];
+                            }
+                        }
+                    }
+                    let idx = ((b * s.cout + oc) * oh + oy) * ow + ox;
+                    y[idx] = acc + if beta != 0.0 { beta * y[idx] } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// Scatter form (each output-gradient tap adds into the input pixels it read), independent of the
+/// gather form the kernel uses.
+pub fn conv2d_input_grad(
+    s: &ConvShape,
+    dy: &[f32],
+    w: &[f32],
+    alpha: f32,
+    beta: f32,
+    dx: &mut [f32],
+) {
+    let (oh, ow) = (s.oh(), s.ow());
+    let mut g = vec![0.0f32; s.input_len()];
+    for b in 0..s.batch {
+        for oc in 0..s.cout {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let d = dy[((b * s.cout + oc) * oh + oy) * ow + ox];
+                    for c in 0..s.cin {
+                        for ky in 0..s.kh {
+                            for kx in 0..s.kw {
+                                let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+                                let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < s.h && (ix as usize) < s.w
+                                {
+                                    g[((b * s.cin + c) * s.h + iy as usize) * s.w + ix as usize] +=
+                                        d * w[((oc * s.cin + c) * s.kh + ky) * s.kw + kx];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (o, v) in dx.iter_mut().zip(g) {
+        *o = alpha * v + if beta != 0.0 { beta * *o } else { 0.0 };
+    }
+}
+
+pub fn conv2d_weight_grad(
+    s: &ConvShape,
+    dy: &[f32],
+    x: &[f32],
+    alpha: f32,
+    beta: f32,
+    dw: &mut [f32],
+) {
+    let (oh, ow) = (s.oh(), s.ow());
+    for oc in 0..s.cout {
+        for c in 0..s.cin {
+            for ky in 0..s.kh {
+                for kx in 0..s.kw {
+                    let mut acc = 0.0f32;
+                    for b in 0..s.batch {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+                                let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                                acc += dy[((b * s.cout + oc) * oh + oy) * ow + ox]
+                                    * x_at(s, x, b, c, iy, ix);
+                            }
+                        }
+                    }
+                    let idx = ((oc * s.cin + c) * s.kh + ky) * s.kw + kx;
+                    dw[idx] = alpha * acc + if beta != 0.0 { beta * dw[idx] } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// Transposed convolution from its definition (PyTorch `ConvTranspose2d`): every input pixel
+/// scatters `x · w[cin, cout]` into the output window at `i · stride − pad + k`.
+pub fn conv_transpose2d(s: &ConvTShape, x: &[f32], w: &[f32], beta: f32, y: &mut [f32]) {
+    let (oh, ow) = (s.oh(), s.ow());
+    let mut out = vec![0.0f32; s.output_len()];
+    for b in 0..s.batch {
+        for ci in 0..s.cin {
+            for iy in 0..s.h {
+                for ix in 0..s.w {
+                    let v = x[((b * s.cin + ci) * s.h + iy) * s.w + ix];
+                    for co in 0..s.cout {
+                        for ky in 0..s.k {
+                            for kx in 0..s.k {
+                                let oy = (iy * s.stride + ky) as isize - s.pad as isize;
+                                let ox = (ix * s.stride + kx) as isize - s.pad as isize;
+                                if oy >= 0 && ox >= 0 && (oy as usize) < oh && (ox as usize) < ow {
+                                    out[((b * s.cout + co) * oh + oy as usize) * ow
+                                        + ox as usize] +=
+                                        v * w[((ci * s.cout + co) * s.k + ky) * s.k + kx];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (o, v) in y.iter_mut().zip(out) {
+        *o = v + if beta != 0.0 { beta * *o } else { 0.0 };
+    }
+}
+
+pub fn conv_transpose2d_input_grad(
+    s: &ConvTShape,
+    dy: &[f32],
+    w: &[f32],
+    beta: f32,
+    dx: &mut [f32],
+) {
+    let (oh, ow) = (s.oh(), s.ow());
+    for b in 0..s.batch {
+        for ci in 0..s.cin {
+            for iy in 0..s.h {
+                for ix in 0..s.w {
+                    let mut acc = 0.0f32;
+                    for co in 0..s.cout {
+                        for ky in 0..s.k {
+                            for kx in 0..s.k {
+                                let oy = (iy * s.stride + ky) as isize - s.pad as isize;
+                                let ox = (ix * s.stride + kx) as isize - s.pad as isize;
+                                if oy >= 0 && ox >= 0 && (oy as usize) < oh && (ox as usize) < ow {
+                                    acc += dy
+                                        [((b * s.cout + co) * oh + oy as usize) * ow + ox as usize]
+                                        * w[((ci * s.cout + co) * s.k + ky) * s.k + kx];
+                                }
+                            }
+                        }
+                    }
+                    let idx = ((b * s.cin + ci) * s.h + iy) * s.w + ix;
+                    dx[idx] = acc + if beta != 0.0 { beta * dx[idx] } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+pub fn conv_transpose2d_weight_grad(
+    s: &ConvTShape,
+    dy: &[f32],
+    x: &[f32],
+    alpha: f32,
+    beta: f32,
+    dw: &mut [f32],
+) {
+    let (oh, ow) = (s.oh(), s.ow());
+    let mut g = vec![0.0f32; s.weight_len()];
+    for b in 0..s.batch {
+        for ci in 0..s.cin {
+            for iy in 0..s.h {
+                for ix in 0..s.w {
+                    let v = x[((b * s.cin + ci) * s.h + iy) * s.w + ix];
+                    for co in 0..s.cout {
+                        for ky in 0..s.k {
+                            for kx in 0..s.k {
+                                let oy = (iy * s.stride + ky) as isize - s.pad as isize;
+                                let ox = (ix * s.stride + kx) as isize - s.pad as isize;
+                                if oy >= 0 && ox >= 0 && (oy as usize) < oh && (ox as usize) < ow {
+                                    g[((ci * s.cout + co) * s.k + ky) * s.k + kx] += v * dy
+                                        [((b * s.cout + co) * oh + oy as usize) * ow + ox as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (o, v) in dw.iter_mut().zip(g) {
+        *o = alpha * v + if beta != 0.0 { beta * *o } else { 0.0 };
+    }
+}
+
+pub fn avgpool2x2(planes: usize, h: usize, w: usize, x: &[f32], y: &mut [f32]) {
+    let (oh, ow) = (h / 2, w / 2);
+    for p in 0..planes {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let at = |dy: usize, dx: usize| x[p * h * w + (2 * oy + dy) * w + 2 * ox + dx];
+                y[p * oh * ow + oy * ow + ox] = 0.25 * (at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1));
+            }
+        }
+    }
+}
+
+pub fn avgpool2x2_grad(planes: usize, h: usize, w: usize, dy: &[f32], dx: &mut [f32]) {
+    let (oh, ow) = (h / 2, w / 2);
+    dx.iter_mut().for_each(|v| *v = 0.0);
+    for p in 0..planes {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let g = 0.25 * dy[p * oh * ow + oy * ow + ox];
+                for d in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    dx[p * h * w + (2 * oy + d.0) * w + 2 * ox + d.1] += g;
+                }
+            }
+        }
+    }
+}
+
+fn channel_values(s: BnShape, x: &[f32], c: usize) -> impl Iterator<Item = (usize, f32)> + '_ {
+    (0..s.batch).flat_map(move |b| {
+        (0..s.hw).map(move |q| {
+            let i = (b * s.channels + c) * s.hw + q;
+            (i, x[i])
+        })
+    })
+}
+
+/// Returns (mean, biased variance); updates the running statistics when `update` is given.
+pub fn bn_stats(
+    s: BnShape,
+    x: &[f32],
+    running_mean: &mut [f32],
+    running_var: &mut [f32],
+    update: Option<f32>,
+) -> (Vec<f32>, Vec<f32>) {
+    let n = (s.batch * s.hw) as f64;
+    let mut mean = vec![0.0; s.channels];
+    let mut var = vec![0.0; s.channels];
+    for c in 0..s.channels {
+        let mu = channel_values(s, x, c).map(|(_, v)| v as f64).sum::<f64>() / n;
+        let va = channel_values(s, x, c)
+            .map(|(_, v)| (v as f64 - mu).powi(2))
+            .sum::<f64>()
+            / n;
+        mean[c] = mu as f32;
+        var[c] = va as f32;
+        if let Some(m) = update {
+            let unbiased = va * n / (n - 1.0).max(1.0);
+            running_mean[c] = (1.0 - m) * running_mean[c] + m * mu as f32;
+            running_var[c] = (1.0 - m) * running_var[c] + m * unbiased as f32;
+        }
+    }
+    (mean, var)
+}
+
+pub fn bn_forward(
+    s: BnShape,
+    x: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+) {
+    for i in 0..s.len() {
+        let c = (i / s.hw) % s.channels;
+        y[i] = (x[i] - mean[c]) / (var[c] + BN_EPS).sqrt() * gamma[c] + beta[c];
+    }
+}
+
+/// Returns (dgamma, dbeta, dx).
+#[allow(clippy::too_many_arguments)]
+pub fn bn_backward(
+    s: BnShape,
+    x: &[f32],
+    dy: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    gamma: &[f32],
+    batch_stats: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let n = (s.batch * s.hw) as f32;
+    let mut dgamma = vec![0.0; s.channels];
+    let mut dbeta = vec![0.0; s.channels];
+    for c in 0..s.channels {
+        let istd = 1.0 / (var[c] + BN_EPS).sqrt();
+        for (i, v) in channel_values(s, x, c) {
+            dbeta[c] += dy[i];
+            dgamma[c] += dy[i] * (v - mean[c]) * istd;
+        }
+    }
+    let mut dx = vec![0.0; s.len()];
+    for i in 0..s.len() {
+        let c = (i / s.hw) % s.channels;
+        let istd = 1.0 / (var[c] + BN_EPS).sqrt();
+        let mut g = dy[i];
+        if batch_stats {
+            let xhat = (x[i] - mean[c]) * istd;
+            g = g - dbeta[c] / n - xhat * dgamma[c] / n;
+        }
+        dx[i] = gamma[c] * istd * g;
+    }
+    (dgamma, dbeta, dx)
+}
+
+pub fn bias_add(s: BnShape, bias: &[f32], y: &mut [f32]) {
+    for (i, v) in y.iter_mut().enumerate().take(s.len()) {
+        *v += bias[(i / s.hw) % s.channels];
+    }
+}
+
+pub fn channel_sum(s: BnShape, x: &[f32], alpha: f32, beta: f32, out: &mut [f32]) {
+    for c in 0..s.channels {
+        let t: f32 = channel_values(s, x, c).map(|(_, v)| v).sum();
+        out[c] = alpha * t + if beta != 0.0 { beta * out[c] } else { 0.0 };
+    }
+}
+
+pub fn clamp_mask(z: &[f32], scale: f32, y: &mut [f32], mask: &mut [f32]) {
+    for i in 0..z.len() {
+        let v = scale * z[i];
+        y[i] = v.clamp(0.0, 1.0);
+        mask[i] = if v > 0.0 && v < 1.0 { 1.0 } else { 0.0 };
+    }
+}
+
+pub fn axpby(alpha: f32, x: &[f32], beta: f32, y: &mut [f32]) {
+    for (yv, xv) in y.iter_mut().zip(x) {
+        *yv = alpha * xv + if beta != 0.0 { beta * *yv } else { 0.0 };
+    }
+}
+
+pub fn scale(alpha: f32, y: &mut [f32]) {
+    y.iter_mut().for_each(|v| *v *= alpha);
+}
+
+pub fn mask_mul(m: &[f32], y: &mut [f32]) {
+    for (i, v) in y.iter_mut().enumerate() {
+        *v *= m[i % m.len()];
+    }
+}
+
+fn pcg_hash(x: u32) -> u32 {
+    let state = x.wrapping_mul(747796405).wrapping_add(2891336453);
+    let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277803737);
+    (word >> 22) ^ word
+}
+
+/// The counter-based generator of shaders/shared/rng.wgsl.
+pub fn rng_u32(seed: u32, stream: u32, counter: u32) -> u32 {
+    pcg_hash(pcg_hash(pcg_hash(seed) ^ stream) ^ counter)
+}
+
+pub fn rng_uniform(seed: u32, stream: u32, counter: u32) -> f32 {
+    (rng_u32(seed, stream, counter) >> 8) as f32 * (1.0 / 16777216.0)
+}
+
+pub fn dropout_mask(mask: &mut [f32], prob: f32, seed: u32, stream: u32) {
+    let keep = 1.0 / (1.0 - prob);
+    for (i, m) in mask.iter_mut().enumerate() {
+        *m = if rng_uniform(seed, stream, i as u32) >= prob {
+            keep
+        } else {
+            0.0
+        };
+    }
+}
+
+pub fn row_dot(
+    rows: usize,
+    dim: usize,
+    x: &[f32],
+    y: &[f32],
+    alpha: f32,
+    beta: f32,
+    out: &mut [f32],
+) {
+    for r in 0..rows {
+        let t: f32 = (0..dim).map(|j| x[r * dim + j] * y[r * dim + j]).sum();
+        out[r] = alpha * t + if beta != 0.0 { beta * out[r] } else { 0.0 };
+    }
+}
+
+pub fn sum(x: &[f32], square: bool) -> f32 {
+    x.iter()
+        .map(|&v| {
+            if square {
+                (v as f64) * (v as f64)
+            } else {
+                v as f64
+            }
+        })
+        .sum::<f64>() as f32
+}
+
+/// Returns (per-row loss, dlogits, correct).
+pub fn softmax_xent(
+    rows: usize,
+    classes: usize,
+    logits: &[f32],
+    labels: &[u32],
+    grad_scale: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut loss = vec![0.0; rows];
+    let mut dl = vec![0.0; rows * classes];
+    let mut correct = vec![0.0; rows];
+    for r in 0..rows {
+        let row = &logits[r * classes..(r + 1) * classes];
+        let mut arg = 0;
+        for j in 1..classes {
+            if row[j] > row[arg] {
+                arg = j;
+            }
+        }
+        let mx = row[arg];
+        let lse = mx + row.iter().map(|v| (v - mx).exp()).sum::<f32>().ln();
+        let label = labels[r] as usize;
+        loss[r] = lse - row[label];
+        for j in 0..classes {
+            dl[r * classes + j] =
+                grad_scale * ((row[j] - lse).exp() - if j == label { 1.0 } else { 0.0 });
+        }
+        correct[r] = if arg == label { 1.0 } else { 0.0 };
+    }
+    (loss, dl, correct)
+}
+
+pub fn sgd(w: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, momentum: f32, weight_decay: f32) {
+    for i in 0..w.len() {
+        let d = g[i] + weight_decay * w[i];
+        v[i] = momentum * v[i] + d;
+        w[i] -= lr * v[i];
+    }
+}
+
+/// One power-iteration step; returns σ̂.
+pub fn power_iteration(rows: usize, cols: usize, w: &[f32], u: &mut [f32], v: &mut [f32]) -> f32 {
+    for j in 0..cols {
+        v[j] = (0..rows).map(|r| w[r * cols + j] * u[r]).sum();
+    }
+    let vn = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= vn);
+    let t: Vec<f32> = (0..rows)
+        .map(|r| (0..cols).map(|j| w[r * cols + j] * v[j]).sum())
+        .collect();
+    let un2: f32 = t.iter().map(|x| x * x).sum();
+    let un = un2.sqrt().max(1e-12);
+    for r in 0..rows {
+        u[r] = t[r] / un;
+    }
+    un2 / un
+}

@@ -1,0 +1,601 @@
+//! The GPU runtime: device, tensors, pipelines and the one place every dispatch goes through.
+//!
+//! Work is recorded, not run: [`Gpu::dispatch`] appends to a pending list, and [`Gpu::flush`]
+//! encodes everything pending into one command buffer (consecutive dispatches share one compute
+//! pass, where wgpu inserts the barriers) and submits it. Reads and writes from the host flush first,
+//! so host and GPU see operations in program order.
+
+pub mod buffer;
+pub mod context;
+pub mod timing;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+
+pub use buffer::{BufferPool, GpuBuffer, Tensor};
+pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext, NO_ADAPTER_HELP};
+pub use timing::{KernelSpan, Profile};
+
+mod sources {
+    include!(concat!(env!("OUT_DIR"), "/kernel_sources.rs"));
+}
+
+/// Names of all embedded kernels.
+pub fn kernel_names() -> Vec<&'static str> {
+    sources::KERNEL_SOURCES.iter().map(|(n, _)| *n).collect()
+}
+
+/// The assembled WGSL of one kernel.
+pub fn kernel_source(name: &str) -> Option<&'static str> {
+    sources::KERNEL_SOURCES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s)
+}
+
+/// Workgroup size of the 1-D kernels (must match `WG` in shaders/shared/common.wgsl).
+pub const WG: u32 = 64;
+
+/// Uniform parameters of one dispatch: 32-bit words in the order of the kernel's `Params` struct.
+#[derive(Default, Clone)]
+pub struct Params(pub Vec<u32>);
+
+impl Params {
+    pub fn new() -> Self {
+        Self(Vec::with_capacity(16))
+    }
+    pub fn u(mut self, v: impl TryInto<u32, Error = impl std::fmt::Debug>) -> Self {
+        self.0
+            .push(v.try_into().expect("parameter does not fit in u32"));
+        self
+    }
+    pub fn f(mut self, v: f32) -> Self {
+        self.0.push(v.to_bits());
+        self
+    }
+}
+
+/// A range of a tensor's words bound as one storage buffer.
+#[derive(Clone)]
+pub struct Binding {
+    pub buf: Arc<GpuBuffer>,
+    /// Byte offset, a multiple of the device's storage offset alignment.
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl Binding {
+    pub fn whole(t: &Tensor) -> Self {
+        Self {
+            buf: t.buf.clone(),
+            offset: 0,
+            size: t.buf.bytes,
+        }
+    }
+}
+
+enum Op {
+    Dispatch {
+        name: &'static str,
+        params_offset: u64,
+        params_size: u64,
+        bindings: Vec<Binding>,
+        groups: [u32; 3],
+    },
+    Copy {
+        src: Arc<GpuBuffer>,
+        src_offset: u64,
+        dst: Arc<GpuBuffer>,
+        dst_offset: u64,
+        size: u64,
+    },
+    Clear {
+        buf: Arc<GpuBuffer>,
+        offset: u64,
+        size: u64,
+    },
+}
+
+struct Pending {
+    ops: Vec<Op>,
+    params: Vec<u8>,
+    dispatches: usize,
+}
+
+struct ParamsArena {
+    buffer: Option<wgpu::Buffer>,
+    capacity: u64,
+}
+
+/// Most dispatches recorded into one command buffer before an automatic flush.
+const MAX_DISPATCHES_PER_SUBMIT: usize = 2048;
+
+pub struct Gpu {
+    pub ctx: Arc<GpuContext>,
+    pub pool: BufferPool,
+    pipelines: Mutex<HashMap<&'static str, Arc<wgpu::ComputePipeline>>>,
+    pending: Mutex<Pending>,
+    arena: Mutex<ParamsArena>,
+    profile: Mutex<Profile>,
+    timestamps: Mutex<Option<timing::TimestampSet>>,
+}
+
+impl Gpu {
+    pub fn new(choice: &AdapterChoice) -> Result<Self> {
+        Ok(Self::from_context(GpuContext::new(choice)?))
+    }
+
+    pub fn from_context(ctx: Arc<GpuContext>) -> Self {
+        Self {
+            ctx,
+            pool: BufferPool::default(),
+            pipelines: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Pending {
+                ops: Vec::new(),
+                params: Vec::new(),
+                dispatches: 0,
+            }),
+            arena: Mutex::new(ParamsArena {
+                buffer: None,
+                capacity: 0,
+            }),
+            profile: Mutex::new(Profile::default()),
+            timestamps: Mutex::new(None),
+        }
+    }
+
+    // ---------------------------------------------------------------- tensors
+
+    /// A zero-filled tensor (from the pool when a buffer of that size is free).
+    pub fn zeros(&self, shape: &[usize]) -> Tensor {
+        let t = self.uninit(shape);
+        self.fill_zero(&t);
+        t
+    }
+
+    /// A tensor whose contents are whatever the reused buffer held.
+    pub fn uninit(&self, shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        let bytes = (n as u64 * 4).max(4);
+        let buf = self.pool.take(bytes).unwrap_or_else(|| {
+            Arc::new(GpuBuffer::new(
+                &self.ctx.device,
+                &self.ctx.memory,
+                bytes,
+                "fsnn tensor",
+            ))
+        });
+        Tensor {
+            buf,
+            shape: shape.to_vec(),
+        }
+    }
+
+    pub fn upload(&self, shape: &[usize], data: &[f32]) -> Tensor {
+        let t = self.uninit(shape);
+        self.write(&t, data);
+        t
+    }
+
+    pub fn upload_u32(&self, shape: &[usize], data: &[u32]) -> Tensor {
+        let t = self.uninit(shape);
+        self.write_words(&t, 0, bytemuck::cast_slice(data));
+        t
+    }
+
+    /// Returns a tensor's buffer to the pool for reuse.
+    pub fn recycle(&self, t: Tensor) {
+        self.pool.give(t);
+    }
+
+    pub fn write(&self, t: &Tensor, data: &[f32]) {
+        assert_eq!(
+            data.len(),
+            t.len(),
+            "upload size mismatch for shape {:?}",
+            t.shape
+        );
+        self.write_words(t, 0, bytemuck::cast_slice(data));
+    }
+
+    /// Writes raw bytes at a byte offset, after all recorded work that precedes it.
+    pub fn write_words(&self, t: &Tensor, byte_offset: u64, bytes: &[u8]) {
+        self.flush_if_pending();
+        if !bytes.is_empty() {
+            self.ctx.queue.write_buffer(&t.buf.raw, byte_offset, bytes);
+        }
+    }
+
+    pub fn read(&self, t: &Tensor) -> Vec<f32> {
+        bytemuck::cast_slice(&self.read_bytes(&t.buf, 0, t.bytes())).to_vec()
+    }
+
+    pub fn read_u32(&self, t: &Tensor) -> Vec<u32> {
+        bytemuck::cast_slice(&self.read_bytes(&t.buf, 0, t.bytes())).to_vec()
+    }
+
+    /// Reads `size` bytes at `offset` (both multiples of 4) after all recorded work.
+    pub fn read_bytes(&self, buf: &GpuBuffer, offset: u64, size: u64) -> Vec<u8> {
+        self.flush();
+        if size == 0 {
+            return Vec::new();
+        }
+        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("fsnn readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        enc.copy_buffer_to_buffer(&buf.raw, offset, &staging, 0, size);
+        self.ctx.queue.submit([enc.finish()]);
+        let slice = staging.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.ctx.wait();
+        rx.recv()
+            .expect("map callback dropped")
+            .expect("buffer map failed");
+        let out = slice
+            .get_mapped_range()
+            .expect("readback map failed")
+            .to_vec();
+        staging.unmap();
+        out
+    }
+
+    /// Bytes of GPU buffers alive now, and the peak since the last [`Gpu::reset_peak_memory`].
+    pub fn memory_bytes(&self) -> (u64, u64) {
+        (self.ctx.memory.live_bytes(), self.ctx.memory.peak_bytes())
+    }
+
+    pub fn reset_peak_memory(&self) {
+        self.ctx.memory.reset_peak();
+    }
+
+    // --------------------------------------------------------------- bindings
+
+    /// The byte window `[elem_start, elem_start + elem_count)` of `t`, bound from the nearest
+    /// aligned offset below. Returns the binding and the element offset of `elem_start` inside it.
+    pub fn window(&self, t: &Tensor, elem_start: usize, elem_count: usize) -> (Binding, u32) {
+        let align = self.ctx.limits.min_storage_buffer_offset_alignment as u64;
+        let start = elem_start as u64 * 4;
+        let base = start / align * align;
+        let end = ((elem_start + elem_count) as u64 * 4).max(start + 4);
+        let size = (end - base).next_multiple_of(4).min(t.buf.bytes - base);
+        assert!(
+            size <= self.ctx.max_binding_bytes() || base == 0 && size <= t.buf.bytes,
+            "window of {size} bytes exceeds the binding limit"
+        );
+        (
+            Binding {
+                buf: t.buf.clone(),
+                offset: base,
+                size,
+            },
+            ((start - base) / 4) as u32,
+        )
+    }
+
+    /// The whole tensor as one binding, refusing (rather than truncating) one over the limit.
+    pub fn bind(&self, t: &Tensor) -> Binding {
+        assert!(
+            t.bytes() <= self.ctx.max_binding_bytes(),
+            "tensor of {} bytes (shape {:?}) exceeds the storage binding limit of {} bytes: this \
+             kernel must be called through a chunked path",
+            t.bytes(),
+            t.shape,
+            self.ctx.max_binding_bytes()
+        );
+        Binding {
+            buf: t.buf.clone(),
+            offset: 0,
+            size: t.bytes().max(4),
+        }
+    }
+
+    /// How many rows of `row_words` words fit in one binding, the start of every chunk staying
+    /// aligned.
+    pub fn rows_per_binding(&self, row_words: usize) -> usize {
+        let max = self.ctx.max_binding_bytes() as usize;
+        let align = self.ctx.limits.min_storage_buffer_offset_alignment as usize;
+        let row_bytes = (row_words * 4).max(4);
+        // Leave one alignment unit for the window's rounding down.
+        ((max.saturating_sub(align)) / row_bytes).max(1)
+    }
+
+    // ------------------------------------------------------------- recording
+
+    fn pipeline(&self, name: &'static str) -> Arc<wgpu::ComputePipeline> {
+        let mut cache = self.pipelines.lock().unwrap();
+        if let Some(p) = cache.get(name) {
+            return p.clone();
+        }
+        let src = kernel_source(name).unwrap_or_else(|| panic!("no kernel named {name}"));
+        let module = self
+            .ctx
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        let p = Arc::new(self.ctx.device.create_compute_pipeline(
+            &wgpu::ComputePipelineDescriptor {
+                label: Some(name),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            },
+        ));
+        cache.insert(name, p.clone());
+        p
+    }
+
+    /// Records one dispatch of kernel `name`. Binding 0 is the uniform `params`; bindings 1.. are
+    /// the storage buffers in order.
+    pub fn dispatch(
+        &self,
+        name: &'static str,
+        params: Params,
+        bindings: Vec<Binding>,
+        groups: [u32; 3],
+    ) {
+        if groups.contains(&0) {
+            return;
+        }
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
+        assert!(
+            groups.iter().all(|&g| g <= max),
+            "{name}: dispatch {groups:?} over the device limit {max}"
+        );
+        // Make sure the pipeline exists before recording (compilation errors surface here).
+        self.pipeline(name);
+        let align = self.ctx.limits.min_uniform_buffer_offset_alignment as u64;
+        let mut words = params.0;
+        // Uniform structs are sized in multiples of 16 bytes.
+        while words.len() % 4 != 0 || words.is_empty() {
+            words.push(0);
+        }
+        let flush_now = {
+            let mut p = self.pending.lock().unwrap();
+            let offset = (p.params.len() as u64).next_multiple_of(align);
+            p.params.resize(offset as usize, 0);
+            p.params.extend_from_slice(bytemuck::cast_slice(&words));
+            p.ops.push(Op::Dispatch {
+                name,
+                params_offset: offset,
+                params_size: words.len() as u64 * 4,
+                bindings,
+                groups,
+            });
+            p.dispatches += 1;
+            p.dispatches >= MAX_DISPATCHES_PER_SUBMIT
+        };
+        if flush_now {
+            self.flush();
+        }
+    }
+
+    /// A 1-D dispatch over `n` invocations of `WG` threads, folded into two dimensions when it
+    /// exceeds the per-dimension limit.
+    pub fn groups_1d(&self, n: usize) -> [u32; 3] {
+        let groups = n.div_ceil(WG as usize).max(1) as u64;
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension as u64;
+        if groups <= max {
+            [groups as u32, 1, 1]
+        } else {
+            let y = groups.div_ceil(max);
+            [groups.div_ceil(y) as u32, y as u32, 1]
+        }
+    }
+
+    pub fn copy(&self, src: &Tensor, src_elem: usize, dst: &Tensor, dst_elem: usize, count: usize) {
+        assert!(src_elem + count <= src.len() && dst_elem + count <= dst.len());
+        if count == 0 {
+            return;
+        }
+        self.pending.lock().unwrap().ops.push(Op::Copy {
+            src: src.buf.clone(),
+            src_offset: src_elem as u64 * 4,
+            dst: dst.buf.clone(),
+            dst_offset: dst_elem as u64 * 4,
+            size: count as u64 * 4,
+        });
+    }
+
+    pub fn fill_zero(&self, t: &Tensor) {
+        self.pending.lock().unwrap().ops.push(Op::Clear {
+            buf: t.buf.clone(),
+            offset: 0,
+            size: t.buf.bytes,
+        });
+    }
+
+    fn flush_if_pending(&self) {
+        if !self.pending.lock().unwrap().ops.is_empty() {
+            self.flush();
+        }
+    }
+
+    /// Submits everything recorded so far and waits for it. With profiling on, each dispatch's
+    /// GPU time is recorded under its kernel name.
+    pub fn flush(&self) {
+        let (ops, params) = {
+            let mut p = self.pending.lock().unwrap();
+            p.dispatches = 0;
+            (std::mem::take(&mut p.ops), std::mem::take(&mut p.params))
+        };
+        if ops.is_empty() {
+            return;
+        }
+        let device = &self.ctx.device;
+        let wall = Instant::now();
+        let mut arena = self.arena.lock().unwrap();
+        if !params.is_empty() {
+            if arena.capacity < params.len() as u64 {
+                let cap = (params.len() as u64).next_power_of_two().max(64 * 1024);
+                arena.buffer = Some(device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("fsnn params"),
+                    size: cap,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }));
+                arena.capacity = cap;
+            }
+            self.ctx
+                .queue
+                .write_buffer(arena.buffer.as_ref().unwrap(), 0, &params);
+        }
+        let profiling = self.profile.lock().unwrap().enabled;
+        let use_ts = profiling && self.ctx.has_pass_timestamps();
+        let n_dispatch = ops
+            .iter()
+            .filter(|o| matches!(o, Op::Dispatch { .. }))
+            .count();
+        let mut ts_guard = self.timestamps.lock().unwrap();
+        if use_ts {
+            let need = (n_dispatch * 2) as u32;
+            if ts_guard.as_ref().map(|t| t.capacity < need).unwrap_or(true) {
+                *ts_guard = Some(timing::TimestampSet::new(device, need.max(256)));
+            }
+        }
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("fsnn step"),
+        });
+        let mut names: Vec<&'static str> = Vec::with_capacity(n_dispatch);
+        let mut i = 0;
+        while i < ops.len() {
+            match &ops[i] {
+                Op::Copy {
+                    src,
+                    src_offset,
+                    dst,
+                    dst_offset,
+                    size,
+                } => {
+                    enc.copy_buffer_to_buffer(&src.raw, *src_offset, &dst.raw, *dst_offset, *size);
+                    i += 1;
+                }
+                Op::Clear { buf, offset, size } => {
+                    enc.clear_buffer(&buf.raw, *offset, Some(*size));
+                    i += 1;
+                }
+                Op::Dispatch { .. } => {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("fsnn kernels"),
+                        timestamp_writes: None,
+                    });
+                    while let Some(Op::Dispatch {
+                        name,
+                        params_offset,
+                        params_size,
+                        bindings,
+                        groups,
+                    }) = ops.get(i)
+                    {
+                        let pipeline = self.pipeline(name);
+                        let layout = pipeline.get_bind_group_layout(0);
+                        let mut entries = Vec::with_capacity(bindings.len() + 1);
+                        entries.push(wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: arena.buffer.as_ref().unwrap(),
+                                offset: *params_offset,
+                                size: wgpu::BufferSize::new(*params_size),
+                            }),
+                        });
+                        for (k, b) in bindings.iter().enumerate() {
+                            entries.push(wgpu::BindGroupEntry {
+                                binding: k as u32 + 1,
+                                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                    buffer: &b.buf.raw,
+                                    offset: b.offset,
+                                    size: wgpu::BufferSize::new(b.size),
+                                }),
+                            });
+                        }
+                        let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some(name),
+                            layout: &layout,
+                            entries: &entries,
+                        });
+                        pass.set_pipeline(&pipeline);
+                        pass.set_bind_group(0, &bg, &[]);
+                        if use_ts {
+                            let q = names.len() as u32 * 2;
+                            pass.write_timestamp(&ts_guard.as_ref().unwrap().set, q);
+                            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                            pass.write_timestamp(&ts_guard.as_ref().unwrap().set, q + 1);
+                        } else {
+                            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                        }
+                        names.push(name);
+                        i += 1;
+                    }
+                }
+            }
+        }
+        if use_ts {
+            ts_guard
+                .as_ref()
+                .unwrap()
+                .resolve(&mut enc, names.len() as u32 * 2);
+        }
+        self.ctx.queue.submit([enc.finish()]);
+        self.ctx.wait();
+        drop(arena);
+        let wall_ns = wall.elapsed().as_nanos() as u64;
+        if profiling {
+            let ticks = if use_ts {
+                Some(ts_guard.as_ref().unwrap().read(&self.ctx, names.len() * 2))
+            } else {
+                None
+            };
+            let period = self.ctx.queue.get_timestamp_period() as f64;
+            self.profile
+                .lock()
+                .unwrap()
+                .record_submit(&names, ticks.as_deref(), period, wall_ns);
+        }
+    }
+
+    // -------------------------------------------------------------- profiling
+
+    /// Turns per-kernel timing on or off; turning it on clears what was recorded.
+    pub fn set_profiling(&self, on: bool) {
+        let mut p = self.profile.lock().unwrap();
+        *p = Profile::default();
+        p.enabled = on;
+        p.gpu_timestamps = on && self.ctx.has_pass_timestamps();
+    }
+
+    /// Takes what was recorded since profiling was turned on (or last taken).
+    pub fn take_profile(&self) -> Profile {
+        self.flush();
+        let mut p = self.profile.lock().unwrap();
+        let enabled = p.enabled;
+        let ts = p.gpu_timestamps;
+        let out = std::mem::take(&mut *p);
+        p.enabled = enabled;
+        p.gpu_timestamps = ts;
+        out
+    }
+}
+
+/// Fails with the installation hint when no adapter can be opened.
+pub fn require_gpu() -> Result<Gpu> {
+    match Gpu::new(&AdapterChoice::from_flag_or_env(None)) {
+        Ok(g) => Ok(g),
+        Err(e) => bail!("{e:#}"),
+    }
+}

@@ -1,0 +1,850 @@
+//! Host side of every kernel: shape checks, parameters, bindings and the dispatch grid. Each
+//! function records work on the [`Gpu`]; nothing runs until a flush or a read. The CPU twin of
+//! each is the function of the same name in [`crate::cpu`].
+
+use crate::gpu::{Gpu, Params, Tensor};
+
+/// Shapes of a 2-D convolution (NCHW; weight `[cout, cin, kh, kw]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl ConvShape {
+    pub fn oh(&self) -> usize {
+        (self.h + 2 * self.pad - self.kh) / self.stride + 1
+    }
+    pub fn ow(&self) -> usize {
+        (self.w + 2 * self.pad - self.kw) / self.stride + 1
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * self.cin * self.h * self.w
+    }
+    pub fn output_len(&self) -> usize {
+        self.batch * self.cout * self.oh() * self.ow()
+    }
+    pub fn weight_len(&self) -> usize {
+        self.cout * self.cin * self.kh * self.kw
+    }
+    pub fn flops(&self) -> f64 {
+        2.0 * self.output_len() as f64 * (self.cin * self.kh * self.kw) as f64
+    }
+    fn params(&self, oh: usize, ow: usize, alpha: f32, beta: f32) -> Params {
+        Params::new()
+            .u(self.batch)
+            .u(self.cin)
+            .u(self.h)
+            .u(self.w)
+            .u(self.cout)
+            .u(oh)
+            .u(ow)
+            .u(self.kh)
+            .u(self.kw)
+            .u(self.stride)
+            .u(self.pad)
+            .u(0u32)
+            .f(alpha)
+            .f(beta)
+    }
+}
+
+/// Shapes of a transposed convolution (PyTorch `ConvTranspose2d`; weight `[cin, cout, kh, kw]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConvTShape {
+    pub batch: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub output_pad: usize,
+}
+
+impl ConvTShape {
+    pub fn oh(&self) -> usize {
+        (self.h - 1) * self.stride + self.k + self.output_pad - 2 * self.pad
+    }
+    pub fn ow(&self) -> usize {
+        (self.w - 1) * self.stride + self.k + self.output_pad - 2 * self.pad
+    }
+    /// The convolution whose input gradient this transposed convolution is: it maps the
+    /// transposed convolution's output (cout channels, oh × ow) back to its input.
+    pub fn as_conv(&self) -> ConvShape {
+        ConvShape {
+            batch: self.batch,
+            cin: self.cout,
+            h: self.oh(),
+            w: self.ow(),
+            cout: self.cin,
+            kh: self.k,
+            kw: self.k,
+            stride: self.stride,
+            pad: self.pad,
+        }
+    }
+    pub fn input_len(&self) -> usize {
+        self.batch * self.cin * self.h * self.w
+    }
+    pub fn output_len(&self) -> usize {
+        self.batch * self.cout * self.oh() * self.ow()
+    }
+    pub fn weight_len(&self) -> usize {
+        self.cin * self.cout * self.k * self.k
+    }
+}
+
+fn check(t: &Tensor, len: usize, what: &str) {
+    assert!(
+        t.len() >= len,
+        "{what}: tensor of shape {:?} holds {} elements, {len} needed",
+        t.shape,
+        t.len()
+    );
+}
+
+fn assert_distinct(a: &Tensor, b: &Tensor, what: &str) {
+    assert!(!a.same_buffer(b), "{what}: output must not alias an input");
+}
+
+// ------------------------------------------------------------------ neuron
+
+/// Neuron parameters of one simulation step.
+#[derive(Debug, Clone, Copy)]
+pub struct NeuronStep {
+    pub vth: f32,
+    /// 1 for IF, λ ∈ (0, 1) for LIF.
+    pub leak: f32,
+    /// Whether `fb` holds the feedback current (false on the first step).
+    pub has_feedback: bool,
+    /// Element offset of this step's input in `x` (per-step input); 0 for constant input.
+    pub x_offset: usize,
+}
+
+/// The fused neuron update over `u.len()` neurons: charge, fire, reset by subtraction, leak,
+/// accumulate. `fb` is ignored when `step.has_feedback` is false (pass any tensor).
+pub fn neuron_step(
+    gpu: &Gpu,
+    u: &Tensor,
+    acc: &Tensor,
+    spikes: &Tensor,
+    x: &Tensor,
+    fb: &Tensor,
+    step: NeuronStep,
+) {
+    let n = u.len();
+    check(acc, n, "neuron_step acc");
+    check(spikes, n, "neuron_step spikes");
+    check(x, step.x_offset + n, "neuron_step x");
+    if step.has_feedback {
+        check(fb, n, "neuron_step fb");
+    }
+    gpu.dispatch(
+        "neuron_step",
+        Params::new()
+            .u(n)
+            .u(step.x_offset)
+            .u(step.has_feedback as u32)
+            .u(0u32)
+            .f(step.vth)
+            .f(step.leak),
+        vec![
+            gpu.bind(u),
+            gpu.bind(acc),
+            gpu.bind(spikes),
+            gpu.bind(x),
+            gpu.bind(fb),
+        ],
+        gpu.groups_1d(n),
+    );
+}
+
+// ------------------------------------------------------------------- dense
+
+/// Whether an operand is used as stored or transposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    N,
+    T,
+}
+
+/// `C[m×n] = alpha · op(A) · op(B) + beta · C`, all row-major. `op(A)` is m×k (A stored m×k for
+/// `Op::N`, k×m for `Op::T`), `op(B)` is k×n. Rows of A and C are split over several dispatches
+/// when either is larger than one storage binding.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    gpu: &Gpu,
+    ta: Op,
+    tb: Op,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &Tensor,
+    b: &Tensor,
+    beta: f32,
+    c: &Tensor,
+) {
+    check(a, m * k, "gemm A");
+    check(b, k * n, "gemm B");
+    check(c, m * n, "gemm C");
+    assert_distinct(c, a, "gemm");
+    assert_distinct(c, b, "gemm");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (b_sk, b_sn) = match tb {
+        Op::N => (n, 1),
+        Op::T => (1, k),
+    };
+    // Aᵀ rows are strided through all of A, so only op(A) = A can be split by rows.
+    let rows_per = match ta {
+        Op::N => gpu.rows_per_binding(k.max(n)),
+        Op::T => m,
+    };
+    let rows_per = rows_per.min(m).max(1);
+    let mut r0 = 0;
+    while r0 < m {
+        let rows = rows_per.min(m - r0);
+        let (ab, a_off, a_sm, a_sk) = match ta {
+            Op::N => {
+                let (bd, off) = gpu.window(a, r0 * k, rows * k);
+                (bd, off, k, 1)
+            }
+            Op::T => (gpu.bind(a), 0, 1, m),
+        };
+        let (cb, c_off) = gpu.window(c, r0 * n, rows * n);
+        gpu.dispatch(
+            "gemm",
+            Params::new()
+                .u(rows)
+                .u(n)
+                .u(k)
+                .u(a_off)
+                .u(a_sm)
+                .u(a_sk)
+                .u(0u32)
+                .u(b_sk)
+                .u(b_sn)
+                .u(c_off)
+                .u(n)
+                .u(0u32)
+                .f(alpha)
+                .f(beta),
+            vec![ab, gpu.bind(b), cb],
+            [n.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1],
+        );
+        r0 += rows;
+    }
+}
+
+// -------------------------------------------------------------------- conv
+
+/// `y = alpha · conv(x, w) + beta · y` (no bias).
+pub fn conv2d(gpu: &Gpu, s: &ConvShape, x: &Tensor, w: &Tensor, beta: f32, y: &Tensor) {
+    check(x, s.input_len(), "conv2d x");
+    check(w, s.weight_len(), "conv2d w");
+    check(y, s.output_len(), "conv2d y");
+    assert_distinct(y, x, "conv2d");
+    let rows = s.batch * s.oh() * s.ow();
+    gpu.dispatch(
+        "conv2d_forward",
+        s.params(s.oh(), s.ow(), 1.0, beta),
+        vec![gpu.bind(x), gpu.bind(w), gpu.bind(y)],
+        [s.cout.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1],
+    );
+}
+
+/// `dx = alpha · ∂conv/∂x (dy) + beta · dx`.
+pub fn conv2d_input_grad(
+    gpu: &Gpu,
+    s: &ConvShape,
+    dy: &Tensor,
+    w: &Tensor,
+    alpha: f32,
+    beta: f32,
+    dx: &Tensor,
+) {
+    check(dy, s.output_len(), "conv2d_input_grad dy");
+    check(w, s.weight_len(), "conv2d_input_grad w");
+    check(dx, s.input_len(), "conv2d_input_grad dx");
+    assert_distinct(dx, dy, "conv2d_input_grad");
+    let rows = s.batch * s.h * s.w;
+    gpu.dispatch(
+        "conv2d_input_grad",
+        s.params(s.oh(), s.ow(), alpha, beta),
+        vec![gpu.bind(dy), gpu.bind(w), gpu.bind(dx)],
+        [s.cin.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1],
+    );
+}
+
+/// `dw = alpha · ∂conv/∂w (dy, x) + beta · dw`.
+pub fn conv2d_weight_grad(
+    gpu: &Gpu,
+    s: &ConvShape,
+    dy: &Tensor,
+    x: &Tensor,
+    alpha: f32,
+    beta: f32,
+    dw: &Tensor,
+) {
+    check(dy, s.output_len(), "conv2d_weight_grad dy");
+    check(x, s.input_len(), "conv2d_weight_grad x");
+    check(dw, s.weight_len(), "conv2d_weight_grad dw");
+    let cols = s.cin * s.kh * s.kw;
+    gpu.dispatch(
+        "conv2d_weight_grad",
+        s.params(s.oh(), s.ow(), alpha, beta),
+        vec![gpu.bind(dy), gpu.bind(x), gpu.bind(dw)],
+        [cols.div_ceil(64) as u32, s.cout.div_ceil(64) as u32, 1],
+    );
+}
+
+/// `y = convT(x, w) + beta · y` (weight `[cin, cout, k, k]`).
+pub fn conv_transpose2d(gpu: &Gpu, s: &ConvTShape, x: &Tensor, w: &Tensor, beta: f32, y: &Tensor) {
+    conv2d_input_grad(gpu, &s.as_conv(), x, w, 1.0, beta, y);
+}
+
+/// Input gradient of the transposed convolution: a plain convolution of `dy`.
+pub fn conv_transpose2d_input_grad(
+    gpu: &Gpu,
+    s: &ConvTShape,
+    dy: &Tensor,
+    w: &Tensor,
+    beta: f32,
+    dx: &Tensor,
+) {
+    conv2d(gpu, &s.as_conv(), dy, w, beta, dx);
+}
+
+/// Weight gradient of the transposed convolution: the convolution weight gradient with the roles
+/// of input and output gradient swapped.
+pub fn conv_transpose2d_weight_grad(
+    gpu: &Gpu,
+    s: &ConvTShape,
+    dy: &Tensor,
+    x: &Tensor,
+    alpha: f32,
+    beta: f32,
+    dw: &Tensor,
+) {
+    conv2d_weight_grad(gpu, &s.as_conv(), x, dy, alpha, beta, dw);
+}
+
+// -------------------------------------------------------------------- pool
+
+/// 2×2 average pooling, stride 2, over `planes` planes of h×w.
+pub fn avgpool2x2(gpu: &Gpu, planes: usize, h: usize, w: usize, x: &Tensor, y: &Tensor) {
+    let (oh, ow) = (h / 2, w / 2);
+    check(x, planes * h * w, "avgpool2x2 x");
+    check(y, planes * oh * ow, "avgpool2x2 y");
+    let n = planes * oh * ow;
+    gpu.dispatch(
+        "avgpool2x2",
+        Params::new().u(n).u(h).u(w).u(oh).u(ow),
+        vec![gpu.bind(x), gpu.bind(y)],
+        gpu.groups_1d(n),
+    );
+}
+
+pub fn avgpool2x2_grad(gpu: &Gpu, planes: usize, h: usize, w: usize, dy: &Tensor, dx: &Tensor) {
+    let (oh, ow) = (h / 2, w / 2);
+    check(dy, planes * oh * ow, "avgpool2x2_grad dy");
+    check(dx, planes * h * w, "avgpool2x2_grad dx");
+    let n = planes * h * w;
+    gpu.dispatch(
+        "avgpool2x2_grad",
+        Params::new().u(n).u(h).u(w).u(oh).u(ow),
+        vec![gpu.bind(dy), gpu.bind(dx)],
+        gpu.groups_1d(n),
+    );
+}
+
+// ---------------------------------------------------------------------- bn
+
+/// Layout `[batch, channels, hw]` of a batch-normalised tensor (hw = 1 for dense layers).
+#[derive(Debug, Clone, Copy)]
+pub struct BnShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub hw: usize,
+}
+
+impl BnShape {
+    pub fn len(&self) -> usize {
+        self.batch * self.channels * self.hw
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub const BN_EPS: f32 = 1e-5;
+
+/// Batch mean and biased variance per channel; with `update = Some(momentum)` also the
+/// running-statistics update (otherwise the running tensors are bound but left alone).
+#[allow(clippy::too_many_arguments)]
+pub fn bn_stats(
+    gpu: &Gpu,
+    s: BnShape,
+    x: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    update: Option<f32>,
+) {
+    check(x, s.len(), "bn_stats x");
+    for t in [mean, var, running_mean, running_var] {
+        check(t, s.channels, "bn_stats statistics");
+    }
+    gpu.dispatch(
+        "bn_stats",
+        Params::new()
+            .u(s.batch)
+            .u(s.channels)
+            .u(s.hw)
+            .u(update.is_some() as u32)
+            .f(update.unwrap_or(0.0)),
+        vec![
+            gpu.bind(x),
+            gpu.bind(mean),
+            gpu.bind(var),
+            gpu.bind(running_mean),
+            gpu.bind(running_var),
+        ],
+        [s.channels as u32, 1, 1],
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn bn_forward(
+    gpu: &Gpu,
+    s: BnShape,
+    x: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    y: &Tensor,
+) {
+    check(x, s.len(), "bn_forward x");
+    check(y, s.len(), "bn_forward y");
+    assert_distinct(y, x, "bn_forward");
+    gpu.dispatch(
+        "bn_forward",
+        Params::new()
+            .u(s.len())
+            .u(s.channels)
+            .u(s.hw)
+            .u(0u32)
+            .f(BN_EPS),
+        vec![
+            gpu.bind(x),
+            gpu.bind(mean),
+            gpu.bind(var),
+            gpu.bind(gamma),
+            gpu.bind(beta),
+            gpu.bind(y),
+        ],
+        gpu.groups_1d(s.len()),
+    );
+}
+
+/// Batch-norm backward: writes `dgamma`, `dbeta` and `dx`. `batch_stats` says whether the forward
+/// used the batch's own statistics (then they are differentiated through) or running ones.
+#[allow(clippy::too_many_arguments)]
+pub fn bn_backward(
+    gpu: &Gpu,
+    s: BnShape,
+    x: &Tensor,
+    dy: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    gamma: &Tensor,
+    batch_stats: bool,
+    dgamma: &Tensor,
+    dbeta: &Tensor,
+    dx: Option<&Tensor>,
+) {
+    check(x, s.len(), "bn_backward x");
+    check(dy, s.len(), "bn_backward dy");
+    gpu.dispatch(
+        "bn_backward_reduce",
+        Params::new()
+            .u(s.batch)
+            .u(s.channels)
+            .u(s.hw)
+            .u(0u32)
+            .f(BN_EPS),
+        vec![
+            gpu.bind(x),
+            gpu.bind(dy),
+            gpu.bind(mean),
+            gpu.bind(var),
+            gpu.bind(dgamma),
+            gpu.bind(dbeta),
+        ],
+        [s.channels as u32, 1, 1],
+    );
+    if let Some(dx) = dx {
+        check(dx, s.len(), "bn_backward dx");
+        assert_distinct(dx, dy, "bn_backward");
+        gpu.dispatch(
+            "bn_backward_input",
+            Params::new()
+                .u(s.len())
+                .u(s.channels)
+                .u(s.hw)
+                .u(batch_stats as u32)
+                .f(BN_EPS)
+                .f((s.batch * s.hw) as f32),
+            vec![
+                gpu.bind(x),
+                gpu.bind(dy),
+                gpu.bind(mean),
+                gpu.bind(var),
+                gpu.bind(gamma),
+                gpu.bind(dgamma),
+                gpu.bind(dbeta),
+                gpu.bind(dx),
+            ],
+            gpu.groups_1d(s.len()),
+        );
+    }
+}
+
+/// `y[b, c, ·] += bias[c]` in place.
+pub fn bias_add(gpu: &Gpu, s: BnShape, bias: &Tensor, y: &Tensor) {
+    check(y, s.len(), "bias_add y");
+    check(bias, s.channels, "bias_add bias");
+    gpu.dispatch(
+        "bias_add",
+        Params::new().u(s.len()).u(s.channels).u(s.hw),
+        vec![gpu.bind(bias), gpu.bind(y)],
+        gpu.groups_1d(s.len()),
+    );
+}
+
+/// `out[c] = alpha · Σ x[·, c, ·] + beta · out[c]`.
+pub fn channel_sum(gpu: &Gpu, s: BnShape, x: &Tensor, alpha: f32, beta: f32, out: &Tensor) {
+    check(x, s.len(), "channel_sum x");
+    check(out, s.channels, "channel_sum out");
+    gpu.dispatch(
+        "channel_sum",
+        Params::new()
+            .u(s.batch)
+            .u(s.channels)
+            .u(s.hw)
+            .u(0u32)
+            .f(alpha)
+            .f(beta),
+        vec![gpu.bind(x), gpu.bind(out)],
+        [s.channels as u32, 1, 1],
+    );
+}
+
+// ------------------------------------------------------------- elementwise
+
+/// `y = clamp(scale · z, 0, 1)` and `mask = 1[0 < scale · z < 1]`.
+pub fn clamp_mask(gpu: &Gpu, z: &Tensor, scale: f32, y: &Tensor, mask: &Tensor) {
+    let n = z.len();
+    check(y, n, "clamp_mask y");
+    check(mask, n, "clamp_mask mask");
+    gpu.dispatch(
+        "clamp_mask",
+        Params::new().u(n).u(0u32).f(scale),
+        vec![gpu.bind(z), gpu.bind(y), gpu.bind(mask)],
+        gpu.groups_1d(n),
+    );
+}
+
+/// Runs `f(start, count)` over chunks of `n` elements small enough for one binding each.
+fn chunked(gpu: &Gpu, n: usize, mut f: impl FnMut(usize, usize)) {
+    let per = gpu.rows_per_binding(1);
+    let mut s = 0;
+    while s < n {
+        let c = per.min(n - s);
+        f(s, c);
+        s += c;
+    }
+}
+
+/// `y[yo..yo+n] = alpha · x[xo..xo+n] + beta · y[yo..yo+n]`.
+#[allow(clippy::too_many_arguments)]
+pub fn axpby_range(
+    gpu: &Gpu,
+    n: usize,
+    alpha: f32,
+    x: &Tensor,
+    xo: usize,
+    beta: f32,
+    y: &Tensor,
+    yo: usize,
+) {
+    check(x, xo + n, "axpby x");
+    check(y, yo + n, "axpby y");
+    assert!(
+        !x.same_buffer(y) || xo == yo,
+        "axpby: overlapping windows of one buffer"
+    );
+    chunked(gpu, n, |s, c| {
+        let (yb, yoff) = gpu.window(y, yo + s, c);
+        let (xb, xoff) = if x.same_buffer(y) {
+            (yb.clone(), yoff)
+        } else {
+            gpu.window(x, xo + s, c)
+        };
+        if x.same_buffer(y) {
+            // In place: one binding, x reads through y.
+            gpu.dispatch(
+                "scale",
+                Params::new().u(c).u(yoff).f(alpha + beta),
+                vec![yb],
+                gpu.groups_1d(c),
+            );
+        } else {
+            gpu.dispatch(
+                "axpby",
+                Params::new().u(c).u(xoff).u(yoff).u(0u32).f(alpha).f(beta),
+                vec![xb, yb],
+                gpu.groups_1d(c),
+            );
+        }
+    });
+}
+
+/// `y = alpha · x + beta · y` over whole tensors.
+pub fn axpby(gpu: &Gpu, alpha: f32, x: &Tensor, beta: f32, y: &Tensor) {
+    assert_eq!(x.len(), y.len(), "axpby: {:?} vs {:?}", x.shape, y.shape);
+    axpby_range(gpu, x.len(), alpha, x, 0, beta, y, 0);
+}
+
+/// `y = alpha · y` in place.
+pub fn scale(gpu: &Gpu, alpha: f32, y: &Tensor) {
+    chunked(gpu, y.len(), |s, c| {
+        let (yb, yoff) = gpu.window(y, s, c);
+        gpu.dispatch(
+            "scale",
+            Params::new().u(c).u(yoff).f(alpha),
+            vec![yb],
+            gpu.groups_1d(c),
+        );
+    });
+}
+
+/// `y = y ⊙ m` in place, `m` repeating every `m.len()` elements.
+pub fn mask_mul(gpu: &Gpu, m: &Tensor, y: &Tensor) {
+    let n = y.len();
+    assert!(
+        n % m.len() == 0,
+        "mask_mul: {:?} does not tile {:?}",
+        m.shape,
+        y.shape
+    );
+    gpu.dispatch(
+        "mask_mul",
+        Params::new().u(n).u(m.len()),
+        vec![gpu.bind(m), gpu.bind(y)],
+        gpu.groups_1d(n),
+    );
+}
+
+/// Fills `mask` with a dropout mask: 0 with probability `prob`, else 1/(1 − prob).
+pub fn dropout_mask(gpu: &Gpu, mask: &Tensor, prob: f32, seed: u32, stream: u32) {
+    let n = mask.len();
+    gpu.dispatch(
+        "dropout_mask",
+        Params::new()
+            .u(n)
+            .u(seed)
+            .u(stream)
+            .u(0u32)
+            .f(prob)
+            .f(1.0 / (1.0 - prob)),
+        vec![gpu.bind(mask)],
+        gpu.groups_1d(n),
+    );
+}
+
+fn groups_rows(gpu: &Gpu, rows: usize) -> [u32; 3] {
+    let max = gpu.ctx.limits.max_compute_workgroups_per_dimension as usize;
+    if rows <= max {
+        [rows as u32, 1, 1]
+    } else {
+        let y = rows.div_ceil(max);
+        [rows.div_ceil(y) as u32, y as u32, 1]
+    }
+}
+
+/// `out[r] = alpha · x[r]·y[r] + beta · out[r]` for `rows` rows of `dim` (split by rows when x or
+/// y exceeds one binding).
+#[allow(clippy::too_many_arguments)]
+pub fn row_dot(
+    gpu: &Gpu,
+    rows: usize,
+    dim: usize,
+    x: &Tensor,
+    y: &Tensor,
+    alpha: f32,
+    beta: f32,
+    out: &Tensor,
+) {
+    check(x, rows * dim, "row_dot x");
+    check(y, rows * dim, "row_dot y");
+    check(out, rows, "row_dot out");
+    let per = gpu.rows_per_binding(dim).min(rows).max(1);
+    let mut r0 = 0;
+    while r0 < rows {
+        let r = per.min(rows - r0);
+        let (xb, xo) = gpu.window(x, r0 * dim, r * dim);
+        let (yb, yo) = gpu.window(y, r0 * dim, r * dim);
+        gpu.dispatch(
+            "row_dot",
+            Params::new()
+                .u(r)
+                .u(dim)
+                .u(xo)
+                .u(yo)
+                .u(r0)
+                .u(0u32)
+                .f(alpha)
+                .f(beta),
+            vec![xb, yb, gpu.bind(out)],
+            groups_rows(gpu, r),
+        );
+        r0 += r;
+    }
+}
+
+/// Elements reduced by one workgroup in the first level of [`sum`].
+const SUM_PER_GROUP: usize = 4096;
+
+/// Σ x (or Σ x² with `square`) into `out[0]`, in two levels; `partials` needs
+/// `ceil(n / 4096) + 1` elements.
+pub fn sum(gpu: &Gpu, x: &Tensor, square: bool, partials: &Tensor, out: &Tensor) {
+    let n = x.len();
+    let groups = n.div_ceil(SUM_PER_GROUP).max(1);
+    check(partials, groups, "sum partials");
+    // Chunks of whole groups, so each chunk's partials land at their final places.
+    let per = (gpu.rows_per_binding(1) / SUM_PER_GROUP).max(1) * SUM_PER_GROUP;
+    let mut s = 0;
+    if n == 0 {
+        gpu.fill_zero(out);
+        return;
+    }
+    while s < n {
+        let c = per.min(n - s);
+        let (xb, xo) = gpu.window(x, s, c);
+        gpu.dispatch(
+            "reduce_sum",
+            Params::new()
+                .u(c)
+                .u(xo)
+                .u(s / SUM_PER_GROUP)
+                .u(SUM_PER_GROUP)
+                .u(square as u32),
+            vec![xb, gpu.bind(partials)],
+            groups_rows(gpu, c.div_ceil(SUM_PER_GROUP)),
+        );
+        s += c;
+    }
+    gpu.dispatch(
+        "reduce_sum",
+        Params::new().u(groups).u(0u32).u(0u32).u(groups).u(0u32),
+        vec![gpu.bind(partials), gpu.bind(out)],
+        [1, 1, 1],
+    );
+}
+
+/// Elements the `partials` scratch of [`sum`] needs for `n` inputs.
+pub fn sum_partials_len(n: usize) -> usize {
+    n.div_ceil(SUM_PER_GROUP).max(1)
+}
+
+/// Softmax cross-entropy of `logits [rows, classes]` against `labels` (u32): per-row `loss`,
+/// `dlogits = grad_scale · (softmax − onehot)` and `correct` (1 where the arg-max is the label).
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_xent(
+    gpu: &Gpu,
+    rows: usize,
+    classes: usize,
+    logits: &Tensor,
+    labels: &Tensor,
+    grad_scale: f32,
+    loss: &Tensor,
+    dlogits: &Tensor,
+    correct: &Tensor,
+) {
+    check(logits, rows * classes, "softmax_xent logits");
+    check(labels, rows, "softmax_xent labels");
+    check(dlogits, rows * classes, "softmax_xent dlogits");
+    gpu.dispatch(
+        "softmax_xent",
+        Params::new()
+            .u(rows)
+            .u(classes)
+            .u(0u32)
+            .u(0u32)
+            .f(grad_scale),
+        vec![
+            gpu.bind(logits),
+            gpu.bind(labels),
+            gpu.bind(loss),
+            gpu.bind(dlogits),
+            gpu.bind(correct),
+        ],
+        gpu.groups_1d(rows),
+    );
+}
+
+/// One SGD step in place (see shaders/sgd.wgsl).
+pub fn sgd(
+    gpu: &Gpu,
+    w: &Tensor,
+    g: &Tensor,
+    v: &Tensor,
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+) {
+    let n = w.len();
+    check(g, n, "sgd g");
+    check(v, n, "sgd v");
+    gpu.dispatch(
+        "sgd",
+        Params::new().u(n).u(0u32).f(lr).f(momentum).f(weight_decay),
+        vec![gpu.bind(w), gpu.bind(g), gpu.bind(v)],
+        gpu.groups_1d(n),
+    );
+}
+
+/// One power-iteration step on `w [rows, cols]`, updating `u`, `v` and writing σ̂ to `sigma[0]`.
+pub fn power_iteration(
+    gpu: &Gpu,
+    rows: usize,
+    cols: usize,
+    w: &Tensor,
+    u: &Tensor,
+    v: &Tensor,
+    sigma: &Tensor,
+) {
+    check(w, rows * cols, "power_iteration w");
+    check(u, rows, "power_iteration u");
+    check(v, cols, "power_iteration v");
+    gpu.dispatch(
+        "power_iteration",
+        Params::new().u(rows).u(cols).u(0u32).u(0u32).f(1e-12),
+        vec![gpu.bind(w), gpu.bind(u), gpu.bind(v), gpu.bind(sigma)],
+        [1, 1, 1],
+    );
+}

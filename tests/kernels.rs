@@ -1,0 +1,641 @@
+//! Every kernel against its CPU twin on random data, with sizes that are not multiples of any
+//! tile or workgroup size. Each test prints its worst relative error.
+
+use fsnn::cpu;
+use fsnn::ops::{self, BnShape, ConvShape, ConvTShape, NeuronStep, Op};
+use fsnn_tests::{check, gpu, Rng};
+
+#[test]
+fn neuron_step_if_and_lif_constant_and_per_step_input() {
+    let g = gpu();
+    let mut rng = Rng::new(1);
+    for &(n, leak, steps, per_step) in &[
+        (1usize, 1.0f32, 3usize, false),
+        (1237, 1.0, 6, false),
+        (1237, 0.95, 6, true),
+        (4099, 0.9, 4, true),
+    ] {
+        let xs = rng.vec(n * if per_step { steps } else { 1 }, -0.5, 2.5);
+        let fbs: Vec<Vec<f32>> = (0..steps).map(|_| rng.vec(n, -1.0, 1.0)).collect();
+        let (mut u, mut a, mut s) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        let gx = g.upload(&[xs.len()], &xs);
+        let (gu, ga, gs) = (g.zeros(&[n]), g.zeros(&[n]), g.zeros(&[n]));
+        for t in 0..steps {
+            let step = NeuronStep {
+                vth: 2.0,
+                leak,
+                has_feedback: t > 0,
+                x_offset: if per_step { t * n } else { 0 },
+            };
+            let gfb = g.upload(&[n], &fbs[t]);
+            ops::neuron_step(&g, &gu, &ga, &gs, &gx, &gfb, step);
+            cpu::neuron_step(&mut u, &mut a, &mut s, &xs, &fbs[t], step);
+        }
+        let name = format!("neuron_step n={n} leak={leak} per_step={per_step}");
+        check(&format!("{name} u"), &g.read(&gu), &u, 1e-6);
+        check(&format!("{name} rate acc"), &g.read(&ga), &a, 1e-6);
+        check(&format!("{name} spikes"), &g.read(&gs), &s, 0.0);
+    }
+}
+
+#[test]
+fn gemm_all_transposes_odd_sizes_and_accumulate() {
+    let g = gpu();
+    let mut rng = Rng::new(2);
+    for &(m, n, k) in &[
+        (1usize, 1usize, 1usize),
+        (37, 53, 29),
+        (130, 67, 200),
+        (9, 400, 17),
+    ] {
+        for (ta, tb) in [(Op::N, Op::N), (Op::N, Op::T), (Op::T, Op::N)] {
+            for &(alpha, beta) in &[(1.0f32, 0.0f32), (0.5, 1.0)] {
+                let a = rng.vec(m * k, -1.0, 1.0);
+                let b = rng.vec(k * n, -1.0, 1.0);
+                let c0 = rng.vec(m * n, -1.0, 1.0);
+                let (ga, gb, gc) = (
+                    g.upload(&[m * k], &a),
+                    g.upload(&[k * n], &b),
+                    g.upload(&[m * n], &c0),
+                );
+                ops::gemm(&g, ta, tb, m, n, k, alpha, &ga, &gb, beta, &gc);
+                let mut c = c0.clone();
+                cpu::gemm(ta, tb, m, n, k, alpha, &a, &b, beta, &mut c);
+                check(
+                    &format!("gemm {ta:?}{tb:?} {m}x{n}x{k} a={alpha} b={beta}"),
+                    &g.read(&gc),
+                    &c,
+                    1e-5,
+                );
+            }
+        }
+    }
+}
+
+fn conv_shapes() -> Vec<ConvShape> {
+    vec![
+        ConvShape {
+            batch: 3,
+            cin: 5,
+            h: 11,
+            w: 9,
+            cout: 7,
+            kh: 5,
+            kw: 5,
+            stride: 2,
+            pad: 2,
+        },
+        ConvShape {
+            batch: 2,
+            cin: 3,
+            h: 7,
+            w: 7,
+            cout: 13,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: 1,
+        },
+        ConvShape {
+            batch: 1,
+            cin: 9,
+            h: 6,
+            w: 5,
+            cout: 10,
+            kh: 5,
+            kw: 5,
+            stride: 1,
+            pad: 2,
+        },
+        ConvShape {
+            batch: 2,
+            cin: 4,
+            h: 9,
+            w: 10,
+            cout: 3,
+            kh: 3,
+            kw: 3,
+            stride: 2,
+            pad: 0,
+        },
+    ]
+}
+
+#[test]
+fn conv2d_forward_input_grad_weight_grad() {
+    let g = gpu();
+    let mut rng = Rng::new(3);
+    for s in conv_shapes() {
+        let x = rng.vec(s.input_len(), -1.0, 1.0);
+        let w = rng.vec(s.weight_len(), -1.0, 1.0);
+        let dy = rng.vec(s.output_len(), -1.0, 1.0);
+        let y0 = rng.vec(s.output_len(), -1.0, 1.0);
+        let (gx, gw, gdy) = (
+            g.upload(&[x.len()], &x),
+            g.upload(&[w.len()], &w),
+            g.upload(&[dy.len()], &dy),
+        );
+        let tag = format!(
+            "{}x{}x{}x{} k{} s{} p{} -> {}",
+            s.batch, s.cin, s.h, s.w, s.kh, s.stride, s.pad, s.cout
+        );
+        for beta in [0.0f32, 1.0] {
+            let gy = g.upload(&[y0.len()], &y0);
+            ops::conv2d(&g, &s, &gx, &gw, beta, &gy);
+            let mut y = y0.clone();
+            cpu::conv2d(&s, &x, &w, beta, &mut y);
+            check(
+                &format!("conv2d forward {tag} beta={beta}"),
+                &g.read(&gy),
+                &y,
+                1e-5,
+            );
+        }
+        let dx0 = rng.vec(s.input_len(), -1.0, 1.0);
+        let gdx = g.upload(&[dx0.len()], &dx0);
+        ops::conv2d_input_grad(&g, &s, &gdy, &gw, 0.5, 1.0, &gdx);
+        let mut dx = dx0.clone();
+        cpu::conv2d_input_grad(&s, &dy, &w, 0.5, 1.0, &mut dx);
+        check(
+            &format!("conv2d input grad {tag}"),
+            &g.read(&gdx),
+            &dx,
+            1e-5,
+        );
+        let gdw = g.zeros(&[s.weight_len()]);
+        ops::conv2d_weight_grad(&g, &s, &gdy, &gx, 1.0, 0.0, &gdw);
+        let mut dw = vec![0.0; s.weight_len()];
+        cpu::conv2d_weight_grad(&s, &dy, &x, 1.0, 0.0, &mut dw);
+        check(
+            &format!("conv2d weight grad {tag}"),
+            &g.read(&gdw),
+            &dw,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn conv_transpose2d_forward_and_grads() {
+    let g = gpu();
+    let mut rng = Rng::new(4);
+    for s in [
+        ConvTShape {
+            batch: 2,
+            cin: 6,
+            h: 5,
+            w: 7,
+            cout: 5,
+            k: 3,
+            stride: 2,
+            pad: 1,
+            output_pad: 1,
+        },
+        ConvTShape {
+            batch: 3,
+            cin: 4,
+            h: 4,
+            w: 4,
+            cout: 9,
+            k: 3,
+            stride: 1,
+            pad: 1,
+            output_pad: 0,
+        },
+        ConvTShape {
+            batch: 1,
+            cin: 3,
+            h: 3,
+            w: 5,
+            cout: 2,
+            k: 5,
+            stride: 2,
+            pad: 2,
+            output_pad: 1,
+        },
+    ] {
+        let x = rng.vec(s.input_len(), -1.0, 1.0);
+        let w = rng.vec(s.weight_len(), -1.0, 1.0);
+        let dy = rng.vec(s.output_len(), -1.0, 1.0);
+        let (gx, gw, gdy) = (
+            g.upload(&[x.len()], &x),
+            g.upload(&[w.len()], &w),
+            g.upload(&[dy.len()], &dy),
+        );
+        let tag = format!(
+            "{}x{}x{}x{} k{} s{} p{} op{} -> {}",
+            s.batch, s.cin, s.h, s.w, s.k, s.stride, s.pad, s.output_pad, s.cout
+        );
+        let gy = g.zeros(&[s.output_len()]);
+        ops::conv_transpose2d(&g, &s, &gx, &gw, 0.0, &gy);
+        let mut y = vec![0.0; s.output_len()];
+        cpu::conv_transpose2d(&s, &x, &w, 0.0, &mut y);
+        check(
+            &format!("conv_transpose2d forward {tag}"),
+            &g.read(&gy),
+            &y,
+            1e-5,
+        );
+        let gdx = g.zeros(&[s.input_len()]);
+        ops::conv_transpose2d_input_grad(&g, &s, &gdy, &gw, 0.0, &gdx);
+        let mut dx = vec![0.0; s.input_len()];
+        cpu::conv_transpose2d_input_grad(&s, &dy, &w, 0.0, &mut dx);
+        check(
+            &format!("conv_transpose2d input grad {tag}"),
+            &g.read(&gdx),
+            &dx,
+            1e-5,
+        );
+        let gdw = g.zeros(&[s.weight_len()]);
+        ops::conv_transpose2d_weight_grad(&g, &s, &gdy, &gx, 1.0, 0.0, &gdw);
+        let mut dw = vec![0.0; s.weight_len()];
+        cpu::conv_transpose2d_weight_grad(&s, &dy, &x, 1.0, 0.0, &mut dw);
+        check(
+            &format!("conv_transpose2d weight grad {tag}"),
+            &g.read(&gdw),
+            &dw,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn avgpool2x2_and_grad_odd_planes() {
+    let g = gpu();
+    let mut rng = Rng::new(5);
+    for &(planes, h, w) in &[(1usize, 2usize, 2usize), (7, 9, 11), (13, 28, 28)] {
+        let (oh, ow) = (h / 2, w / 2);
+        let x = rng.vec(planes * h * w, -1.0, 1.0);
+        let dy = rng.vec(planes * oh * ow, -1.0, 1.0);
+        let (gx, gy) = (g.upload(&[x.len()], &x), g.zeros(&[dy.len()]));
+        ops::avgpool2x2(&g, planes, h, w, &gx, &gy);
+        let mut y = vec![0.0; dy.len()];
+        cpu::avgpool2x2(planes, h, w, &x, &mut y);
+        check(
+            &format!("avgpool2x2 {planes}x{h}x{w}"),
+            &g.read(&gy),
+            &y,
+            1e-6,
+        );
+        let (gdy, gdx) = (g.upload(&[dy.len()], &dy), g.upload(&[x.len()], &x));
+        ops::avgpool2x2_grad(&g, planes, h, w, &gdy, &gdx);
+        let mut dx = vec![0.0; x.len()];
+        cpu::avgpool2x2_grad(planes, h, w, &dy, &mut dx);
+        check(
+            &format!("avgpool2x2 grad {planes}x{h}x{w}"),
+            &g.read(&gdx),
+            &dx,
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn batch_norm_stats_forward_backward_both_modes() {
+    let g = gpu();
+    let mut rng = Rng::new(6);
+    for s in [
+        BnShape {
+            batch: 3,
+            channels: 5,
+            hw: 37,
+        },
+        BnShape {
+            batch: 129,
+            channels: 401,
+            hw: 1,
+        },
+        BnShape {
+            batch: 2,
+            channels: 64,
+            hw: 196,
+        },
+    ] {
+        let x = rng.vec(s.len(), -2.0, 3.0);
+        let dy = rng.vec(s.len(), -1.0, 1.0);
+        let gamma = rng.vec(s.channels, 0.5, 1.5);
+        let beta = rng.vec(s.channels, -0.5, 0.5);
+        let rm0 = rng.vec(s.channels, -0.1, 0.1);
+        let rv0 = rng.vec(s.channels, 0.9, 1.1);
+        let c = s.channels;
+        let (gx, gdy, gg, gb) = (
+            g.upload(&[s.len()], &x),
+            g.upload(&[s.len()], &dy),
+            g.upload(&[c], &gamma),
+            g.upload(&[c], &beta),
+        );
+        let (gm, gv, grm, grv) = (
+            g.zeros(&[c]),
+            g.zeros(&[c]),
+            g.upload(&[c], &rm0),
+            g.upload(&[c], &rv0),
+        );
+        ops::bn_stats(&g, s, &gx, &gm, &gv, &grm, &grv, Some(0.1));
+        let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
+        let (mean, var) = cpu::bn_stats(s, &x, &mut rm, &mut rv, Some(0.1));
+        let tag = format!("{}x{}x{}", s.batch, s.channels, s.hw);
+        check(&format!("bn_stats mean {tag}"), &g.read(&gm), &mean, 1e-5);
+        check(&format!("bn_stats var {tag}"), &g.read(&gv), &var, 1e-5);
+        check(
+            &format!("bn_stats running mean {tag}"),
+            &g.read(&grm),
+            &rm,
+            1e-5,
+        );
+        check(
+            &format!("bn_stats running var {tag}"),
+            &g.read(&grv),
+            &rv,
+            1e-5,
+        );
+        // Statistics alone leave the running values untouched.
+        let (before_m, before_v) = (g.read(&grm), g.read(&grv));
+        ops::bn_stats(&g, s, &gx, &gm, &gv, &grm, &grv, None);
+        check(
+            &format!("bn_stats no update, running mean {tag}"),
+            &g.read(&grm),
+            &before_m,
+            0.0,
+        );
+        check(
+            &format!("bn_stats no update, running var {tag}"),
+            &g.read(&grv),
+            &before_v,
+            0.0,
+        );
+        let gy = g.zeros(&[s.len()]);
+        ops::bn_forward(&g, s, &gx, &gm, &gv, &gg, &gb, &gy);
+        let mut y = vec![0.0; s.len()];
+        cpu::bn_forward(s, &x, &mean, &var, &gamma, &beta, &mut y);
+        check(&format!("bn_forward {tag}"), &g.read(&gy), &y, 1e-5);
+        for batch_stats in [true, false] {
+            let (gdg, gdb, gdx) = (g.zeros(&[c]), g.zeros(&[c]), g.zeros(&[s.len()]));
+            ops::bn_backward(
+                &g,
+                s,
+                &gx,
+                &gdy,
+                &gm,
+                &gv,
+                &gg,
+                batch_stats,
+                &gdg,
+                &gdb,
+                Some(&gdx),
+            );
+            let (dg, db, dx) = cpu::bn_backward(s, &x, &dy, &mean, &var, &gamma, batch_stats);
+            check(
+                &format!("bn_backward dgamma {tag}"),
+                &g.read(&gdg),
+                &dg,
+                1e-4,
+            );
+            check(
+                &format!("bn_backward dbeta {tag}"),
+                &g.read(&gdb),
+                &db,
+                1e-4,
+            );
+            check(
+                &format!("bn_backward dx {tag} batch_stats={batch_stats}"),
+                &g.read(&gdx),
+                &dx,
+                1e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn bias_add_and_channel_sum() {
+    let g = gpu();
+    let mut rng = Rng::new(7);
+    for s in [
+        BnShape {
+            batch: 3,
+            channels: 7,
+            hw: 13,
+        },
+        BnShape {
+            batch: 131,
+            channels: 10,
+            hw: 1,
+        },
+    ] {
+        let y0 = rng.vec(s.len(), -1.0, 1.0);
+        let bias = rng.vec(s.channels, -1.0, 1.0);
+        let (gy, gbias) = (g.upload(&[s.len()], &y0), g.upload(&[s.channels], &bias));
+        ops::bias_add(&g, s, &gbias, &gy);
+        let mut y = y0.clone();
+        cpu::bias_add(s, &bias, &mut y);
+        check(
+            &format!("bias_add {}x{}x{}", s.batch, s.channels, s.hw),
+            &g.read(&gy),
+            &y,
+            1e-6,
+        );
+        let out0 = rng.vec(s.channels, -1.0, 1.0);
+        let gout = g.upload(&[s.channels], &out0);
+        ops::channel_sum(&g, s, &gy, 0.5, 1.0, &gout);
+        let mut out = out0.clone();
+        cpu::channel_sum(s, &y, 0.5, 1.0, &mut out);
+        check(
+            &format!("channel_sum {}x{}x{}", s.batch, s.channels, s.hw),
+            &g.read(&gout),
+            &out,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn elementwise_clamp_axpby_scale_mask() {
+    let g = gpu();
+    let mut rng = Rng::new(8);
+    for n in [1usize, 63, 65, 10007] {
+        let z = rng.vec(n, -3.0, 5.0);
+        let (gz, gy, gm) = (g.upload(&[n], &z), g.zeros(&[n]), g.zeros(&[n]));
+        ops::clamp_mask(&g, &gz, 0.5, &gy, &gm);
+        let (mut y, mut m) = (vec![0.0; n], vec![0.0; n]);
+        cpu::clamp_mask(&z, 0.5, &mut y, &mut m);
+        check(&format!("clamp_mask n={n} value"), &g.read(&gy), &y, 0.0);
+        check(&format!("clamp_mask n={n} mask"), &g.read(&gm), &m, 0.0);
+
+        let x = rng.vec(n, -1.0, 1.0);
+        let y0 = rng.vec(n, -1.0, 1.0);
+        let (gx, gy) = (g.upload(&[n], &x), g.upload(&[n], &y0));
+        ops::axpby(&g, 0.7, &gx, -1.3, &gy);
+        let mut y = y0.clone();
+        cpu::axpby(0.7, &x, -1.3, &mut y);
+        check(&format!("axpby n={n}"), &g.read(&gy), &y, 1e-6);
+        ops::scale(&g, 2.5, &gy);
+        cpu::scale(2.5, &mut y);
+        check(&format!("scale n={n}"), &g.read(&gy), &y, 1e-6);
+    }
+    let m = rng.vec(37, 0.0, 2.0);
+    let y0 = rng.vec(37 * 5, -1.0, 1.0);
+    let (gmask, gy) = (g.upload(&[37], &m), g.upload(&[y0.len()], &y0));
+    ops::mask_mul(&g, &gmask, &gy);
+    let mut y = y0.clone();
+    cpu::mask_mul(&m, &mut y);
+    check("mask_mul 37 repeated 5 times", &g.read(&gy), &y, 0.0);
+}
+
+#[test]
+fn dropout_mask_matches_twin_and_rate() {
+    let g = gpu();
+    for &(n, p, seed, stream) in &[
+        (1usize, 0.2f32, 1u32, 0u32),
+        (100_003, 0.2, 42, 7),
+        (5_001, 0.5, 9, 3),
+    ] {
+        let gm = g.zeros(&[n]);
+        ops::dropout_mask(&g, &gm, p, seed, stream);
+        let mut m = vec![0.0; n];
+        cpu::dropout_mask(&mut m, p, seed, stream);
+        let got = g.read(&gm);
+        check(&format!("dropout_mask n={n} p={p}"), &got, &m, 0.0);
+        if n > 1000 {
+            let dropped = got.iter().filter(|&&v| v == 0.0).count() as f64 / n as f64;
+            println!("dropout_mask n={n} p={p}: dropped fraction {dropped:.4}");
+            assert!(
+                (dropped - p as f64).abs()
+                    < 4.0 * (p as f64 * (1.0 - p as f64) / n as f64).sqrt() + 1e-3
+            );
+        }
+    }
+    // Another seed gives another mask.
+    let (a, b) = (g.zeros(&[1000]), g.zeros(&[1000]));
+    ops::dropout_mask(&g, &a, 0.5, 1, 0);
+    ops::dropout_mask(&g, &b, 0.5, 2, 0);
+    assert_ne!(g.read(&a), g.read(&b));
+}
+
+#[test]
+fn row_dot_and_global_sum() {
+    let g = gpu();
+    let mut rng = Rng::new(9);
+    for &(rows, dim) in &[(1usize, 1usize), (7, 401), (129, 65), (3, 12_545)] {
+        let x = rng.vec(rows * dim, -1.0, 1.0);
+        let y = rng.vec(rows * dim, -1.0, 1.0);
+        let o0 = rng.vec(rows, -1.0, 1.0);
+        let (gx, gy, go) = (
+            g.upload(&[x.len()], &x),
+            g.upload(&[y.len()], &y),
+            g.upload(&[rows], &o0),
+        );
+        ops::row_dot(&g, rows, dim, &gx, &gy, 2.0, 1.0, &go);
+        let mut o = o0.clone();
+        cpu::row_dot(rows, dim, &x, &y, 2.0, 1.0, &mut o);
+        check(&format!("row_dot {rows}x{dim}"), &g.read(&go), &o, 1e-5);
+    }
+    for n in [1usize, 4095, 4097, 300_001] {
+        let x = rng.vec(n, -1.0, 1.0);
+        let gx = g.upload(&[n], &x);
+        let part = g.zeros(&[ops::sum_partials_len(n)]);
+        for square in [false, true] {
+            let out = g.zeros(&[1]);
+            ops::sum(&g, &gx, square, &part, &out);
+            let want = cpu::sum(&x, square);
+            // A plain sum of random signs can be near zero: measure against Σ|x|.
+            let scale = cpu::sum(&x.iter().map(|v| v.abs()).collect::<Vec<_>>(), square);
+            let got = g.read(&out)[0];
+            let e = ((got - want) / scale).abs() as f64;
+            println!("sum n={n} square={square:<5} worst relative error {e:.3e}");
+            assert!(e < 1e-5, "sum n={n}: {got} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_forward_backward() {
+    let g = gpu();
+    let mut rng = Rng::new(10);
+    for &(rows, classes) in &[(1usize, 2usize), (131, 10), (7, 100)] {
+        let logits = rng.vec(rows * classes, -5.0, 5.0);
+        let labels: Vec<u32> = (0..rows).map(|_| rng.below(classes as u32)).collect();
+        let gl = g.upload(&[logits.len()], &logits);
+        let glab = g.upload_u32(&[rows], &labels);
+        let (gloss, gd, gc) = (
+            g.zeros(&[rows]),
+            g.zeros(&[rows * classes]),
+            g.zeros(&[rows]),
+        );
+        let scale = 1.0 / rows as f32;
+        ops::softmax_xent(&g, rows, classes, &gl, &glab, scale, &gloss, &gd, &gc);
+        let (loss, d, c) = cpu::softmax_xent(rows, classes, &logits, &labels, scale);
+        check(
+            &format!("softmax_xent loss {rows}x{classes}"),
+            &g.read(&gloss),
+            &loss,
+            1e-5,
+        );
+        check(
+            &format!("softmax_xent dlogits {rows}x{classes}"),
+            &g.read(&gd),
+            &d,
+            2e-4,
+        );
+        check(
+            &format!("softmax_xent correct {rows}x{classes}"),
+            &g.read(&gc),
+            &c,
+            0.0,
+        );
+    }
+}
+
+#[test]
+fn sgd_momentum_weight_decay() {
+    let g = gpu();
+    let mut rng = Rng::new(11);
+    let n = 4_111;
+    let w0 = rng.vec(n, -1.0, 1.0);
+    let grads: Vec<Vec<f32>> = (0..3).map(|_| rng.vec(n, -1.0, 1.0)).collect();
+    let (gw, gv) = (g.upload(&[n], &w0), g.zeros(&[n]));
+    let (mut w, mut v) = (w0.clone(), vec![0.0; n]);
+    for gr in &grads {
+        let gg = g.upload(&[n], gr);
+        ops::sgd(&g, &gw, &gg, &gv, 0.05, 0.9, 5e-4);
+        cpu::sgd(&mut w, gr, &mut v, 0.05, 0.9, 5e-4);
+    }
+    check("sgd weights after 3 steps", &g.read(&gw), &w, 1e-6);
+    check("sgd momentum after 3 steps", &g.read(&gv), &v, 1e-6);
+}
+
+#[test]
+fn power_iteration_step_and_convergence() {
+    let g = gpu();
+    let mut rng = Rng::new(12);
+    for &(rows, cols) in &[(1usize, 1usize), (64, 1600), (400, 400), (37, 5)] {
+        let w = rng.vec(rows * cols, -1.0, 1.0);
+        let u0 = rng.vec(rows, -1.0, 1.0);
+        let (gw, gu, gv, gs) = (
+            g.upload(&[w.len()], &w),
+            g.upload(&[rows], &u0),
+            g.zeros(&[cols]),
+            g.zeros(&[1]),
+        );
+        ops::power_iteration(&g, rows, cols, &gw, &gu, &gv, &gs);
+        let (mut u, mut v) = (u0.clone(), vec![0.0; cols]);
+        let sigma = cpu::power_iteration(rows, cols, &w, &mut u, &mut v);
+        check(
+            &format!("power_iteration u {rows}x{cols}"),
+            &g.read(&gu),
+            &u,
+            1e-4,
+        );
+        check(
+            &format!("power_iteration v {rows}x{cols}"),
+            &g.read(&gv),
+            &v,
+            1e-4,
+        );
+        check(
+            &format!("power_iteration sigma {rows}x{cols}"),
+            &g.read(&gs),
+            &[sigma],
+            1e-4,
+        );
+    }
+}
