@@ -639,3 +639,139 @@ fn power_iteration_step_and_convergence() {
         );
     }
 }
+
+#[test]
+fn peak_fma_probe_matches_twin() {
+    let g = gpu();
+    // A multiplier below 1 keeps the chains bounded, so rounding differences between fused and
+    // unfused drivers stay near machine precision instead of growing with the iteration count.
+    for &(n, iters, mul, add) in &[
+        (1usize, 1u32, 0.5f32, 0.25f32),
+        (1237, 100, 0.999, 0.01),
+        (70_001, 37, -0.75, 1.5),
+    ] {
+        let gout = g.zeros(&[n]);
+        ops::peak_fma(&g, iters, mul, add, &gout);
+        let mut out = vec![0.0; n];
+        cpu::peak_fma(iters, mul, add, &mut out);
+        check(
+            &format!("peak_fma n={n} iters={iters} mul={mul}"),
+            &g.read(&gout),
+            &out,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn broyden_history_dot_combine_update() {
+    let g = gpu();
+    let mut rng = Rng::new(13);
+    for &(batch, slots, dim, count) in &[
+        (1usize, 1usize, 1usize, 1usize),
+        (3, 27, 401, 5),
+        (7, 5, 67, 5),
+    ] {
+        let h = ops::History { batch, slots, dim };
+        let hist = rng.vec(batch * slots * dim, -1.0, 1.0);
+        let x = rng.vec(batch * dim, -1.0, 1.0);
+        let (gh, gx, gc) = (
+            g.upload(&[hist.len()], &hist),
+            g.upload(&[x.len()], &x),
+            g.zeros(&[batch * slots]),
+        );
+        ops::history_dot(&g, h, count, &gh, &gx, &gc);
+        let mut c = vec![0.0; batch * slots];
+        cpu::history_dot(h, count, &hist, &x, &mut c);
+        let tag = format!("{batch}x{slots}x{dim} count={count}");
+        check(&format!("history_dot {tag}"), &g.read(&gc), &c, 1e-5);
+        let go = g.zeros(&[batch * dim]);
+        let gc2 = g.upload(&[c.len()], &c);
+        ops::history_combine(&g, h, count, &gh, -1.0, &gx, &gc2, &go);
+        let mut o = vec![0.0; batch * dim];
+        cpu::history_combine(h, count, &hist, -1.0, &x, &c, &mut o);
+        check(&format!("history_combine {tag}"), &g.read(&go), &o, 1e-5);
+        // One denominator is zero: that sample's update must come out as zeros, not NaN.
+        let num = rng.vec(batch * dim, -1.0, 1.0);
+        let vt = rng.vec(batch * dim, -1.0, 1.0);
+        let mut den = rng.vec(batch, 0.5, 2.0);
+        den[0] = 0.0;
+        let (mut us, mut vts) = (hist.clone(), hist.clone());
+        let (gus, gvts) = (g.upload(&[us.len()], &us), g.upload(&[vts.len()], &vts));
+        let slot = slots - 1;
+        ops::broyden_update(
+            &g,
+            h,
+            slot,
+            &g.upload(&[num.len()], &num),
+            &g.upload(&[vt.len()], &vt),
+            &g.upload(&[batch], &den),
+            &gus,
+            &gvts,
+        );
+        cpu::broyden_update(h, slot, &num, &vt, &den, &mut us, &mut vts);
+        let got_u = g.read(&gus);
+        assert!(
+            got_u.iter().all(|v| v.is_finite()),
+            "broyden_update left a non-finite value"
+        );
+        check(&format!("broyden_update U {tag}"), &got_u, &us, 1e-6);
+        check(
+            &format!("broyden_update V {tag}"),
+            &g.read(&gvts),
+            &vts,
+            0.0,
+        );
+    }
+}
+
+#[test]
+fn spectral_norm_weight_and_grad() {
+    let g = gpu();
+    let mut rng = Rng::new(14);
+    for &(rows, cols, scale) in &[(1usize, 1usize, 0.5f32), (64, 1600, 1.7), (37, 11, -0.3)] {
+        let n = rows * cols;
+        let w = rng.vec(n, -1.0, 1.0);
+        let gw = rng.vec(n, -1.0, 1.0);
+        let u = rng.vec(rows, -1.0, 1.0);
+        let v = rng.vec(cols, -1.0, 1.0);
+        let (sigma, dot) = (2.3f32, 0.7f32);
+        let (gwt, gs) = (g.upload(&[n], &w), g.upload(&[1], &[scale]));
+        let gsc = g.upload(&[2], &[sigma, dot]);
+        let weff_g = g.zeros(&[n]);
+        ops::sn_weight(&g, &gwt, &gs, &gsc, &weff_g);
+        let mut weff = vec![0.0; n];
+        cpu::sn_weight(&w, scale, sigma, &mut weff);
+        check(
+            &format!("sn_weight {rows}x{cols} g={scale}"),
+            &g.read(&weff_g),
+            &weff,
+            1e-6,
+        );
+        let (gdw, gdg) = (g.zeros(&[n]), g.zeros(&[1]));
+        ops::sn_weight_grad(
+            &g,
+            cols,
+            &g.upload(&[n], &gw),
+            &g.upload(&[rows], &u),
+            &g.upload(&[cols], &v),
+            &gs,
+            &gsc,
+            &gdw,
+            &gdg,
+        );
+        let (dw, dg) = cpu::sn_weight_grad(cols, &gw, &u, &v, scale, sigma, dot);
+        check(
+            &format!("sn_weight_grad dw {rows}x{cols} g={scale}"),
+            &g.read(&gdw),
+            &dw,
+            1e-5,
+        );
+        check(
+            &format!("sn_weight_grad dg {rows}x{cols} g={scale}"),
+            &g.read(&gdg),
+            &[dg],
+            1e-6,
+        );
+    }
+}

@@ -1,1 +1,249 @@
+//! The runtime around the kernels: tensors larger than one storage binding, the buffer pool, and
+//! per-kernel profiling.
 
+use fsnn::cpu;
+use fsnn::gpu::Gpu;
+use fsnn::ops::{self, Op};
+use fsnn_tests::{check, gpu, private_gpu, Rng};
+
+/// The binding cap the chunking tests run under: small, so modest tensors need several chunks.
+const CAP: u64 = 1 << 16;
+
+fn capped_gpu() -> Gpu {
+    let g = private_gpu();
+    g.ctx.set_max_binding_bytes(CAP);
+    assert!(
+        g.ctx.max_binding_bytes() <= CAP,
+        "binding cap not lowered: {}",
+        g.ctx.max_binding_bytes()
+    );
+    g
+}
+
+/// Runs `f` with profiling on and returns how many dispatches of `kernel` it recorded, so each test
+/// can prove it went through more than one chunk.
+fn dispatches_of(g: &Gpu, kernel: &str, f: impl FnOnce()) -> usize {
+    g.set_profiling(true);
+    f();
+    let p = g.take_profile();
+    g.set_profiling(false);
+    p.spans.iter().filter(|s| s.name == kernel).count()
+}
+
+#[test]
+fn chunked_gemm_over_the_binding_cap() {
+    let g = capped_gpu();
+    let mut rng = Rng::new(21);
+    // A and C are several bindings long; B fits in one (only rows of op(A) and C are split).
+    let (m, n, k) = (701usize, 97usize, 103usize);
+    assert!((m * k * 4) as u64 > 4 * CAP && (k * n * 4) as u64 <= CAP);
+    for tb in [Op::N, Op::T] {
+        let a = rng.vec(m * k, -1.0, 1.0);
+        let b = rng.vec(k * n, -1.0, 1.0);
+        let c0 = rng.vec(m * n, -1.0, 1.0);
+        let (ga, gb, gc) = (
+            g.upload(&[m * k], &a),
+            g.upload(&[k * n], &b),
+            g.upload(&[m * n], &c0),
+        );
+        let chunks = dispatches_of(&g, "gemm", || {
+            ops::gemm(&g, Op::N, tb, m, n, k, 0.5, &ga, &gb, 1.0, &gc)
+        });
+        assert!(chunks >= 4, "gemm ran in {chunks} dispatch(es)");
+        let mut c = c0;
+        cpu::gemm(Op::N, tb, m, n, k, 0.5, &a, &b, 1.0, &mut c);
+        check(
+            &format!("chunked gemm N{tb:?} {m}x{n}x{k} in {chunks} chunks"),
+            &g.read(&gc),
+            &c,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn chunked_elementwise_over_the_binding_cap() {
+    let g = capped_gpu();
+    let mut rng = Rng::new(22);
+    let n = 3 * (CAP as usize / 4) + 1001;
+    let x = rng.vec(n, -1.0, 1.0);
+    let y0 = rng.vec(n, -1.0, 1.0);
+    let (gx, gy) = (g.upload(&[n], &x), g.upload(&[n], &y0));
+
+    let chunks = dispatches_of(&g, "axpby", || ops::axpby(&g, 0.75, &gx, -0.5, &gy));
+    assert!(chunks >= 3, "axpby ran in {chunks} dispatch(es)");
+    let mut y = y0.clone();
+    cpu::axpby(0.75, &x, -0.5, &mut y);
+    check(
+        &format!("chunked axpby n={n} in {chunks} chunks"),
+        &g.read(&gy),
+        &y,
+        1e-6,
+    );
+
+    // Unaligned windows at different offsets of each tensor.
+    let (xo, yo, len) = (3usize, 17usize, n - 40);
+    ops::axpby_range(&g, len, 2.0, &gx, xo, 1.0, &gy, yo);
+    for (yv, xv) in y[yo..yo + len].iter_mut().zip(&x[xo..xo + len]) {
+        *yv += 2.0 * xv;
+    }
+    check(
+        "chunked axpby_range at offsets 3 / 17",
+        &g.read(&gy),
+        &y,
+        1e-6,
+    );
+
+    let chunks = dispatches_of(&g, "scale", || ops::scale(&g, -3.0, &gx));
+    assert!(chunks >= 3, "scale ran in {chunks} dispatch(es)");
+    let mut xs = x.clone();
+    cpu::scale(-3.0, &mut xs);
+    check(
+        &format!("chunked scale n={n} in {chunks} chunks"),
+        &g.read(&gx),
+        &xs,
+        1e-6,
+    );
+}
+
+#[test]
+fn chunked_row_dot_and_sum_over_the_binding_cap() {
+    let g = capped_gpu();
+    let mut rng = Rng::new(23);
+    let (rows, dim) = (37usize, 1999usize);
+    let x = rng.vec(rows * dim, -1.0, 1.0);
+    let y = rng.vec(rows * dim, -1.0, 1.0);
+    let o0 = rng.vec(rows, -1.0, 1.0);
+    let (gx, gy, go) = (
+        g.upload(&[x.len()], &x),
+        g.upload(&[y.len()], &y),
+        g.upload(&[rows], &o0),
+    );
+    let chunks = dispatches_of(&g, "row_dot", || {
+        ops::row_dot(&g, rows, dim, &gx, &gy, 1.5, 1.0, &go)
+    });
+    assert!(chunks >= 4, "row_dot ran in {chunks} dispatch(es)");
+    let mut o = o0;
+    cpu::row_dot(rows, dim, &x, &y, 1.5, 1.0, &mut o);
+    check(
+        &format!("chunked row_dot {rows}x{dim} in {chunks} chunks"),
+        &g.read(&go),
+        &o,
+        1e-5,
+    );
+
+    let n = x.len();
+    let part = g.zeros(&[ops::sum_partials_len(n)]);
+    for square in [false, true] {
+        let out = g.zeros(&[1]);
+        // One dispatch per chunk plus the final one over the partials.
+        let chunks = dispatches_of(&g, "reduce_sum", || ops::sum(&g, &gx, square, &part, &out));
+        assert!(chunks >= 4, "sum ran in {chunks} dispatch(es)");
+        let want = cpu::sum(&x, square) as f64;
+        let scale = cpu::sum(&x.iter().map(|v| v.abs()).collect::<Vec<_>>(), square) as f64;
+        let got = g.read(&out)[0] as f64;
+        let e = ((got - want) / scale).abs();
+        println!(
+            "chunked sum n={n} square={square} in {chunks} dispatches: relative error {e:.3e}"
+        );
+        assert!(e < 1e-5, "chunked sum: {got} vs {want}");
+    }
+}
+
+#[test]
+#[should_panic(expected = "exceeds the storage binding limit")]
+fn binding_an_over_cap_tensor_panics_instead_of_truncating() {
+    let g = capped_gpu();
+    let t = g.zeros(&[CAP as usize / 4 + 1]);
+    let _ = g.bind(&t);
+}
+
+#[test]
+fn pool_allocates_nothing_after_the_first_step() {
+    let g = private_gpu();
+    let mut rng = Rng::new(24);
+    let data = rng.vec(1000, -1.0, 1.0);
+    let step = |g: &Gpu| {
+        let a = g.upload(&[1000], &data);
+        let b = g.zeros(&[1000]);
+        let c = g.uninit(&[37, 3]);
+        let d = g.zeros(&[1]);
+        ops::axpby(g, 1.0, &a, 0.0, &b);
+        ops::scale(g, 2.0, &c);
+        ops::sum(g, &b, false, &c, &d);
+        let total = g.read(&d)[0];
+        for t in [a, b, c, d] {
+            g.recycle(t);
+        }
+        total
+    };
+    let before = g.ctx.memory.allocations();
+    let first = step(&g);
+    let warm = g.ctx.memory.allocations();
+    assert!(
+        warm > before,
+        "the first step should allocate (the counter is not counting)"
+    );
+    let (live, _) = g.memory_bytes();
+    for i in 0..5 {
+        assert_eq!(step(&g), first, "step {i} computed something else");
+        assert_eq!(
+            g.ctx.memory.allocations(),
+            warm,
+            "step {} allocated new buffers",
+            i + 2
+        );
+    }
+    assert_eq!(g.memory_bytes().0, live, "live bytes grew");
+    println!(
+        "{} buffer(s), {live} bytes on the first step; none after",
+        warm - before
+    );
+}
+
+#[test]
+fn profiling_names_every_dispatch_and_writes_a_chrome_trace() {
+    let g = gpu();
+    let mut rng = Rng::new(25);
+    let x = g.upload(&[4099], &rng.vec(4099, -1.0, 1.0));
+    let y = g.zeros(&[4099]);
+    let (a, b, c) = (
+        g.upload(&[33 * 17], &rng.vec(33 * 17, -1.0, 1.0)),
+        g.upload(&[17 * 9], &rng.vec(17 * 9, -1.0, 1.0)),
+        g.zeros(&[33 * 9]),
+    );
+    g.set_profiling(true);
+    ops::scale(&g, 2.0, &x);
+    ops::axpby(&g, 1.0, &x, 0.5, &y);
+    g.flush();
+    ops::gemm(&g, Op::N, Op::N, 33, 9, 17, 1.0, &a, &b, 0.0, &c);
+    let p = g.take_profile();
+    g.set_profiling(false);
+    print!("{}", p.table());
+    assert_eq!(p.gpu_timestamps, g.ctx.has_pass_timestamps());
+    let names: Vec<&str> = p.spans.iter().map(|s| s.name).collect();
+    assert_eq!(names, ["scale", "axpby", "gemm"]);
+    assert_eq!(p.submits, 2);
+    for s in &p.spans {
+        assert!(s.dur_ns > 0, "{} has no duration", s.name);
+    }
+    for w in p.spans.windows(2) {
+        assert!(w[1].start_ns >= w[0].start_ns, "spans out of order");
+    }
+
+    let trace = p.chrome_trace();
+    let text = serde_json::to_string(&trace).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let events = parsed["traceEvents"].as_array().expect("traceEvents array");
+    assert_eq!(events.len(), 3);
+    for (e, want) in events.iter().zip(names) {
+        assert_eq!(e["name"].as_str(), Some(want));
+        assert_eq!(e["ph"].as_str(), Some("X"));
+        assert!(e["ts"].as_f64().is_some_and(|t| t >= 0.0), "{e}");
+        assert!(e["dur"].as_f64().is_some_and(|d| d > 0.0), "{e}");
+    }
+
+    // Turning profiling off records nothing more.
+    ops::scale(&g, 1.0, &x);
+    assert!(g.take_profile().spans.is_empty());
+}

@@ -1,1 +1,62 @@
-fn main() {}
+//! The `fsnn` command line. Each subcommand lives in a module of its own with an `Args` (or
+//! `Command`) type and a `run` function; adding one is a new module, one enum variant and one match
+//! arm here.
+
+mod bench;
+mod info;
+mod report;
+mod train;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use fsnn::gpu::AdapterChoice;
+
+#[derive(Parser)]
+#[command(
+    name = "fsnn",
+    version,
+    about = "Feedback spiking neural networks on any GPU"
+)]
+struct Cli {
+    /// GPU adapter: a substring of its name or its index in `fsnn info --all` [env: FSNN_ADAPTER].
+    /// Default: the most capable adapter.
+    #[arg(long, global = true, value_name = "NAME|INDEX")]
+    adapter: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// What every subcommand gets besides its own arguments.
+pub struct Global {
+    pub adapter: AdapterChoice,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the GPU adapter, its features and limits.
+    Info(info::Args),
+    /// Measure device peaks and kernel throughput.
+    #[command(subcommand)]
+    Bench(bench::Command),
+    /// Train a feedback SNN by implicit differentiation (default: fc400 on Fashion-MNIST).
+    Train(Box<train::TrainArgs>),
+    /// Evaluate a checkpoint on its test set.
+    Eval(train::EvalArgs),
+    /// List the model presets.
+    Presets(train::PresetsArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let global = Global {
+        // FSNN_ADAPTER is read here rather than through clap so that an empty value means "unset".
+        adapter: AdapterChoice::from_flag_or_env(cli.adapter.as_deref()),
+    };
+    match cli.command {
+        Command::Info(args) => info::run(&global, &args),
+        Command::Bench(cmd) => bench::run(&global, &cmd),
+        Command::Train(args) => train::run_train(&global, &args),
+        Command::Eval(args) => train::run_eval(&global, &args),
+        Command::Presets(args) => train::run_presets(&args),
+    }
+}

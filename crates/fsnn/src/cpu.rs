@@ -528,3 +528,107 @@ pub fn power_iteration(rows: usize, cols: usize, w: &[f32], u: &mut [f32], v: &m
     }
     un2 / un
 }
+
+/// The FMA probe of shaders/peak_fma.wgsl. `mul_add` rounds once, like WGSL's `fma` where the
+/// hardware fuses; drivers that do not fuse differ only in the last bits.
+pub fn peak_fma(iters: u32, mul: f32, add: f32, out: &mut [f32]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let s = (i % 1024) as f32 * (1.0 / 1024.0);
+        let mut a = [
+            s,
+            s + 0.125,
+            s + 0.25,
+            s + 0.375,
+            s + 0.5,
+            s + 0.625,
+            s + 0.75,
+            s + 0.875,
+        ];
+        for _ in 0..iters {
+            for v in a.iter_mut() {
+                *v = v.mul_add(mul, add);
+            }
+        }
+        *o = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    }
+}
+
+pub fn history_dot(h: crate::ops::History, count: usize, hist: &[f32], x: &[f32], c: &mut [f32]) {
+    for b in 0..h.batch {
+        for j in 0..count {
+            let base = (b * h.slots + j) * h.dim;
+            c[b * h.slots + j] = (0..h.dim).map(|i| hist[base + i] * x[b * h.dim + i]).sum();
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn history_combine(
+    h: crate::ops::History,
+    count: usize,
+    hist: &[f32],
+    alpha: f32,
+    x: &[f32],
+    c: &[f32],
+    out: &mut [f32],
+) {
+    for b in 0..h.batch {
+        for i in 0..h.dim {
+            let mut v = alpha * x[b * h.dim + i];
+            for j in 0..count {
+                v += c[b * h.slots + j] * hist[(b * h.slots + j) * h.dim + i];
+            }
+            out[b * h.dim + i] = v;
+        }
+    }
+}
+
+fn finite_or_zero(v: f32) -> f32 {
+    if v.is_finite() {
+        v
+    } else {
+        0.0
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn broyden_update(
+    h: crate::ops::History,
+    slot: usize,
+    num: &[f32],
+    vt: &[f32],
+    den: &[f32],
+    us: &mut [f32],
+    vts: &mut [f32],
+) {
+    for b in 0..h.batch {
+        for i in 0..h.dim {
+            let dst = (b * h.slots + slot) * h.dim + i;
+            us[dst] = finite_or_zero(num[b * h.dim + i] / den[b]);
+            vts[dst] = finite_or_zero(vt[b * h.dim + i]);
+        }
+    }
+}
+
+pub fn sn_weight(w: &[f32], g: f32, sigma: f32, weff: &mut [f32]) {
+    for (o, &x) in weff.iter_mut().zip(w) {
+        *o = g.clamp(-1.0, 1.0) * x / sigma;
+    }
+}
+
+/// Returns (dw, dg).
+pub fn sn_weight_grad(
+    cols: usize,
+    gw: &[f32],
+    u: &[f32],
+    v: &[f32],
+    g: f32,
+    sigma: f32,
+    dot: f32,
+) -> (Vec<f32>, f32) {
+    let c = g.clamp(-1.0, 1.0);
+    let dw = (0..gw.len())
+        .map(|i| c / sigma * gw[i] - c * dot / (sigma * sigma) * u[i / cols] * v[i % cols])
+        .collect();
+    (dw, if g.abs() <= 1.0 { dot / sigma } else { 0.0 })
+}

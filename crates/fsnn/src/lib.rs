@@ -7,8 +7,12 @@
 pub mod cpu;
 pub mod data;
 pub mod gpu;
+pub mod model;
 pub mod ops;
+pub mod plot;
 pub mod reference;
 pub mod shader_source;
+pub mod solver;
+pub mod train;
 
 pub use gpu::{Gpu, Tensor};

@@ -848,3 +848,192 @@ pub fn power_iteration(
         [1, 1, 1],
     );
 }
+
+/// The register-only FMA probe of `fsnn bench peak` over `out.len()` invocations (see
+/// shaders/peak_fma.wgsl); performs [`peak_fma_flops`] floating-point operations.
+pub fn peak_fma(gpu: &Gpu, iters: u32, mul: f32, add: f32, out: &Tensor) {
+    let n = out.len();
+    gpu.dispatch(
+        "peak_fma",
+        Params::new().u(n).u(iters).f(mul).f(add),
+        vec![gpu.bind(out)],
+        gpu.groups_1d(n),
+    );
+}
+
+/// FLOPs of one [`peak_fma`] dispatch: 8 chains of `iters` fused multiply-adds per invocation.
+pub fn peak_fma_flops(n: usize, iters: u32) -> f64 {
+    2.0 * 8.0 * n as f64 * iters as f64
+}
+
+// ------------------------------------------------------------------ solver
+
+/// Per-sample low-rank history `[batch, slots, dim]` used by Broyden's method.
+#[derive(Debug, Clone, Copy)]
+pub struct History {
+    pub batch: usize,
+    pub slots: usize,
+    pub dim: usize,
+}
+
+/// Sample ranges whose history fits in one binding each.
+fn sample_chunks(gpu: &Gpu, h: History) -> Vec<(usize, usize)> {
+    let per = gpu.rows_per_binding(h.slots * h.dim).min(h.batch).max(1);
+    (0..h.batch.div_ceil(per))
+        .map(|i| (i * per, per.min(h.batch - i * per)))
+        .collect()
+}
+
+/// `c[b, j] = hist[b, j, :] · x[b, :]` for the first `count` slots.
+pub fn history_dot(gpu: &Gpu, h: History, count: usize, hist: &Tensor, x: &Tensor, c: &Tensor) {
+    check(hist, h.batch * h.slots * h.dim, "history_dot hist");
+    check(x, h.batch * h.dim, "history_dot x");
+    check(c, h.batch * h.slots, "history_dot c");
+    if count == 0 {
+        return;
+    }
+    for (b0, nb) in sample_chunks(gpu, h) {
+        let (hb, ho) = gpu.window(hist, b0 * h.slots * h.dim, nb * h.slots * h.dim);
+        let (xb, xo) = gpu.window(x, b0 * h.dim, nb * h.dim);
+        let (cb, co) = gpu.window(c, b0 * h.slots, nb * h.slots);
+        gpu.dispatch(
+            "history_dot",
+            Params::new()
+                .u(nb)
+                .u(h.slots)
+                .u(count)
+                .u(h.dim)
+                .u(ho)
+                .u(xo)
+                .u(co),
+            vec![hb, xb, cb],
+            [count as u32, nb as u32, 1],
+        );
+    }
+}
+
+/// `out[b, :] = alpha · x[b, :] + Σ_{j < count} c[b, j] · hist[b, j, :]`.
+#[allow(clippy::too_many_arguments)]
+pub fn history_combine(
+    gpu: &Gpu,
+    h: History,
+    count: usize,
+    hist: &Tensor,
+    alpha: f32,
+    x: &Tensor,
+    c: &Tensor,
+    out: &Tensor,
+) {
+    check(hist, h.batch * h.slots * h.dim, "history_combine hist");
+    check(x, h.batch * h.dim, "history_combine x");
+    check(out, h.batch * h.dim, "history_combine out");
+    assert_distinct(out, x, "history_combine");
+    for (b0, nb) in sample_chunks(gpu, h) {
+        let (hb, ho) = gpu.window(hist, b0 * h.slots * h.dim, nb * h.slots * h.dim);
+        let (xb, xo) = gpu.window(x, b0 * h.dim, nb * h.dim);
+        let (cb, co) = gpu.window(c, b0 * h.slots, nb * h.slots);
+        let (ob, oo) = gpu.window(out, b0 * h.dim, nb * h.dim);
+        gpu.dispatch(
+            "history_combine",
+            Params::new()
+                .u(nb)
+                .u(h.slots)
+                .u(count)
+                .u(h.dim)
+                .u(ho)
+                .u(xo)
+                .u(co)
+                .u(oo)
+                .f(alpha),
+            vec![hb, xb, cb, ob],
+            gpu.groups_1d(nb * h.dim),
+        );
+    }
+}
+
+/// Writes slot `slot` of the rings: `us[b, slot] = num[b] / den[b]`, `vts[b, slot] = vt[b]`
+/// (non-finite values become 0).
+#[allow(clippy::too_many_arguments)]
+pub fn broyden_update(
+    gpu: &Gpu,
+    h: History,
+    slot: usize,
+    num: &Tensor,
+    vt: &Tensor,
+    den: &Tensor,
+    us: &Tensor,
+    vts: &Tensor,
+) {
+    assert!(slot < h.slots);
+    for (b0, nb) in sample_chunks(gpu, h) {
+        let (ub, ho) = gpu.window(us, b0 * h.slots * h.dim, nb * h.slots * h.dim);
+        let (vb, ho2) = gpu.window(vts, b0 * h.slots * h.dim, nb * h.slots * h.dim);
+        let (nb_, xo) = gpu.window(num, b0 * h.dim, nb * h.dim);
+        let (vtb, xo2) = gpu.window(vt, b0 * h.dim, nb * h.dim);
+        let (db, dof) = gpu.window(den, b0, nb);
+        assert!(
+            ho == ho2 && xo == xo2,
+            "history buffers must share an alignment"
+        );
+        gpu.dispatch(
+            "broyden_update",
+            Params::new()
+                .u(nb)
+                .u(h.slots)
+                .u(slot)
+                .u(h.dim)
+                .u(ho)
+                .u(xo)
+                .u(dof),
+            vec![nb_, vtb, db, ub, vb],
+            gpu.groups_1d(nb * h.dim),
+        );
+    }
+}
+
+// -------------------------------------------------------- spectral norm
+
+/// `weff = clamp(g, −1, 1) · w / sigma[0]`.
+pub fn sn_weight(gpu: &Gpu, w: &Tensor, g: &Tensor, sigma: &Tensor, weff: &Tensor) {
+    let n = w.len();
+    check(weff, n, "sn_weight weff");
+    gpu.dispatch(
+        "sn_weight",
+        Params::new().u(n),
+        vec![gpu.bind(w), gpu.bind(g), gpu.bind(sigma), gpu.bind(weff)],
+        gpu.groups_1d(n),
+    );
+}
+
+/// Backward of [`sn_weight`]; `scalars = [σ̂, ⟨G, w⟩]`, w viewed as `[rows, cols]`.
+#[allow(clippy::too_many_arguments)]
+pub fn sn_weight_grad(
+    gpu: &Gpu,
+    cols: usize,
+    gw: &Tensor,
+    u: &Tensor,
+    v: &Tensor,
+    g: &Tensor,
+    scalars: &Tensor,
+    dw: &Tensor,
+    dg: &Tensor,
+) {
+    let n = gw.len();
+    check(dw, n, "sn_weight_grad dw");
+    check(v, cols, "sn_weight_grad v");
+    check(u, n / cols, "sn_weight_grad u");
+    gpu.dispatch(
+        "sn_weight_grad",
+        Params::new().u(n).u(cols),
+        vec![
+            gpu.bind(gw),
+            gpu.bind(u),
+            gpu.bind(v),
+            gpu.bind(g),
+            gpu.bind(scalars),
+            gpu.bind(dw),
+            gpu.bind(dg),
+        ],
+        gpu.groups_1d(n),
+    );
+}

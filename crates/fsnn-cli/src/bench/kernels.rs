@@ -1,0 +1,477 @@
+//! `fsnn bench kernels`: every kernel at the shapes of the paper's models.
+//!
+//! FLOPs count multiply and add separately (an FMA is 2) over the mathematically required
+//! operations: a GEMM is 2·M·N·K, a convolution 2 · outputs · Cin·kh·kw (padding taps included,
+//! as is conventional). GB/s counts compulsory traffic: every input read once and every output
+//! written once, whatever the kernel re-reads; the per-kernel figures are in `Case::note` and in
+//! docs/BENCHMARKS.md.
+
+use anyhow::Result;
+use fsnn::gpu::{Gpu, Tensor};
+use fsnn::ops::{self, BnShape, ConvShape, ConvTShape, NeuronStep, Op};
+use serde::Serialize;
+
+use super::peak::{self, Peak};
+use super::{data, time_ms, Clock};
+use crate::report::{git_commit, stats, utc_now};
+use crate::Global;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Timed runs per kernel, after one warm-up.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// Shrink every shape so the suite takes seconds (for tests; figures are not representative).
+    #[arg(long)]
+    quick: bool,
+    /// Skip measuring the device peaks (no % of peak columns).
+    #[arg(long)]
+    no_peak: bool,
+    /// Only kernels whose name contains this.
+    #[arg(long)]
+    filter: Option<String>,
+}
+
+struct Case {
+    name: &'static str,
+    shape: String,
+    note: &'static str,
+    flops: f64,
+    bytes: f64,
+    record: Box<dyn Fn(&Gpu)>,
+}
+
+#[derive(Serialize)]
+struct Row {
+    name: &'static str,
+    shape: String,
+    note: &'static str,
+    ms: f64,
+    ms_min: f64,
+    ms_max: f64,
+    gflops: f64,
+    gbps: f64,
+    flops: f64,
+    bytes: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pct_peak_flops: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pct_peak_bandwidth: Option<f64>,
+}
+
+fn tensor(gpu: &Gpu, n: usize, seed: u64) -> Tensor {
+    gpu.upload(&[n], &data(n, seed))
+}
+
+fn gemm_case(
+    gpu: &Gpu,
+    name: &'static str,
+    note: &'static str,
+    (ta, tb): (Op, Op),
+    (m, n, k): (usize, usize, usize),
+) -> Case {
+    let (a, b, c) = (
+        tensor(gpu, m * k, 1),
+        tensor(gpu, k * n, 2),
+        gpu.zeros(&[m * n]),
+    );
+    Case {
+        name,
+        shape: format!("{m}x{n}x{k}"),
+        note,
+        flops: 2.0 * (m * n * k) as f64,
+        bytes: 4.0 * (m * k + k * n + m * n) as f64,
+        record: Box::new(move |g| ops::gemm(g, ta, tb, m, n, k, 1.0, &a, &b, 0.0, &c)),
+    }
+}
+
+fn conv_tag(s: &ConvShape) -> String {
+    format!(
+        "{}x{}x{}x{} k{}x{} s{} p{} -> {}x{}x{}",
+        s.batch,
+        s.cin,
+        s.h,
+        s.w,
+        s.kh,
+        s.kw,
+        s.stride,
+        s.pad,
+        s.cout,
+        s.oh(),
+        s.ow()
+    )
+}
+
+/// Forward, input gradient and weight gradient of one convolution (`which` picks among them).
+fn conv_cases(gpu: &Gpu, s: ConvShape, note: &'static str, which: [bool; 3]) -> Vec<Case> {
+    let (x, w, y) = (
+        tensor(gpu, s.input_len(), 3),
+        tensor(gpu, s.weight_len(), 4),
+        tensor(gpu, s.output_len(), 5),
+    );
+    let bytes = 4.0 * (s.input_len() + s.weight_len() + s.output_len()) as f64;
+    let mut v = Vec::new();
+    if which[0] {
+        let (x, w, y) = (x.clone(), w.clone(), y.clone());
+        v.push(Case {
+            name: "conv2d",
+            shape: conv_tag(&s),
+            note,
+            flops: s.flops(),
+            bytes,
+            record: Box::new(move |g| ops::conv2d(g, &s, &x, &w, 0.0, &y)),
+        });
+    }
+    if which[1] {
+        let (dx, w, dy) = (gpu.zeros(&[s.input_len()]), w.clone(), y.clone());
+        v.push(Case {
+            name: "conv2d_input_grad",
+            shape: conv_tag(&s),
+            note,
+            flops: s.flops(),
+            bytes,
+            record: Box::new(move |g| ops::conv2d_input_grad(g, &s, &dy, &w, 1.0, 0.0, &dx)),
+        });
+    }
+    if which[2] {
+        let dw = gpu.zeros(&[s.weight_len()]);
+        v.push(Case {
+            name: "conv2d_weight_grad",
+            shape: conv_tag(&s),
+            note,
+            flops: s.flops(),
+            bytes,
+            record: Box::new(move |g| ops::conv2d_weight_grad(g, &s, &y, &x, 1.0, 0.0, &dw)),
+        });
+    }
+    v
+}
+
+fn cases(gpu: &Gpu, quick: bool) -> Vec<Case> {
+    // Quick mode keeps every kernel and code path but divides batch and widths.
+    let b = if quick { 2 } else { 128 };
+    let c = |n: usize| if quick { n.div_ceil(8) } else { n };
+    let g1024 = if quick { 96 } else { 1024 };
+    let mut v = vec![
+        gemm_case(
+            gpu,
+            "gemm",
+            "square GEMM, C = A·B",
+            (Op::N, Op::N),
+            (g1024, g1024, g1024),
+        ),
+        gemm_case(
+            gpu,
+            "gemm_nt",
+            "fc400 forward / feedback: [128x400]·W[400x400]ᵀ",
+            (Op::N, Op::T),
+            (b, c(400), c(400)),
+        ),
+        gemm_case(
+            gpu,
+            "gemm_nt",
+            "fc input layer: x[128x784]·W[400x784]ᵀ",
+            (Op::N, Op::T),
+            (b, c(400), c(784)),
+        ),
+        gemm_case(
+            gpu,
+            "gemm_tn",
+            "fc input layer weight gradient: δ[128x400]ᵀ·x[128x784]",
+            (Op::T, Op::N),
+            (c(400), c(784), b),
+        ),
+    ];
+    let conv64 = ConvShape {
+        batch: b,
+        cin: c(64),
+        h: 14,
+        w: 14,
+        cout: c(64),
+        kh: 5,
+        kw: 5,
+        stride: 1,
+        pad: 2,
+    };
+    v.extend(conv_cases(
+        gpu,
+        conv64,
+        "conv64 5x5 64->64 layer",
+        [true; 3],
+    ));
+    let conv_in = ConvShape {
+        batch: b,
+        cin: 1,
+        h: 28,
+        w: 28,
+        cout: c(64),
+        kh: 5,
+        kw: 5,
+        stride: 2,
+        pad: 2,
+    };
+    v.extend(conv_cases(
+        gpu,
+        conv_in,
+        "conv64 input layer 1->64 5x5 s2",
+        [true, false, true],
+    ));
+
+    let ct = ConvTShape {
+        batch: b,
+        cin: c(256),
+        h: 8,
+        w: 8,
+        cout: c(96),
+        k: 3,
+        stride: 2,
+        pad: 1,
+        output_pad: 1,
+    };
+    {
+        let (x, w, y) = (
+            tensor(gpu, ct.input_len(), 6),
+            tensor(gpu, ct.weight_len(), 7),
+            gpu.zeros(&[ct.output_len()]),
+        );
+        v.push(Case {
+            name: "conv_transpose2d",
+            shape: format!(
+                "{}x{}x{}x{} k3 s2 p1 op1 -> {}x{}x{}",
+                ct.batch,
+                ct.cin,
+                ct.h,
+                ct.w,
+                ct.cout,
+                ct.oh(),
+                ct.ow()
+            ),
+            note: "AlexNet-F feedback 256->96, 8x8 -> 16x16",
+            flops: ct.as_conv().flops(),
+            bytes: 4.0 * (ct.input_len() + ct.weight_len() + ct.output_len()) as f64,
+            record: Box::new(move |g| ops::conv_transpose2d(g, &ct, &x, &w, 0.0, &y)),
+        });
+    }
+
+    {
+        let n = b * c(12544);
+        let (u, acc, s, x, fb) = (
+            gpu.zeros(&[n]),
+            gpu.zeros(&[n]),
+            gpu.zeros(&[n]),
+            tensor(gpu, n, 8),
+            tensor(gpu, n, 9),
+        );
+        let step = NeuronStep {
+            vth: 1.0,
+            leak: 0.95,
+            has_feedback: true,
+            x_offset: 0,
+        };
+        v.push(Case {
+            name: "neuron_step",
+            shape: format!("{b}x{}", c(12544)),
+            note: "conv64 layer neurons (64x14x14); 7 flops, 28 bytes per neuron",
+            flops: 7.0 * n as f64,
+            bytes: 28.0 * n as f64,
+            record: Box::new(move |g| ops::neuron_step(g, &u, &acc, &s, &x, &fb, step)),
+        });
+    }
+
+    {
+        let s = BnShape {
+            batch: b,
+            channels: c(64),
+            hw: 196,
+        };
+        let ch = s.channels;
+        let x = tensor(gpu, s.len(), 10);
+        let dy = tensor(gpu, s.len(), 11);
+        let (y, dx) = (gpu.zeros(&[s.len()]), gpu.zeros(&[s.len()]));
+        let [mean, var, rm, rv, dgamma, dbeta] = std::array::from_fn(|_| gpu.zeros(&[ch]));
+        let gamma = gpu.upload(&[ch], &vec![1.0; ch]);
+        let beta = gpu.zeros(&[ch]);
+        let shape = format!("{}x{}x{}", s.batch, s.channels, s.hw);
+        {
+            let (x, y, mean, var, gamma, beta) = (
+                x.clone(),
+                y.clone(),
+                mean.clone(),
+                var.clone(),
+                gamma.clone(),
+                beta.clone(),
+            );
+            v.push(Case {
+                name: "bn_forward_train",
+                shape: shape.clone(),
+                note: "bn_stats + bn_forward; 7 flops, 8 bytes per element",
+                flops: 7.0 * s.len() as f64,
+                bytes: 8.0 * s.len() as f64,
+                record: Box::new(move |g| {
+                    ops::bn_stats(g, s, &x, &mean, &var, &rm, &rv, Some(0.1));
+                    ops::bn_forward(g, s, &x, &mean, &var, &gamma, &beta, &y);
+                }),
+            });
+        }
+        v.push(Case {
+            name: "bn_backward",
+            shape,
+            note: "bn_backward_reduce + bn_backward_input; 10 flops, 12 bytes per element",
+            flops: 10.0 * s.len() as f64,
+            bytes: 12.0 * s.len() as f64,
+            record: Box::new(move |g| {
+                ops::bn_backward(
+                    g,
+                    s,
+                    &x,
+                    &dy,
+                    &mean,
+                    &var,
+                    &gamma,
+                    true,
+                    &dgamma,
+                    &dbeta,
+                    Some(&dx),
+                )
+            }),
+        });
+    }
+
+    {
+        let (rows, dim) = (b, c(16384));
+        let (x, y, out) = (
+            tensor(gpu, rows * dim, 12),
+            tensor(gpu, rows * dim, 13),
+            gpu.zeros(&[rows]),
+        );
+        v.push(Case {
+            name: "row_dot",
+            shape: format!("{rows}x{dim}"),
+            note: "per-sample dot products of the solver; 2 flops, 8 bytes per element",
+            flops: 2.0 * (rows * dim) as f64,
+            bytes: 8.0 * (rows * dim) as f64,
+            record: Box::new(move |g| ops::row_dot(g, rows, dim, &x, &y, 1.0, 0.0, &out)),
+        });
+    }
+
+    {
+        let n = if quick { 1 << 15 } else { 2 << 20 };
+        let (x, y) = (tensor(gpu, n, 14), tensor(gpu, n, 15));
+        v.push(Case {
+            name: "axpby",
+            shape: format!("{n}"),
+            note: "solver vector update; 3 flops, 12 bytes per element",
+            flops: 3.0 * n as f64,
+            bytes: 12.0 * n as f64,
+            record: Box::new(move |g| ops::axpby(g, 0.5, &x, 0.5, &y)),
+        });
+    }
+
+    {
+        let (rows, cols) = (c(64), c(1600));
+        let (w, u, vv, sigma) = (
+            tensor(gpu, rows * cols, 16),
+            tensor(gpu, rows, 17),
+            gpu.zeros(&[cols]),
+            gpu.zeros(&[1]),
+        );
+        v.push(Case {
+            name: "power_iteration",
+            shape: format!("{rows}x{cols}"),
+            note: "spectral norm of a 64x64x5x5 weight; W·v and Wᵀ·u: 4 flops, 8 bytes per weight",
+            flops: 4.0 * (rows * cols) as f64,
+            bytes: 8.0 * (rows * cols) as f64,
+            record: Box::new(move |g| ops::power_iteration(g, rows, cols, &w, &u, &vv, &sigma)),
+        });
+    }
+    v
+}
+
+pub fn run(global: &Global, args: &Args) -> Result<()> {
+    let gpu = Gpu::new(&global.adapter)?;
+    let clock = Clock::of(&gpu);
+    let runs = args.runs as usize;
+    let peak: Option<Peak> = (!args.no_peak).then(|| peak::measure(&gpu, runs, args.quick));
+    let mut rows = Vec::new();
+    for case in cases(&gpu, args.quick) {
+        if let Some(f) = &args.filter {
+            if !case.name.contains(f.as_str()) {
+                continue;
+            }
+        }
+        let ms = time_ms(&gpu, clock, runs, &*case.record);
+        let (med, lo, hi) = stats(&ms);
+        let gflops = case.flops / (med * 1e6);
+        let gbps = case.bytes / (med * 1e6);
+        rows.push(Row {
+            name: case.name,
+            shape: case.shape,
+            note: case.note,
+            ms: med,
+            ms_min: lo,
+            ms_max: hi,
+            gflops,
+            gbps,
+            flops: case.flops,
+            bytes: case.bytes,
+            pct_peak_flops: peak.as_ref().map(|p| 100.0 * gflops / p.fma_gflops),
+            pct_peak_bandwidth: peak.as_ref().map(|p| 100.0 * gbps / p.copy_gbps),
+        });
+        if !args.json {
+            eprint!(".");
+        }
+    }
+    if args.json {
+        let report = serde_json::json!({
+            "adapter": gpu.ctx.info,
+            "date": utc_now(),
+            "git_commit": git_commit(),
+            "timing": clock.name(),
+            "runs": runs,
+            "quick": args.quick,
+            "peak": peak,
+            "kernels": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    eprintln!();
+    let a = &gpu.ctx.info;
+    println!(
+        "{} ({}, driver {} {}), timing: {}, median of {runs} run(s) after a warm-up",
+        a.name,
+        a.backend,
+        a.driver,
+        a.driver_info,
+        clock.name()
+    );
+    if let Some(p) = &peak {
+        println!(
+            "measured peaks (the %FLOP and %BW denominators): {:.1} GFLOP/s FMA, {:.1} GB/s copy",
+            p.fma_gflops, p.copy_gbps
+        );
+    }
+    println!(
+        "{:<20} {:<38} {:>10} {:>10} {:>10} {:>9} {:>8} {:>7} {:>7}",
+        "kernel", "shape", "ms", "min", "max", "GFLOP/s", "GB/s", "%FLOP", "%BW"
+    );
+    let pct = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into());
+    for r in &rows {
+        println!(
+            "{:<20} {:<38} {:>10.3} {:>10.3} {:>10.3} {:>9.2} {:>8.2} {:>7} {:>7}",
+            r.name,
+            r.shape,
+            r.ms,
+            r.ms_min,
+            r.ms_max,
+            r.gflops,
+            r.gbps,
+            pct(r.pct_peak_flops),
+            pct(r.pct_peak_bandwidth)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The `fsnn` binary end to end: its JSON reports parse and carry the promised fields.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn fsnn(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fsnn"))
+        .args(args)
+        // A stray FSNN_ADAPTER in the caller's environment must not pick another adapter.
+        .env_remove("FSNN_ADAPTER")
+        .output()
+        .expect("cannot run fsnn")
+}
+
+/// Runs fsnn, requires success and exactly one JSON object on stdout.
+fn json(args: &[&str]) -> Value {
+    let out = fsnn(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "fsnn {args:?} failed:\n{stderr}");
+    let text = String::from_utf8(out.stdout).expect("stdout is not UTF-8");
+    let v: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("fsnn {args:?}: not one JSON value ({e}):\n{text}"));
+    assert!(v.is_object(), "fsnn {args:?}: not a JSON object");
+    v
+}
+
+fn positive(v: &Value, what: &str) -> f64 {
+    let x = v
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what} is not a number: {v}"));
+    assert!(x.is_finite() && x > 0.0, "{what} = {x}");
+    x
+}
+
+#[test]
+fn info_json_has_adapter_features_and_limits() {
+    let v = json(&["info", "--json"]);
+    for key in ["name", "backend", "device_type", "driver"] {
+        assert!(v["adapter"][key].is_string(), "adapter.{key} missing: {v}");
+    }
+    let features = v["features"].as_array().expect("features is a list");
+    assert!(features.iter().all(Value::is_string));
+    let limits = v["limits"].as_object().expect("limits is an object");
+    assert!(limits.len() >= 50, "only {} limits", limits.len());
+    positive(
+        &limits["max_storage_buffer_binding_size"],
+        "max_storage_buffer_binding_size",
+    );
+    positive(
+        &limits["max_compute_workgroups_per_dimension"],
+        "max_compute_workgroups_per_dimension",
+    );
+    println!("adapter {}", v["adapter"]["name"]);
+}
+
+#[test]
+fn info_for_people_names_the_same_adapter() {
+    let name = json(&["info", "--json"])["adapter"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = fsnn(&["info"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&name) && text.contains("max_buffer_size"),
+        "{text}"
+    );
+}
+
+#[test]
+fn info_all_lists_adapters_and_adapter_flag_selects_by_index() {
+    let v = json(&["info", "--all", "--json"]);
+    let adapters = v["adapters"].as_array().expect("adapters is a list");
+    assert!(!adapters.is_empty());
+    let last = adapters.len() - 1;
+    let chosen = json(&["--adapter", &last.to_string(), "info", "--json"]);
+    assert_eq!(chosen["adapter"]["name"], adapters[last]["name"]);
+}
+
+#[test]
+fn unknown_adapter_fails_with_a_message() {
+    let out = fsnn(&["info", "--adapter", "no-such-adapter-xyz"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-adapter-xyz"), "{err}");
+}
+
+#[test]
+fn bench_kernels_quick_json() {
+    let v = json(&["bench", "kernels", "--json", "--runs", "1", "--quick"]);
+    for key in ["adapter", "date", "git_commit", "timing", "peak"] {
+        assert!(!v[key].is_null(), "{key} missing");
+    }
+    let kernels = v["kernels"].as_array().expect("kernels is a list");
+    let names: Vec<&str> = kernels
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    for want in [
+        "gemm",
+        "conv2d",
+        "conv2d_input_grad",
+        "conv_transpose2d",
+        "neuron_step",
+    ] {
+        assert!(names.contains(&want), "{want} not benchmarked: {names:?}");
+    }
+    for k in kernels {
+        let what = format!("{} {}", k["name"], k["shape"]);
+        assert!(k["shape"].as_str().is_some_and(|s| !s.is_empty()), "{what}");
+        positive(&k["ms"], &format!("{what} ms"));
+        positive(&k["gflops"], &format!("{what} gflops"));
+        positive(&k["gbps"], &format!("{what} gbps"));
+        let (lo, med, hi) = (
+            k["ms_min"].as_f64().unwrap(),
+            k["ms"].as_f64().unwrap(),
+            k["ms_max"].as_f64().unwrap(),
+        );
+        assert!(lo <= med && med <= hi, "{what}: {lo} {med} {hi}");
+    }
+}
+
+#[test]
+fn bench_peak_quick_json() {
+    let v = json(&["bench", "peak", "--json", "--runs", "1", "--quick"]);
+    let p = &v["peak"];
+    for key in [
+        "fma_gflops",
+        "copy_gbps",
+        "stream_gbps",
+        "dispatch_us",
+        "submit_us",
+    ] {
+        println!("{key} = {}", positive(&p[key], key));
+    }
+    assert!(v["adapter"]["name"].is_string());
+}

@@ -1,0 +1,972 @@
+//! The single-layer feedback spiking network of ALGORITHM.md (FC and conv variants): parameters,
+//! the T-step forward simulation, and one IDE training step (classifier gradient, adjoint solve,
+//! one vector–Jacobian product of f at the rate, SGD).
+
+pub mod presets;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::gpu::{Gpu, Tensor};
+use crate::ops::{self, BnShape, ConvShape, NeuronStep, Op};
+use crate::solver::{SolveStats, Solver, SolverKind};
+
+/// The feed-forward input layer F_x and the feedback connection W_s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Arch {
+    /// Linear `input → hidden`, feedback linear `hidden → hidden`.
+    Fc { input: usize, hidden: usize },
+    /// Conv `cin → channels` (k_in, stride_in, pad_in) on `h × w`, feedback conv `channels →
+    /// channels` k_fb × k_fb, stride 1, "same" padding.
+    Conv {
+        cin: usize,
+        h: usize,
+        w: usize,
+        channels: usize,
+        k_in: usize,
+        stride_in: usize,
+        pad_in: usize,
+        k_fb: usize,
+    },
+}
+
+impl Arch {
+    pub fn input_len(&self) -> usize {
+        match *self {
+            Arch::Fc { input, .. } => input,
+            Arch::Conv { cin, h, w, .. } => cin * h * w,
+        }
+    }
+    fn in_conv(&self, batch: usize) -> Option<ConvShape> {
+        match *self {
+            Arch::Fc { .. } => None,
+            Arch::Conv {
+                cin,
+                h,
+                w,
+                channels,
+                k_in,
+                stride_in,
+                pad_in,
+                ..
+            } => Some(ConvShape {
+                batch,
+                cin,
+                h,
+                w,
+                cout: channels,
+                kh: k_in,
+                kw: k_in,
+                stride: stride_in,
+                pad: pad_in,
+            }),
+        }
+    }
+    fn fb_conv(&self, batch: usize) -> Option<ConvShape> {
+        self.in_conv(batch).map(|s| ConvShape {
+            batch,
+            cin: s.cout,
+            h: s.oh(),
+            w: s.ow(),
+            cout: s.cout,
+            kh: self.k_fb(),
+            kw: self.k_fb(),
+            stride: 1,
+            pad: self.k_fb() / 2,
+        })
+    }
+    fn k_fb(&self) -> usize {
+        match *self {
+            Arch::Conv { k_fb, .. } => k_fb,
+            Arch::Fc { .. } => 0,
+        }
+    }
+    /// Channels of the batch norm (features for FC).
+    pub fn channels(&self) -> usize {
+        match *self {
+            Arch::Fc { hidden, .. } => hidden,
+            Arch::Conv { channels, .. } => channels,
+        }
+    }
+    /// Spatial size per channel of the spiking layer (1 for FC).
+    pub fn hw(&self) -> usize {
+        self.in_conv(1).map(|s| s.oh() * s.ow()).unwrap_or(1)
+    }
+    /// Spiking neurons per sample.
+    pub fn neurons(&self) -> usize {
+        self.channels() * self.hw()
+    }
+    pub fn fx_weight_shape(&self) -> Vec<usize> {
+        match *self {
+            Arch::Fc { input, hidden } => vec![hidden, input],
+            Arch::Conv {
+                cin,
+                channels,
+                k_in,
+                ..
+            } => vec![channels, cin, k_in, k_in],
+        }
+    }
+    pub fn fb_weight_shape(&self) -> Vec<usize> {
+        match *self {
+            Arch::Fc { hidden, .. } => vec![hidden, hidden],
+            Arch::Conv { channels, k_fb, .. } => vec![channels, channels, k_fb, k_fb],
+        }
+    }
+}
+
+/// Everything that defines a network and how it is simulated.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NetConfig {
+    pub preset: String,
+    pub arch: Arch,
+    pub classes: usize,
+    pub time_steps: usize,
+    pub vth: f32,
+    /// 1 for IF; λ for LIF.
+    pub leak: f32,
+    pub dropout: f32,
+}
+
+impl NetConfig {
+    /// Σ_{k<T} λ^k: the rate's normaliser.
+    pub fn rate_norm(&self) -> f32 {
+        if self.leak == 1.0 {
+            self.time_steps as f32
+        } else {
+            (1.0 - self.leak.powi(self.time_steps as i32)) / (1.0 - self.leak)
+        }
+    }
+    pub fn param_shapes(&self) -> Vec<(&'static str, Vec<usize>)> {
+        let c = self.arch.channels();
+        vec![
+            ("fx.weight", self.arch.fx_weight_shape()),
+            ("fx.bias", vec![c]),
+            ("bn.weight", vec![c]),
+            ("bn.bias", vec![c]),
+            ("fb.weight", self.arch.fb_weight_shape()),
+            ("fb.scale", vec![1]),
+            ("classifier.weight", vec![self.classes, self.arch.neurons()]),
+            ("classifier.bias", vec![self.classes]),
+        ]
+    }
+    pub fn param_count(&self) -> usize {
+        self.param_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
+    }
+    /// Neurons as the paper counts them: spiking neurons plus input neurons.
+    pub fn paper_neurons(&self) -> usize {
+        self.arch.neurons() + self.arch.input_len()
+    }
+}
+
+pub const FX_W: usize = 0;
+pub const FX_B: usize = 1;
+pub const BN_W: usize = 2;
+pub const BN_B: usize = 3;
+pub const FB_W: usize = 4;
+pub const FB_S: usize = 5;
+pub const CL_W: usize = 6;
+pub const CL_B: usize = 7;
+
+pub const BN_MOMENTUM: f32 = 0.1;
+
+pub struct Param {
+    pub name: &'static str,
+    pub value: Tensor,
+    pub grad: Tensor,
+    pub momentum: Tensor,
+}
+
+/// Host-side copy of every tensor a checkpoint holds.
+pub struct HostState {
+    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+/// Per-batch-size scratch buffers, allocated once and reused every step.
+struct Work {
+    batch: usize,
+    x: Tensor,
+    labels: Tensor,
+    pre: Tensor,
+    bn_mean: Tensor,
+    bn_var: Tensor,
+    x1: Tensor,
+    m_x: Tensor,
+    m_fb: Tensor,
+    u: Tensor,
+    acc: Tensor,
+    spikes: Tensor,
+    fb: Tensor,
+    logits: Tensor,
+    loss: Tensor,
+    dlogits: Tensor,
+    correct: Tensor,
+    gl: Tensor,
+    z: Tensor,
+    frate: Tensor,
+    mask: Tensor,
+    beta: Tensor,
+    dz: Tensor,
+    dpre: Tensor,
+    partials: Tensor,
+    scalar: Tensor,
+    solver: Option<Solver>,
+}
+
+/// What one batch cost and produced.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StepStats {
+    pub loss_sum: f64,
+    pub correct: usize,
+    pub samples: usize,
+    pub forward_residual: f64,
+    pub solve: SolveStats,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub optimizer_ms: f64,
+}
+
+pub struct Net {
+    pub cfg: NetConfig,
+    pub params: Vec<Param>,
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    pub sn_u: Tensor,
+    pub sn_v: Tensor,
+    weff: Tensor,
+    sigma: Tensor,
+    sn_scalars: Tensor,
+    sn_dot: Tensor,
+    sn_tmp: Tensor,
+    /// ∂L/∂W_eff, before the spectral-norm backward.
+    fb_grad_eff: Tensor,
+    work: Option<Work>,
+}
+
+/// SplitMix64, for reproducible initialisation on the host.
+pub struct HostRng(u64);
+
+impl HostRng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    pub fn normal(&mut self) -> f32 {
+        let u1 = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let u2 = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        ((-2.0 * (u1.max(1e-300)).ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+}
+
+/// U(−1, 1), then each output unit's weight vector scaled to unit L2 norm ([ref] initialisation).
+fn unit_rows(rng: &mut HostRng, rows: usize, cols: usize) -> Vec<f32> {
+    let mut w: Vec<f32> = (0..rows * cols).map(|_| rng.uniform(-1.0, 1.0)).collect();
+    for r in 0..rows {
+        let row = &mut w[r * cols..(r + 1) * cols];
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|v| *v /= n);
+    }
+    w
+}
+
+fn normalized(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+impl Net {
+    /// A freshly initialised network (the authors' initialisation, seeded).
+    pub fn new(gpu: &Gpu, cfg: NetConfig, seed: u64) -> Self {
+        let mut rng = HostRng::new(seed);
+        let shapes = cfg.param_shapes();
+        let c = cfg.arch.channels();
+        let fxs = &shapes[FX_W].1;
+        let fx = unit_rows(&mut rng, fxs[0], fxs[1..].iter().product());
+        let fbs = &shapes[FB_W].1;
+        let (rows, cols) = (fbs[0], fbs[1..].iter().product::<usize>());
+        let fb = unit_rows(&mut rng, rows, cols);
+        // u, v as torch's spectral_norm: random normal, normalised; g = σ(w) from 10 iterations.
+        let mut u = normalized((0..rows).map(|_| rng.normal()).collect());
+        let mut v = normalized((0..cols).map(|_| rng.normal()).collect());
+        let mut sigma = 0.0;
+        for _ in 0..10 {
+            sigma = crate::cpu::power_iteration(rows, cols, &fb, &mut u, &mut v);
+        }
+        let n = cfg.arch.neurons();
+        let bound = 1.0 / (n as f32).sqrt();
+        let clw: Vec<f32> = (0..cfg.classes * n)
+            .map(|_| rng.uniform(-bound, bound))
+            .collect();
+        let clb: Vec<f32> = (0..cfg.classes)
+            .map(|_| rng.uniform(-bound, bound))
+            .collect();
+        let values: Vec<Vec<f32>> = vec![
+            fx,
+            vec![0.0; c],
+            vec![1.0; c],
+            vec![0.0; c],
+            fb,
+            vec![sigma],
+            clw,
+            clb,
+        ];
+        let params = shapes
+            .iter()
+            .zip(values)
+            .map(|((name, shape), data)| Param {
+                name,
+                value: gpu.upload(shape, &data),
+                grad: gpu.zeros(shape),
+                momentum: gpu.zeros(shape),
+            })
+            .collect();
+        let fbn: usize = fbs.iter().product();
+        Self {
+            params,
+            running_mean: gpu.zeros(&[c]),
+            running_var: gpu.upload(&[c], &vec![1.0; c]),
+            sn_u: gpu.upload(&[rows], &u),
+            sn_v: gpu.upload(&[cols], &v),
+            weff: gpu.zeros(&[fbn]),
+            sigma: gpu.zeros(&[1]),
+            sn_scalars: gpu.zeros(&[2]),
+            sn_dot: gpu.zeros(&[1]),
+            fb_grad_eff: gpu.zeros(&[fbn]),
+            sn_tmp: gpu.zeros(&[rows]),
+            work: None,
+            cfg,
+        }
+    }
+
+    fn fb_rows_cols(&self) -> (usize, usize) {
+        let s = &self.params[FB_W].value.shape;
+        (s[0], s[1..].iter().product())
+    }
+
+    fn work(&mut self, gpu: &Gpu, batch: usize, solver: Option<(SolverKind, usize)>) -> &mut Work {
+        let n = self.cfg.arch.neurons();
+        let c = self.cfg.arch.channels();
+        let rebuild = match &self.work {
+            None => true,
+            Some(w) => {
+                w.batch != batch
+                    || match (&w.solver, solver) {
+                        (Some(s), Some((k, t))) => s.kind != k || s.threshold != t,
+                        (None, Some(_)) => true,
+                        _ => false,
+                    }
+            }
+        };
+        if rebuild {
+            if let Some(old) = self.work.take() {
+                drop(old);
+            }
+            let bn = batch * n;
+            let cl = batch * self.cfg.classes;
+            self.work = Some(Work {
+                batch,
+                x: gpu.zeros(&[batch, self.cfg.arch.input_len()]),
+                labels: gpu.zeros(&[batch]),
+                pre: gpu.zeros(&[bn]),
+                bn_mean: gpu.zeros(&[c]),
+                bn_var: gpu.zeros(&[c]),
+                x1: gpu.zeros(&[bn]),
+                m_x: gpu.zeros(&[bn]),
+                m_fb: gpu.zeros(&[bn]),
+                u: gpu.zeros(&[bn]),
+                acc: gpu.zeros(&[bn]),
+                spikes: gpu.zeros(&[bn]),
+                fb: gpu.zeros(&[bn]),
+                logits: gpu.zeros(&[cl]),
+                loss: gpu.zeros(&[batch]),
+                dlogits: gpu.zeros(&[cl]),
+                correct: gpu.zeros(&[batch]),
+                gl: gpu.zeros(&[bn]),
+                z: gpu.zeros(&[bn]),
+                frate: gpu.zeros(&[bn]),
+                mask: gpu.zeros(&[bn]),
+                beta: gpu.zeros(&[bn]),
+                dz: gpu.zeros(&[bn]),
+                dpre: gpu.zeros(&[bn]),
+                partials: gpu.zeros(&[ops::sum_partials_len(bn)]),
+                scalar: gpu.zeros(&[1]),
+                solver: solver.map(|(k, t)| Solver::new(gpu, k, t, batch, n)),
+            });
+        }
+        self.work.as_mut().unwrap()
+    }
+
+    /// `out = W_eff s` for a batch of spike/rate vectors.
+    fn feedback(&self, gpu: &Gpu, batch: usize, s: &Tensor, out: &Tensor) {
+        match self.cfg.arch {
+            Arch::Fc { hidden, .. } => ops::gemm(
+                gpu,
+                Op::N,
+                Op::T,
+                batch,
+                hidden,
+                hidden,
+                1.0,
+                s,
+                &self.weff,
+                0.0,
+                out,
+            ),
+            Arch::Conv { .. } => ops::conv2d(
+                gpu,
+                &self.cfg.arch.fb_conv(batch).unwrap(),
+                s,
+                &self.weff,
+                0.0,
+                out,
+            ),
+        }
+    }
+
+    /// `out = W_effᵀ g`.
+    fn feedback_vjp(&self, gpu: &Gpu, batch: usize, g: &Tensor, out: &Tensor) {
+        match self.cfg.arch {
+            Arch::Fc { hidden, .. } => ops::gemm(
+                gpu,
+                Op::N,
+                Op::N,
+                batch,
+                hidden,
+                hidden,
+                1.0,
+                g,
+                &self.weff,
+                0.0,
+                out,
+            ),
+            Arch::Conv { .. } => ops::conv2d_input_grad(
+                gpu,
+                &self.cfg.arch.fb_conv(batch).unwrap(),
+                g,
+                &self.weff,
+                1.0,
+                0.0,
+                out,
+            ),
+        }
+    }
+
+    /// Spectral-normalised feedback weight into `weff`; `train` runs one power-iteration step
+    /// (updating u, v), evaluation reuses u, v.
+    fn refresh_weff(&self, gpu: &Gpu, train: bool) {
+        let (rows, cols) = self.fb_rows_cols();
+        let w = &self.params[FB_W].value;
+        if train {
+            ops::power_iteration(gpu, rows, cols, w, &self.sn_u, &self.sn_v, &self.sigma);
+        } else {
+            ops::gemm(
+                gpu,
+                Op::N,
+                Op::N,
+                rows,
+                1,
+                cols,
+                1.0,
+                w,
+                &self.sn_v,
+                0.0,
+                &self.sn_tmp,
+            );
+            ops::row_dot(
+                gpu,
+                1,
+                rows,
+                &self.sn_u,
+                &self.sn_tmp,
+                1.0,
+                0.0,
+                &self.sigma,
+            );
+        }
+        ops::sn_weight(gpu, w, &self.params[FB_S].value, &self.sigma, &self.weff);
+    }
+
+    /// F_x(x) (+ BN, + dropout) into `work.x1`, and the T-step simulation leaving the rate in
+    /// `work.acc`. With `train`, BN uses batch statistics and updates the running ones once.
+    fn forward(&mut self, gpu: &Gpu, batch: usize, train: bool, seed: u32) {
+        let cfg = self.cfg.clone();
+        let arch = cfg.arch;
+        let (c, hw) = (arch.channels(), arch.hw());
+        let bns = BnShape {
+            batch,
+            channels: c,
+            hw,
+        };
+        self.refresh_weff(gpu, train);
+        let p = &self.params;
+        let w = self.work.as_ref().unwrap();
+        match arch {
+            Arch::Fc { input, hidden } => ops::gemm(
+                gpu,
+                Op::N,
+                Op::T,
+                batch,
+                hidden,
+                input,
+                1.0,
+                &w.x,
+                &p[FX_W].value,
+                0.0,
+                &w.pre,
+            ),
+            Arch::Conv { .. } => ops::conv2d(
+                gpu,
+                &arch.in_conv(batch).unwrap(),
+                &w.x,
+                &p[FX_W].value,
+                0.0,
+                &w.pre,
+            ),
+        }
+        ops::bias_add(gpu, bns, &p[FX_B].value, &w.pre);
+        if train {
+            ops::bn_stats(
+                gpu,
+                bns,
+                &w.pre,
+                &w.bn_mean,
+                &w.bn_var,
+                &self.running_mean,
+                &self.running_var,
+                Some(BN_MOMENTUM),
+            );
+            ops::bn_forward(
+                gpu,
+                bns,
+                &w.pre,
+                &w.bn_mean,
+                &w.bn_var,
+                &p[BN_W].value,
+                &p[BN_B].value,
+                &w.x1,
+            );
+        } else {
+            ops::bn_forward(
+                gpu,
+                bns,
+                &w.pre,
+                &self.running_mean,
+                &self.running_var,
+                &p[BN_W].value,
+                &p[BN_B].value,
+                &w.x1,
+            );
+        }
+        let drop = train && cfg.dropout > 0.0;
+        if drop {
+            ops::dropout_mask(gpu, &w.m_x, cfg.dropout, seed, 0);
+            ops::dropout_mask(gpu, &w.m_fb, cfg.dropout, seed, 1);
+            ops::mask_mul(gpu, &w.m_x, &w.x1);
+        }
+        gpu.fill_zero(&w.u);
+        gpu.fill_zero(&w.acc);
+        for t in 0..cfg.time_steps {
+            if t > 0 {
+                self.feedback(gpu, batch, &w.spikes, &w.fb);
+                if drop {
+                    ops::mask_mul(gpu, &w.m_fb, &w.fb);
+                }
+            }
+            ops::neuron_step(
+                gpu,
+                &w.u,
+                &w.acc,
+                &w.spikes,
+                &w.x1,
+                &w.fb,
+                NeuronStep {
+                    vth: cfg.vth,
+                    leak: cfg.leak,
+                    has_feedback: t > 0,
+                    x_offset: 0,
+                },
+            );
+        }
+        ops::scale(gpu, 1.0 / cfg.rate_norm(), &w.acc);
+        let cl = &self.params[CL_W].value;
+        ops::gemm(
+            gpu,
+            Op::N,
+            Op::T,
+            batch,
+            cfg.classes,
+            arch.neurons(),
+            1.0,
+            &w.acc,
+            cl,
+            0.0,
+            &w.logits,
+        );
+        ops::bias_add(
+            gpu,
+            BnShape {
+                batch,
+                channels: cfg.classes,
+                hw: 1,
+            },
+            &self.params[CL_B].value,
+            &w.logits,
+        );
+        ops::softmax_xent(
+            gpu,
+            batch,
+            cfg.classes,
+            &w.logits,
+            &w.labels,
+            1.0 / batch as f32,
+            &w.loss,
+            &w.dlogits,
+            &w.correct,
+        );
+    }
+
+    fn upload_batch(&mut self, gpu: &Gpu, x: &[f32], labels: &[u32]) -> Result<usize> {
+        let batch = labels.len();
+        let il = self.cfg.arch.input_len();
+        if x.len() != batch * il {
+            bail!(
+                "batch of {} values for {batch} labels of {il} inputs each",
+                x.len()
+            );
+        }
+        if let Some(&l) = labels.iter().find(|&&l| l as usize >= self.cfg.classes) {
+            bail!("label {l} out of range for {} classes", self.cfg.classes);
+        }
+        let w = self.work.as_ref().unwrap();
+        gpu.write(&w.x, x);
+        gpu.write_words(&w.labels, 0, bytemuck::cast_slice(labels));
+        Ok(batch)
+    }
+
+    fn read_loss_correct(&self, gpu: &Gpu) -> (f64, usize) {
+        let w = self.work.as_ref().unwrap();
+        let loss: f64 = gpu.read(&w.loss).iter().map(|&v| v as f64).sum();
+        let correct = gpu.read(&w.correct).iter().filter(|&&v| v > 0.5).count();
+        (loss, correct)
+    }
+
+    /// Loss and accuracy on a batch (running BN statistics, no dropout, no update).
+    pub fn eval_batch(&mut self, gpu: &Gpu, x: &[f32], labels: &[u32]) -> Result<StepStats> {
+        self.work(gpu, labels.len(), None);
+        let batch = self.upload_batch(gpu, x, labels)?;
+        self.forward(gpu, batch, false, 0);
+        let (loss_sum, correct) = self.read_loss_correct(gpu);
+        Ok(StepStats {
+            loss_sum,
+            correct,
+            samples: batch,
+            ..Default::default()
+        })
+    }
+
+    /// One IDE training step on a batch; `seed` draws this step's dropout masks.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_step(
+        &mut self,
+        gpu: &Gpu,
+        x: &[f32],
+        labels: &[u32],
+        lr: f32,
+        solver: SolverKind,
+        threshold: usize,
+        seed: u32,
+    ) -> Result<StepStats> {
+        let t0 = std::time::Instant::now();
+        self.work(gpu, labels.len(), Some((solver, threshold)));
+        let batch = self.upload_batch(gpu, x, labels)?;
+        self.forward(gpu, batch, true, seed);
+        gpu.flush();
+        let forward_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let t1 = std::time::Instant::now();
+        let cfg = self.cfg.clone();
+        let arch = cfg.arch;
+        let n = arch.neurons();
+        let (c, hw) = (arch.channels(), arch.hw());
+        let bns = BnShape {
+            batch,
+            channels: c,
+            hw,
+        };
+        let drop = cfg.dropout > 0.0;
+        let mut work = self.work.take().unwrap();
+        {
+            let w = &work;
+            let p = &self.params;
+            // Classifier: gL = ∂L/∂rate, and its own gradients.
+            ops::gemm(
+                gpu,
+                Op::N,
+                Op::N,
+                batch,
+                n,
+                cfg.classes,
+                1.0,
+                &w.dlogits,
+                &p[CL_W].value,
+                0.0,
+                &w.gl,
+            );
+            ops::gemm(
+                gpu,
+                Op::T,
+                Op::N,
+                cfg.classes,
+                n,
+                batch,
+                1.0,
+                &w.dlogits,
+                &w.acc,
+                0.0,
+                &p[CL_W].grad,
+            );
+            ops::channel_sum(
+                gpu,
+                BnShape {
+                    batch,
+                    channels: cfg.classes,
+                    hw: 1,
+                },
+                &w.dlogits,
+                1.0,
+                0.0,
+                &p[CL_B].grad,
+            );
+            // f at the rate: z = m_fb ⊙ W_eff a + x1; f = σ(z / vth); mask = σ'.
+            self.feedback(gpu, batch, &w.acc, &w.z);
+            if drop {
+                ops::mask_mul(gpu, &w.m_fb, &w.z);
+            }
+            ops::axpby(gpu, 1.0, &w.x1, 1.0, &w.z);
+            ops::clamp_mask(gpu, &w.z, 1.0 / cfg.vth, &w.frate, &w.mask);
+            // D = σ' ⊙ m_fb / vth, so J_fᵀβ = W_effᵀ (D ⊙ β).
+            ops::scale(gpu, 1.0 / cfg.vth, &w.mask);
+        }
+        let fr = {
+            let w = &work;
+            ops::axpby(gpu, -1.0, &w.acc, 1.0, &w.frate);
+            ops::sum(gpu, &w.frate, true, &w.partials, &w.scalar);
+            let num = gpu.read(&w.scalar)[0] as f64;
+            ops::sum(gpu, &w.acc, true, &w.partials, &w.scalar);
+            let den = gpu.read(&w.scalar)[0] as f64;
+            (num / den.max(1e-30)).sqrt()
+        };
+        let stats = {
+            let w = &mut work;
+            let mut solver = w.solver.take().unwrap();
+            let (mask, m_fb, dz) = (w.mask.clone(), w.m_fb.clone(), w.dz.clone());
+            let this = &*self;
+            let mut jt = |x: &Tensor, out: &Tensor| {
+                gpu.copy(x, 0, &dz, 0, x.len());
+                ops::mask_mul(gpu, &mask, &dz);
+                if drop {
+                    ops::mask_mul(gpu, &m_fb, &dz);
+                }
+                this.feedback_vjp(gpu, batch, &dz, out);
+            };
+            let st = solver.solve(gpu, &mut jt, &w.gl, &w.beta);
+            w.solver = Some(solver);
+            st
+        };
+        {
+            let w = &work;
+            let p = &self.params;
+            // ∂L/∂z = β ⊙ σ'/vth; the feedback path sees it through m_fb, the input through m_x.
+            gpu.copy(&w.beta, 0, &w.dz, 0, w.beta.len());
+            ops::mask_mul(gpu, &w.mask, &w.dz);
+            gpu.copy(&w.dz, 0, &w.fb, 0, w.dz.len());
+            if drop {
+                ops::mask_mul(gpu, &w.m_fb, &w.fb);
+                ops::mask_mul(gpu, &w.m_x, &w.dz);
+            }
+            // Feedback weight: G = ∂L/∂W_eff, then through spectral normalisation.
+            match arch {
+                Arch::Fc { hidden, .. } => ops::gemm(
+                    gpu,
+                    Op::T,
+                    Op::N,
+                    hidden,
+                    hidden,
+                    batch,
+                    1.0,
+                    &w.fb,
+                    &w.acc,
+                    0.0,
+                    &self.fb_grad_eff,
+                ),
+                Arch::Conv { .. } => ops::conv2d_weight_grad(
+                    gpu,
+                    &arch.fb_conv(batch).unwrap(),
+                    &w.fb,
+                    &w.acc,
+                    1.0,
+                    0.0,
+                    &self.fb_grad_eff,
+                ),
+            }
+            let fbn = p[FB_W].value.len();
+            ops::row_dot(
+                gpu,
+                1,
+                fbn,
+                &self.fb_grad_eff,
+                &p[FB_W].value,
+                1.0,
+                0.0,
+                &self.sn_dot,
+            );
+            gpu.copy(&self.sigma, 0, &self.sn_scalars, 0, 1);
+            gpu.copy(&self.sn_dot, 0, &self.sn_scalars, 1, 1);
+            let (_, cols) = self.fb_rows_cols();
+            ops::sn_weight_grad(
+                gpu,
+                cols,
+                &self.fb_grad_eff,
+                &self.sn_u,
+                &self.sn_v,
+                &p[FB_S].value,
+                &self.sn_scalars,
+                &p[FB_W].grad,
+                &p[FB_S].grad,
+            );
+            // Input layer: BN backward (batch statistics), then the linear/conv weight and bias.
+            ops::bn_backward(
+                gpu,
+                bns,
+                &w.pre,
+                &w.dz,
+                &w.bn_mean,
+                &w.bn_var,
+                &p[BN_W].value,
+                true,
+                &p[BN_W].grad,
+                &p[BN_B].grad,
+                Some(&w.dpre),
+            );
+            match arch {
+                Arch::Fc { input, hidden } => ops::gemm(
+                    gpu,
+                    Op::T,
+                    Op::N,
+                    hidden,
+                    input,
+                    batch,
+                    1.0,
+                    &w.dpre,
+                    &w.x,
+                    0.0,
+                    &p[FX_W].grad,
+                ),
+                Arch::Conv { .. } => ops::conv2d_weight_grad(
+                    gpu,
+                    &arch.in_conv(batch).unwrap(),
+                    &w.dpre,
+                    &w.x,
+                    1.0,
+                    0.0,
+                    &p[FX_W].grad,
+                ),
+            }
+            ops::channel_sum(gpu, bns, &w.dpre, 1.0, 0.0, &p[FX_B].grad);
+        }
+        gpu.flush();
+        let backward_ms = t1.elapsed().as_secs_f64() * 1e3;
+        let t2 = std::time::Instant::now();
+        for p in &self.params {
+            ops::sgd(gpu, &p.value, &p.grad, &p.momentum, lr, 0.9, 5e-4);
+        }
+        self.work = Some(work);
+        let (loss_sum, correct) = self.read_loss_correct(gpu);
+        let optimizer_ms = t2.elapsed().as_secs_f64() * 1e3;
+        Ok(StepStats {
+            loss_sum,
+            correct,
+            samples: batch,
+            forward_residual: fr,
+            solve: stats,
+            forward_ms,
+            backward_ms,
+            optimizer_ms,
+        })
+    }
+
+    /// Every parameter and state tensor, copied to the host (for checkpoints and tests).
+    pub fn to_host(&self, gpu: &Gpu) -> HostState {
+        let mut tensors = Vec::new();
+        for p in &self.params {
+            tensors.push((
+                p.name.to_string(),
+                p.value.shape.clone(),
+                gpu.read(&p.value),
+            ));
+        }
+        for p in &self.params {
+            tensors.push((
+                format!("optim.momentum.{}", p.name),
+                p.value.shape.clone(),
+                gpu.read(&p.momentum),
+            ));
+        }
+        for (name, t) in [
+            ("bn.running_mean", &self.running_mean),
+            ("bn.running_var", &self.running_var),
+            ("fb.u", &self.sn_u),
+            ("fb.v", &self.sn_v),
+        ] {
+            tensors.push((name.to_string(), t.shape.clone(), gpu.read(t)));
+        }
+        HostState { tensors }
+    }
+
+    /// Restores tensors by name; every tensor of the model must be present with its shape.
+    pub fn load_host(&mut self, gpu: &Gpu, state: &HostState, source: &str) -> Result<()> {
+        let find = |name: &str, shape: &[usize]| -> Result<&Vec<f32>> {
+            let (_, s, d) = state
+                .tensors
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{source}: tensor {name:?} missing (checkpoint of another model?)"
+                    )
+                })?;
+            if s.as_slice() != shape {
+                bail!("{source}: tensor {name:?} has shape {s:?}, this model needs {shape:?} (checkpoint of another preset?)");
+            }
+            Ok(d)
+        };
+        for p in &self.params {
+            gpu.write(&p.value, find(p.name, &p.value.shape)?);
+            gpu.write(
+                &p.momentum,
+                find(&format!("optim.momentum.{}", p.name), &p.value.shape)?,
+            );
+        }
+        for (name, t) in [
+            ("bn.running_mean", &self.running_mean),
+            ("bn.running_var", &self.running_var),
+            ("fb.u", &self.sn_u),
+            ("fb.v", &self.sn_v),
+        ] {
+            gpu.write(t, find(name, &t.shape)?);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,406 @@
+//! The training loop: shuffled batches prepared on a host thread, IDE steps on the GPU, evaluation
+//! each epoch, metrics, checkpoints and a plot.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{self, Dataset, Split};
+use crate::gpu::Gpu;
+use crate::model::{HostRng, HostState, Net, NetConfig, StepStats};
+use crate::solver::SolverKind;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub dataset: String,
+    pub data_dir: Option<PathBuf>,
+    pub epochs: usize,
+    pub lr: f32,
+    pub batch_size: usize,
+    /// Epochs at which the learning rate is multiplied by 0.1.
+    pub schedule: Vec<usize>,
+    /// Iterations of linear learning-rate warm-up.
+    pub warmup: usize,
+    pub solver: SolverKind,
+    pub threshold: usize,
+    pub seed: u64,
+    pub out: PathBuf,
+    pub resume: bool,
+    pub limit_train: Option<usize>,
+    pub limit_test: Option<usize>,
+    pub eval_batch: usize,
+    pub quiet: bool,
+}
+
+/// Where training stands, stored in every checkpoint so `--resume` continues exactly.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct TrainState {
+    /// Epochs completed.
+    pub epoch: usize,
+    pub global_step: u64,
+    pub best_test_acc: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub lr: f32,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub test_loss: f64,
+    pub test_acc: f64,
+    pub seconds: f64,
+    pub samples_per_sec: f64,
+    pub solver_iters_mean: f64,
+    pub solver_residual_mean: f64,
+    pub forward_residual_mean: f64,
+    pub forward_ms_mean: f64,
+    pub backward_ms_mean: f64,
+    pub peak_gpu_bytes: u64,
+}
+
+/// Resolves a dataset name and directory, fetching the data when it is absent.
+pub fn load_data(name: &str, dir: Option<&Path>) -> Result<(Split, Split)> {
+    let ds: Dataset = name.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => data::ensure_dataset(ds, &ds.default_dir())?,
+    };
+    Ok((
+        data::load_split(&dir, true)?,
+        data::load_split(&dir, false)?,
+    ))
+}
+
+pub fn lr_at(cfg: &TrainConfig, epoch: usize, global_step: u64) -> f32 {
+    let decays = cfg.schedule.iter().filter(|&&e| epoch >= e).count();
+    let mut lr = cfg.lr * 0.1f32.powi(decays as i32);
+    if cfg.warmup > 0 && (global_step as usize) < cfg.warmup {
+        lr *= (global_step + 1) as f32 / cfg.warmup as f32;
+    }
+    lr
+}
+
+fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng = HostRng::new(seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        idx.swap(i, j);
+    }
+    idx
+}
+
+/// Batches of normalised images and labels, built on a separate thread while `consume` runs.
+fn for_each_batch(
+    split: &Split,
+    order: &[usize],
+    batch: usize,
+    mut consume: impl FnMut(&[f32], &[u32]) -> Result<bool>,
+) -> Result<()> {
+    let ppi = split.pixels_per_image();
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = sync_channel::<(Vec<f32>, Vec<u32>)>(2);
+        scope.spawn(move || {
+            for chunk in order.chunks(batch) {
+                let mut x = vec![0.0f32; chunk.len() * ppi];
+                split.normalized_batch(chunk, &mut x);
+                let y: Vec<u32> = chunk.iter().map(|&i| split.labels[i] as u32).collect();
+                if tx.send((x, y)).is_err() {
+                    break;
+                }
+            }
+        });
+        for (x, y) in rx {
+            if !consume(&x, &y)? {
+                break;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Test-set loss and accuracy.
+pub fn evaluate(
+    gpu: &Gpu,
+    net: &mut Net,
+    split: &Split,
+    batch: usize,
+    limit: Option<usize>,
+) -> Result<(f64, f64)> {
+    let n = limit.unwrap_or(split.n).min(split.n);
+    let order: Vec<usize> = (0..n).collect();
+    let (mut loss, mut correct) = (0.0, 0usize);
+    for_each_batch(split, &order, batch, |x, y| {
+        let s = net.eval_batch(gpu, x, y)?;
+        loss += s.loss_sum;
+        correct += s.correct;
+        Ok(true)
+    })?;
+    Ok((loss / n as f64, correct as f64 / n as f64))
+}
+
+// --------------------------------------------------------------- checkpoints
+
+/// Writes a safetensors checkpoint atomically (temporary file in the same folder, then rename).
+pub fn save_checkpoint(
+    path: &Path,
+    cfg: &NetConfig,
+    state: &TrainState,
+    host: &HostState,
+) -> Result<()> {
+    let mut meta = HashMap::new();
+    meta.insert("fsnn.model".to_string(), serde_json::to_string(cfg)?);
+    meta.insert(
+        "fsnn.train_state".to_string(),
+        serde_json::to_string(state)?,
+    );
+    let views: Vec<(String, safetensors::tensor::TensorView)> = host
+        .tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            let bytes: &[u8] = bytemuck::cast_slice(data);
+            (
+                name.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, &Some(meta)).context("serialising checkpoint")?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("{}: cannot create temporary file", dir.display()))?;
+    tmp.write_all(&bytes)
+        .with_context(|| format!("{}: write failed", path.display()))?;
+    tmp.as_file().sync_all().ok();
+    tmp.persist(path)
+        .with_context(|| format!("{}: rename failed", path.display()))?;
+    Ok(())
+}
+
+/// Reads a checkpoint: the model it belongs to, where training stood, and its tensors.
+pub fn load_checkpoint(path: &Path) -> Result<(NetConfig, TrainState, HostState)> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("{}: cannot read checkpoint", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a safetensors checkpoint: {e}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: corrupt checkpoint: {e}", path.display()))?;
+    let m = meta.metadata().clone().unwrap_or_default();
+    let cfg: NetConfig = serde_json::from_str(m.get("fsnn.model").with_context(|| {
+        format!(
+            "{}: no fsnn model metadata (not an fsnn checkpoint)",
+            path.display()
+        )
+    })?)
+    .with_context(|| format!("{}: bad model metadata", path.display()))?;
+    let state: TrainState = m
+        .get("fsnn.train_state")
+        .map(|s| serde_json::from_str(s))
+        .transpose()?
+        .unwrap_or_default();
+    let mut tensors = Vec::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            bail!(
+                "{}: tensor {name} is {:?}, expected F32",
+                path.display(),
+                view.dtype()
+            );
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        tensors.push((name, view.shape().to_vec(), data));
+    }
+    Ok((cfg, state, HostState { tensors }))
+}
+
+// --------------------------------------------------------------------- loop
+
+/// Trains `net` as `cfg` says, writing metrics and checkpoints under `cfg.out`.
+pub fn train(gpu: &Gpu, net_cfg: NetConfig, cfg: &TrainConfig) -> Result<Vec<EpochMetrics>> {
+    std::fs::create_dir_all(&cfg.out)
+        .with_context(|| format!("{}: cannot create output folder", cfg.out.display()))?;
+    let (train_split, test_split) = load_data(&cfg.dataset, cfg.data_dir.as_deref())?;
+    let expect = net_cfg.arch.input_len();
+    if train_split.pixels_per_image() != expect {
+        bail!(
+            "dataset {} has {} pixels per image; preset {} needs {expect}",
+            cfg.dataset,
+            train_split.pixels_per_image(),
+            net_cfg.preset
+        );
+    }
+    let mut net = Net::new(gpu, net_cfg.clone(), cfg.seed);
+    let last = cfg.out.join("last.safetensors");
+    let best = cfg.out.join("best.safetensors");
+    let metrics_path = cfg.out.join("metrics.jsonl");
+    let mut state = TrainState::default();
+    if cfg.resume {
+        let (saved_cfg, saved_state, host) = load_checkpoint(&last)?;
+        if saved_cfg != net_cfg {
+            bail!(
+                "{}: checkpoint is of model {:?}, this run asks for {:?}",
+                last.display(),
+                saved_cfg,
+                net_cfg
+            );
+        }
+        net.load_host(gpu, &host, &last.display().to_string())?;
+        state = saved_state;
+        eprintln!(
+            "resuming {} after epoch {} (step {})",
+            last.display(),
+            state.epoch,
+            state.global_step
+        );
+    } else if metrics_path.exists() {
+        std::fs::remove_file(&metrics_path).ok();
+    }
+    eprintln!(
+        "{}: {} parameters, {} neurons ({} spiking per sample), T={}, {} vth={} leak={}, solver {:?} (threshold {})",
+        net_cfg.preset,
+        net_cfg.param_count(),
+        net_cfg.paper_neurons(),
+        net_cfg.arch.neurons(),
+        net_cfg.time_steps,
+        if net_cfg.leak == 1.0 { "IF" } else { "LIF" },
+        net_cfg.vth,
+        net_cfg.leak,
+        cfg.solver,
+        cfg.threshold
+    );
+    let n_train = cfg.limit_train.unwrap_or(train_split.n).min(train_split.n);
+    let mut all = Vec::new();
+    for epoch in state.epoch..cfg.epochs {
+        let t0 = Instant::now();
+        gpu.reset_peak_memory();
+        let order: Vec<usize> = shuffled(train_split.n, cfg.seed, epoch)
+            .into_iter()
+            .filter(|&i| i < n_train)
+            .collect();
+        let steps = order.len().div_ceil(cfg.batch_size);
+        let bar = if cfg.quiet {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(steps as u64)
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}",
+            )
+            .unwrap()
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
+        let mut sums = StepStats::default();
+        let (mut it_sum, mut res_sum, mut fr_sum, mut fms, mut bms, mut nsteps) =
+            (0.0, 0.0, 0.0, 0.0, 0.0, 0usize);
+        let mut lr = lr_at(cfg, epoch, state.global_step);
+        let mut failure: Option<String> = None;
+        for_each_batch(&train_split, &order, cfg.batch_size, |x, y| {
+            lr = lr_at(cfg, epoch, state.global_step);
+            let seed = (cfg.seed as u32).wrapping_mul(0x9E37_79B9) ^ (state.global_step as u32);
+            let s = net.train_step(gpu, x, y, lr, cfg.solver, cfg.threshold, seed)?;
+            if !s.loss_sum.is_finite() {
+                failure = Some(format!(
+                    "non-finite loss at epoch {} step {}",
+                    epoch + 1,
+                    state.global_step
+                ));
+                return Ok(false);
+            }
+            state.global_step += 1;
+            sums.loss_sum += s.loss_sum;
+            sums.correct += s.correct;
+            sums.samples += s.samples;
+            it_sum += s.solve.iterations as f64;
+            res_sum += s.solve.rel_residual;
+            fr_sum += s.forward_residual;
+            fms += s.forward_ms;
+            bms += s.backward_ms;
+            nsteps += 1;
+            let el = t0.elapsed().as_secs_f64();
+            bar.set_message(format!(
+                "loss {:.4} acc {:.4} {:.0} samples/s",
+                sums.loss_sum / sums.samples as f64,
+                sums.correct as f64 / sums.samples as f64,
+                sums.samples as f64 / el
+            ));
+            bar.inc(1);
+            Ok(true)
+        })?;
+        bar.finish_and_clear();
+        if let Some(f) = failure {
+            bail!(
+                "{f}: training stopped; the last good checkpoint is {} (epoch {})",
+                last.display(),
+                state.epoch
+            );
+        }
+        let train_secs = t0.elapsed().as_secs_f64();
+        let (test_loss, test_acc) =
+            evaluate(gpu, &mut net, &test_split, cfg.eval_batch, cfg.limit_test)?;
+        let k = nsteps.max(1) as f64;
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            lr,
+            train_loss: sums.loss_sum / sums.samples.max(1) as f64,
+            train_acc: sums.correct as f64 / sums.samples.max(1) as f64,
+            test_loss,
+            test_acc,
+            seconds: t0.elapsed().as_secs_f64(),
+            samples_per_sec: sums.samples as f64 / train_secs,
+            solver_iters_mean: it_sum / k,
+            solver_residual_mean: res_sum / k,
+            forward_residual_mean: fr_sum / k,
+            forward_ms_mean: fms / k,
+            backward_ms_mean: bms / k,
+            peak_gpu_bytes: gpu.memory_bytes().1,
+        };
+        state.epoch = epoch + 1;
+        let host = net.to_host(gpu);
+        save_checkpoint(&last, &net_cfg, &state, &host)?;
+        if test_acc > state.best_test_acc {
+            state.best_test_acc = test_acc;
+            save_checkpoint(&best, &net_cfg, &state, &host)?;
+            save_checkpoint(&last, &net_cfg, &state, &host)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .with_context(|| format!("{}: cannot append", metrics_path.display()))?;
+        writeln!(f, "{}", serde_json::to_string(&m)?)?;
+        eprintln!(
+            "epoch {}: train loss {:.4} acc {:.4} | test loss {:.4} acc {:.4} | {:.1} s, {:.0} samples/s, solver {:.1} it (res {:.1e}), forward residual {:.3}",
+            m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.seconds, m.samples_per_sec, m.solver_iters_mean, m.solver_residual_mean, m.forward_residual_mean
+        );
+        all.push(m);
+    }
+    let history = read_metrics(&metrics_path)?;
+    crate::plot::plot_metrics(&history, &cfg.out.join("metrics.png"))?;
+    Ok(all)
+}
+
+pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: bad metrics line", path.display(), i + 1))
+        })
+        .collect()
+}

@@ -1,0 +1,384 @@
+//! The GPU training step against the f64 CPU twin of the whole method (reference module), and the
+//! training loop's files: checkpoints, resume, bad input.
+
+use fsnn::model::{Arch, Net, NetConfig, FB_S, FB_W};
+use fsnn::reference::{convnet, fc, feedback};
+use fsnn::solver::SolverKind;
+use fsnn_tests::{gpu, Rng};
+
+fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// Copies the GPU net's parameters into a reference model of the same architecture.
+fn load_reference<A: feedback::Arch>(m: &mut feedback::Model<A>, host: &fsnn::model::HostState) {
+    let get = |name: &str| to_f64(&host.tensors.iter().find(|(n, _, _)| n == name).unwrap().2);
+    m.params.fx_weight = get("fx.weight");
+    m.params.fx_bias = get("fx.bias");
+    m.params.bn_weight = get("bn.weight");
+    m.params.bn_bias = get("bn.bias");
+    m.params.fb_weight = get("fb.weight");
+    m.params.fb_scale = get("fb.scale")[0];
+    m.params.classifier_weight = get("classifier.weight");
+    m.params.classifier_bias = get("classifier.bias");
+    m.fb_u = get("fb.u");
+    m.fb_v = get("fb.v");
+}
+
+/// Runs one GPU step (lr 0) and one reference step on the same parameters and batch; returns the
+/// worst relative gradient error over all parameters.
+fn compare_step<A: feedback::Arch>(
+    cfg: NetConfig,
+    mut reference: feedback::Model<A>,
+    batch: usize,
+    seed: u64,
+    fb_scale: Option<f32>,
+) -> f64 {
+    let g = gpu();
+    let mut net = Net::new(&g, cfg.clone(), seed);
+    if let Some(s) = fb_scale {
+        // Below 1 the clamp is inactive and the scale's own gradient is exercised.
+        g.write(&net.params[FB_S].value, &[s]);
+    }
+    let host = net.to_host(&g);
+    load_reference(&mut reference, &host);
+    reference.refresh_spectral();
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(batch * cfg.arch.input_len(), -1.0, 2.0);
+    let labels: Vec<u32> = (0..batch).map(|_| rng.below(cfg.classes as u32)).collect();
+    let stats = net
+        .train_step(&g, &x, &labels, 0.0, SolverKind::Broyden, 60, 1)
+        .unwrap();
+    let x64 = to_f64(&x);
+    let rate = reference.forward_sim(&x64, cfg.time_steps, cfg.leak as f64);
+    let labels_us: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
+    let (loss, grads, _) = reference.loss_and_implicit_grads(&x64, &labels_us, &rate);
+    println!(
+        "{}: loss gpu {:.6} reference {:.6}; GPU Broyden {} iterations, residual {:.2e}",
+        cfg.preset,
+        stats.loss_sum / batch as f64,
+        loss,
+        stats.solve.iterations,
+        stats.solve.rel_residual
+    );
+    assert!(
+        (stats.loss_sum / batch as f64 - loss).abs() < 1e-4 * loss.abs().max(1.0),
+        "loss differs"
+    );
+    let mut worst: f64 = 0.0;
+    for (i, (name, want)) in grads.named().iter().enumerate() {
+        let got = to_f64(&g.read(&net.params[i].grad));
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(want.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        if *name == "fx.bias" {
+            // Cancelled by the batch norm that follows: both are rounding noise.
+            println!(
+                "{}: {name:<18} max |gpu − reference| {err:.2e} (exactly cancelled by BN)",
+                cfg.preset
+            );
+            assert!(err < 1e-5);
+            continue;
+        }
+        let rel = err / scale.max(1e-30);
+        println!(
+            "{}: {name:<18} worst relative error {rel:.3e} (|grad| max {scale:.3e})",
+            cfg.preset
+        );
+        if *name != "fb.scale" || scale > 0.0 {
+            worst = worst.max(rel);
+        }
+    }
+    let _ = FB_W;
+    worst
+}
+
+#[test]
+fn fc_gpu_step_matches_reference_gradients() {
+    let cfg = NetConfig {
+        preset: "fc-test".into(),
+        arch: Arch::Fc {
+            input: 37,
+            hidden: 23,
+        },
+        classes: 5,
+        time_steps: 12,
+        vth: 2.0,
+        leak: 0.95,
+        dropout: 0.0,
+    };
+    let reference = fc::Model::new(37, 23, 5, 2.0, 0);
+    let worst = compare_step(cfg, reference, 9, 3, Some(0.8));
+    assert!(worst < 1e-3, "worst relative gradient error {worst:.3e}");
+}
+
+#[test]
+fn conv_gpu_step_matches_reference_gradients() {
+    let cfg = NetConfig {
+        preset: "conv-test".into(),
+        arch: Arch::Conv {
+            cin: 2,
+            h: 9,
+            w: 11,
+            channels: 5,
+            k_in: 5,
+            stride_in: 2,
+            pad_in: 2,
+            k_fb: 3,
+        },
+        classes: 4,
+        time_steps: 10,
+        vth: 2.0,
+        leak: 1.0,
+        dropout: 0.0,
+    };
+    let arch = convnet::Conv {
+        cin: 2,
+        h: 9,
+        w: 11,
+        channels: 5,
+        k_in: 5,
+        stride_in: 2,
+        pad_in: 2,
+        k_fb: 3,
+    };
+    let reference = convnet::Model::new(arch, 4, 2.0, 0);
+    let worst = compare_step(cfg, reference, 6, 5, Some(0.7));
+    assert!(worst < 1e-3, "worst relative gradient error {worst:.3e}");
+}
+
+// ------------------------------------------------------------- training loop
+
+use std::path::Path;
+
+use fsnn::train::{self, TrainConfig};
+
+/// Writes a tiny learnable IDX dataset (class = which image quadrant is bright) into `dir`.
+fn write_synthetic_idx(dir: &Path, n_train: usize, n_test: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = Rng::new(77);
+    for (images, labels, n) in [
+        (
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            n_train,
+        ),
+        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", n_test),
+    ] {
+        let mut img = vec![0, 0, 8, 3];
+        img.extend((n as u32).to_be_bytes());
+        img.extend(28u32.to_be_bytes());
+        img.extend(28u32.to_be_bytes());
+        let mut lab = vec![0, 0, 8, 1];
+        lab.extend((n as u32).to_be_bytes());
+        for _ in 0..n {
+            let c = rng.below(4) as usize;
+            lab.push(c as u8);
+            for y in 0..28 {
+                for x in 0..28 {
+                    let q = (y / 14) * 2 + x / 14;
+                    let base = if q == c { 180.0 } else { 20.0 };
+                    img.push((base + rng.uniform(0.0, 60.0)) as u8);
+                }
+            }
+        }
+        std::fs::write(dir.join(images), img).unwrap();
+        std::fs::write(dir.join(labels), lab).unwrap();
+    }
+}
+
+fn tiny_config(data: &Path, out: &Path, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        dataset: "mnist".into(),
+        data_dir: Some(data.to_path_buf()),
+        epochs,
+        lr: 0.05,
+        batch_size: 32,
+        schedule: vec![2],
+        warmup: 3,
+        solver: SolverKind::Broyden,
+        threshold: 30,
+        seed: 11,
+        out: out.to_path_buf(),
+        resume: false,
+        limit_train: None,
+        limit_test: None,
+        eval_batch: 50,
+        quiet: true,
+    }
+}
+
+fn small_fc() -> NetConfig {
+    let mut cfg = fsnn::model::presets::find("fc400").unwrap().config;
+    cfg.arch = Arch::Fc {
+        input: 784,
+        hidden: 40,
+    };
+    cfg.preset = "fc40".into();
+    cfg
+}
+
+#[test]
+fn training_learns_writes_metrics_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_synthetic_idx(&data, 256, 100);
+    let g = gpu();
+    // Straight through: 3 epochs.
+    let full = tmp.path().join("full");
+    let m_full = train::train(&g, small_fc(), &tiny_config(&data, &full, 3)).unwrap();
+    assert_eq!(m_full.len(), 3);
+    let last = m_full.last().unwrap();
+    println!(
+        "synthetic 4-class task after 3 epochs: test acc {:.3}, loss {:.4}",
+        last.test_acc, last.test_loss
+    );
+    assert!(
+        last.test_acc > 0.9,
+        "did not learn the synthetic task: {:?}",
+        last
+    );
+    assert!(
+        m_full[0].lr > 0.0 && (m_full[2].lr - 0.005).abs() < 1e-7,
+        "schedule: {:?}",
+        m_full.iter().map(|m| m.lr).collect::<Vec<_>>()
+    );
+    // Metrics file: one JSON object per epoch with the agreed fields.
+    let lines = train::read_metrics(&full.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.len(), 3);
+    let raw = std::fs::read_to_string(full.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(raw.lines().next().unwrap()).unwrap();
+    for key in [
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "seconds",
+        "samples_per_sec",
+        "solver_iters_mean",
+        "forward_residual_mean",
+    ] {
+        assert!(first.get(key).is_some(), "metrics line lacks {key}");
+    }
+    assert!(full.join("metrics.png").exists() && full.join("best.safetensors").exists());
+    // 2 epochs, then --resume for the third: the same numbers.
+    let split = tmp.path().join("split");
+    train::train(&g, small_fc(), &tiny_config(&data, &split, 2)).unwrap();
+    let mut cfg = tiny_config(&data, &split, 3);
+    cfg.resume = true;
+    let m_resumed = train::train(&g, small_fc(), &cfg).unwrap();
+    assert_eq!(m_resumed.len(), 1);
+    println!(
+        "epoch 3 straight: loss {:.6} acc {:.4}; resumed: loss {:.6} acc {:.4}",
+        last.train_loss, last.test_acc, m_resumed[0].train_loss, m_resumed[0].test_acc
+    );
+    assert_eq!(
+        m_resumed[0].train_loss, last.train_loss,
+        "resume is not exact"
+    );
+    assert_eq!(m_resumed[0].test_acc, last.test_acc);
+}
+
+#[test]
+fn checkpoint_of_another_model_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_synthetic_idx(&data, 64, 50);
+    let g = gpu();
+    let out = tmp.path().join("run");
+    train::train(&g, small_fc(), &tiny_config(&data, &out, 1)).unwrap();
+    let mut other = small_fc();
+    other.arch = Arch::Fc {
+        input: 784,
+        hidden: 41,
+    };
+    let mut cfg = tiny_config(&data, &out, 2);
+    cfg.resume = true;
+    let err = format!(
+        "{:#}",
+        train::train(&g, other.clone(), &cfg)
+            .err()
+            .expect("resumed a checkpoint of another shape")
+    );
+    println!("{err}");
+    assert!(
+        err.contains("last.safetensors") && err.contains("checkpoint is of model"),
+        "{err}"
+    );
+    // Loading its tensors into a differently shaped net names the tensor and both shapes.
+    let (_, _, host) = train::load_checkpoint(&out.join("last.safetensors")).unwrap();
+    let mut net = Net::new(&g, other, 0);
+    let err = format!("{:#}", net.load_host(&g, &host, "ckpt").err().unwrap());
+    assert!(
+        err.contains("fx.weight") && err.contains("[40, 784]") && err.contains("[41, 784]"),
+        "{err}"
+    );
+    // Not a checkpoint at all.
+    let junk = tmp.path().join("junk.safetensors");
+    std::fs::write(&junk, b"not a checkpoint").unwrap();
+    let err = format!("{:#}", train::load_checkpoint(&junk).err().unwrap());
+    assert!(err.contains("junk.safetensors"), "{err}");
+}
+
+#[test]
+fn non_finite_loss_stops_and_keeps_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_synthetic_idx(&data, 96, 50);
+    let g = gpu();
+    let out = tmp.path().join("run");
+    train::train(&g, small_fc(), &tiny_config(&data, &out, 1)).unwrap();
+    let before = std::fs::read(out.join("last.safetensors")).unwrap();
+    let mut cfg = tiny_config(&data, &out, 2);
+    cfg.resume = true;
+    cfg.lr = 1e30;
+    let err = format!(
+        "{:#}",
+        train::train(&g, small_fc(), &cfg)
+            .err()
+            .expect("an exploding run must stop")
+    );
+    println!("{err}");
+    assert!(
+        err.contains("non-finite loss") && err.contains("last.safetensors"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("last.safetensors")).unwrap(),
+        before,
+        "the last good checkpoint was overwritten"
+    );
+}
+
+#[test]
+fn training_memory_does_not_grow_with_time_steps() {
+    let g = gpu();
+    let mut sizes = Vec::new();
+    for t in [5usize, 30, 100] {
+        let mut cfg = small_fc();
+        cfg.time_steps = t;
+        let before = g.memory_bytes().0;
+        g.reset_peak_memory();
+        let mut net = Net::new(&g, cfg.clone(), 1);
+        let mut rng = Rng::new(t as u64);
+        let x = rng.vec(16 * 784, -1.0, 2.0);
+        let labels: Vec<u32> = (0..16).map(|_| rng.below(10)).collect();
+        net.train_step(&g, &x, &labels, 0.05, SolverKind::Broyden, 30, 1)
+            .unwrap();
+        net.train_step(&g, &x, &labels, 0.05, SolverKind::Broyden, 30, 2)
+            .unwrap();
+        let peak = g.memory_bytes().1 - before;
+        println!("T={t:<4} peak GPU bytes of model + training step: {peak}");
+        sizes.push(peak);
+        drop(net);
+    }
+    assert!(
+        sizes.iter().all(|&s| s == sizes[0]),
+        "GPU memory depends on T: {sizes:?}"
+    );
+}

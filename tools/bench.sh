@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs the benchmark suite (`fsnn bench peak`, `fsnn bench kernels`) and appends a dated section
+# with the adapter, driver, commit and both tables to docs/BENCHMARKS.md; the JSON reports go to
+# runs/bench/. Extra arguments go to fsnn before the subcommand, e.g. `tools/bench.sh --adapter 1`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export MESA_SHADER_CACHE_DIR=${MESA_SHADER_CACHE_DIR:-/tmp/mesa-cache}
+
+cargo build --release -p fsnn-cli
+fsnn=target/release/fsnn
+stamp=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+commit=$(git rev-parse --short=12 HEAD)
+git diff --quiet HEAD -- 2>/dev/null || commit="$commit-dirty"
+mkdir -p runs/bench
+
+info=$("$fsnn" "$@" info | sed -n '1,4p')
+peak=$("$fsnn" "$@" bench peak)
+kernels=$("$fsnn" "$@" bench kernels 2>/dev/null)
+"$fsnn" "$@" bench peak --json >"runs/bench/peak-$stamp.json"
+"$fsnn" "$@" bench kernels --json >"runs/bench/kernels-$stamp.json"
+
+{
+  echo
+  echo "## $stamp: $(echo "$info" | sed -n '1s/^adapter *//p')"
+  echo
+  echo "- commands: \`fsnn $* bench peak\`, \`fsnn $* bench kernels\` (via \`tools/bench.sh $*\`)"
+  echo "- commit: \`$commit\`; host: $(nproc) CPU cores, $(uname -sr)"
+  echo
+  echo '```'
+  echo "$info"
+  echo
+  echo "$peak"
+  echo
+  echo "$kernels"
+  echo '```'
+} >>docs/BENCHMARKS.md
+echo "appended a section to docs/BENCHMARKS.md (JSON in runs/bench/)"
