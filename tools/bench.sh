@@ -2,12 +2,17 @@
 # Runs the benchmark suite (`fsnn bench peak`, `fsnn bench kernels`) and appends a dated section
 # with the adapter, driver, commit and both tables to docs/BENCHMARKS.md; the JSON reports go to
 # runs/bench/. Extra arguments go to fsnn before the subcommand, e.g. `tools/bench.sh --adapter 1`.
+# FSNN_BIN=path uses an already built binary instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MESA_SHADER_CACHE_DIR=${MESA_SHADER_CACHE_DIR:-/tmp/mesa-cache}
 
-cargo build --release -p fsnn-cli
-fsnn=target/release/fsnn
+if [ -n "${FSNN_BIN:-}" ]; then
+  fsnn=$FSNN_BIN
+else
+  cargo build --release -p fsnn-cli
+  fsnn=target/release/fsnn
+fi
 stamp=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 commit=$(git rev-parse --short=12 HEAD)
 git diff --quiet HEAD -- 2>/dev/null || commit="$commit-dirty"
@@ -23,8 +28,8 @@ kernels=$("$fsnn" "$@" bench kernels 2>/dev/null)
   echo
   echo "## $stamp: $(echo "$info" | sed -n '1s/^adapter *//p')"
   echo
-  echo "- commands: \`fsnn $* bench peak\`, \`fsnn $* bench kernels\` (via \`tools/bench.sh $*\`)"
-  echo "- commit: \`$commit\`; host: $(nproc) CPU cores, $(uname -sr)"
+  echo "- commands: \`fsnn${*:+ $*} bench peak\`, \`fsnn${*:+ $*} bench kernels\` (via \`tools/bench.sh${*:+ $*}\`)"
+  echo "- commit: \`$commit\`; host: $(nproc) CPU cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg) before the run"
   echo
   echo '```'
   echo "$info"
