@@ -20,16 +20,16 @@ fn neuron_step_if_and_lif_constant_and_per_step_input() {
         let (mut u, mut a, mut s) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
         let gx = g.upload(&[xs.len()], &xs);
         let (gu, ga, gs) = (g.zeros(&[n]), g.zeros(&[n]), g.zeros(&[n]));
-        for t in 0..steps {
+        for (t, fb) in fbs.iter().enumerate() {
             let step = NeuronStep {
                 vth: 2.0,
                 leak,
                 has_feedback: t > 0,
                 x_offset: if per_step { t * n } else { 0 },
             };
-            let gfb = g.upload(&[n], &fbs[t]);
+            let gfb = g.upload(&[n], fb);
             ops::neuron_step(&g, &gu, &ga, &gs, &gx, &gfb, step);
-            cpu::neuron_step(&mut u, &mut a, &mut s, &xs, &fbs[t], step);
+            cpu::neuron_step(&mut u, &mut a, &mut s, &xs, fb, step);
         }
         let name = format!("neuron_step n={n} leak={leak} per_step={per_step}");
         check(&format!("{name} u"), &g.read(&gu), &u, 1e-6);

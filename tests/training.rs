@@ -208,6 +208,8 @@ fn tiny_config(data: &Path, out: &Path, epochs: usize) -> TrainConfig {
         limit_test: None,
         eval_batch: 50,
         quiet: true,
+        profile: false,
+        trace: None,
     }
 }
 
@@ -301,9 +303,7 @@ fn checkpoint_of_another_model_is_refused_by_name() {
     cfg.resume = true;
     let err = format!(
         "{:#}",
-        train::train(&g, other.clone(), &cfg)
-            .err()
-            .expect("resumed a checkpoint of another shape")
+        train::train(&g, other.clone(), &cfg).expect_err("resumed a checkpoint of another shape")
     );
     println!("{err}");
     assert!(
@@ -339,9 +339,7 @@ fn non_finite_loss_stops_and_keeps_last_good_checkpoint() {
     cfg.lr = 1e30;
     let err = format!(
         "{:#}",
-        train::train(&g, small_fc(), &cfg)
-            .err()
-            .expect("an exploding run must stop")
+        train::train(&g, small_fc(), &cfg).expect_err("an exploding run must stop")
     );
     println!("{err}");
     assert!(
@@ -381,4 +379,40 @@ fn training_memory_does_not_grow_with_time_steps() {
         sizes.iter().all(|&s| s == sizes[0]),
         "GPU memory depends on T: {sizes:?}"
     );
+}
+
+#[test]
+fn trace_of_a_training_step_is_chrome_trace_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_synthetic_idx(&data, 64, 50);
+    let g = gpu();
+    let mut cfg = tiny_config(&data, &tmp.path().join("run"), 1);
+    let trace = tmp.path().join("step.trace.json");
+    cfg.trace = Some(trace.clone());
+    cfg.profile = true;
+    train::train(&g, small_fc(), &cfg).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    let events = v["traceEvents"].as_array().expect("traceEvents array");
+    let names: std::collections::BTreeSet<&str> =
+        events.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    println!("trace: {} events, kernels {:?}", events.len(), names);
+    for e in events {
+        assert_eq!(e["ph"], "X");
+        assert!(e["ts"].as_f64().unwrap() >= 0.0 && e["dur"].as_f64().unwrap() >= 0.0);
+    }
+    for k in [
+        "gemm",
+        "neuron_step",
+        "history_dot",
+        "broyden_update",
+        "bn_stats",
+        "power_iteration",
+        "sgd",
+        "softmax_xent",
+    ] {
+        assert!(names.contains(k), "kernel {k} missing from the trace");
+    }
+    let total: f64 = events.iter().map(|e| e["dur"].as_f64().unwrap()).sum();
+    assert!(total > 0.0);
 }

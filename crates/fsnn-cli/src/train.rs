@@ -73,6 +73,12 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Print a table of kernels by GPU time at the end of each epoch.
+    #[arg(long)]
+    pub profile: bool,
+    /// Write the first training step as a Chrome trace (open in Perfetto or chrome://tracing).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 pub fn net_config(a: &TrainArgs) -> Result<(fsnn::model::NetConfig, &'static str)> {
@@ -140,6 +146,8 @@ pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
         limit_test: a.limit_test,
         eval_batch: a.eval_batch,
         quiet: a.quiet,
+        profile: a.profile,
+        trace: a.trace.clone(),
     };
     train::train(&gpu, net_cfg, &cfg)?;
     eprintln!("metrics: {}", a.out.join("metrics.jsonl").display());

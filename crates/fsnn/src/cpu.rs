@@ -388,9 +388,9 @@ pub fn bias_add(s: BnShape, bias: &[f32], y: &mut [f32]) {
 }
 
 pub fn channel_sum(s: BnShape, x: &[f32], alpha: f32, beta: f32, out: &mut [f32]) {
-    for c in 0..s.channels {
+    for (c, o) in out.iter_mut().enumerate().take(s.channels) {
         let t: f32 = channel_values(s, x, c).map(|(_, v)| v).sum();
-        out[c] = alpha * t + if beta != 0.0 { beta * out[c] } else { 0.0 };
+        *o = alpha * t + if beta != 0.0 { beta * *o } else { 0.0 };
     }
 }
 

@@ -646,7 +646,7 @@ pub fn scale(gpu: &Gpu, alpha: f32, y: &Tensor) {
 pub fn mask_mul(gpu: &Gpu, m: &Tensor, y: &Tensor) {
     let n = y.len();
     assert!(
-        n % m.len() == 0,
+        n.is_multiple_of(m.len()),
         "mask_mul: {:?} does not tile {:?}",
         m.shape,
         y.shape

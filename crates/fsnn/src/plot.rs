@@ -52,7 +52,8 @@ pub fn plot_metrics(history: &[EpochMetrics], path: &Path) -> Result<()> {
         .iter()
         .map(|m| m.train_loss.max(m.test_loss))
         .fold(1e-9, f64::max);
-    let series: [(usize, Box<dyn Fn(&EpochMetrics) -> f64>, f64, Rgb<u8>); 4] = [
+    type Series = (usize, Box<dyn Fn(&EpochMetrics) -> f64>, f64, Rgb<u8>);
+    let series: [Series; 4] = [
         (0, Box::new(|m| m.train_loss), max_loss, Rgb([30, 90, 200])),
         (0, Box::new(|m| m.test_loss), max_loss, Rgb([210, 40, 40])),
         (1, Box::new(|m| m.train_acc), 1.0, Rgb([30, 90, 200])),

@@ -35,6 +35,10 @@ pub struct TrainConfig {
     pub limit_test: Option<usize>,
     pub eval_batch: usize,
     pub quiet: bool,
+    /// Print a per-kernel GPU time table at the end of each epoch.
+    pub profile: bool,
+    /// Write the run's first training step as a Chrome trace to this file.
+    pub trace: Option<PathBuf>,
 }
 
 /// Where training stands, stored in every checkpoint so `--resume` continues exactly.
@@ -307,10 +311,20 @@ pub fn train(gpu: &Gpu, net_cfg: NetConfig, cfg: &TrainConfig) -> Result<Vec<Epo
             (0.0, 0.0, 0.0, 0.0, 0.0, 0usize);
         let mut lr = lr_at(cfg, epoch, state.global_step);
         let mut failure: Option<String> = None;
+        let mut trace_pending = cfg.trace.is_some() && epoch == state.epoch;
+        gpu.set_profiling(cfg.profile || trace_pending);
         for_each_batch(&train_split, &order, cfg.batch_size, |x, y| {
             lr = lr_at(cfg, epoch, state.global_step);
             let seed = (cfg.seed as u32).wrapping_mul(0x9E37_79B9) ^ (state.global_step as u32);
             let s = net.train_step(gpu, x, y, lr, cfg.solver, cfg.threshold, seed)?;
+            if trace_pending {
+                let prof = gpu.take_profile();
+                let path = cfg.trace.as_ref().unwrap();
+                std::fs::write(path, serde_json::to_vec(&prof.chrome_trace())?)
+                    .with_context(|| format!("{}: cannot write trace", path.display()))?;
+                trace_pending = false;
+                gpu.set_profiling(cfg.profile);
+            }
             if !s.loss_sum.is_finite() {
                 failure = Some(format!(
                     "non-finite loss at epoch {} step {}",
@@ -340,6 +354,16 @@ pub fn train(gpu: &Gpu, net_cfg: NetConfig, cfg: &TrainConfig) -> Result<Vec<Epo
             Ok(true)
         })?;
         bar.finish_and_clear();
+        if cfg.profile {
+            let prof = gpu.take_profile();
+            gpu.set_profiling(false);
+            eprintln!(
+                "epoch {} kernels ({} training steps):\n{}",
+                epoch + 1,
+                nsteps,
+                prof.table()
+            );
+        }
         if let Some(f) = failure {
             bail!(
                 "{f}: training stopped; the last good checkpoint is {} (epoch {})",

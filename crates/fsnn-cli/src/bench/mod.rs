@@ -3,6 +3,7 @@
 
 mod kernels;
 mod peak;
+mod step;
 
 use std::time::Instant;
 
@@ -17,12 +18,15 @@ pub enum Command {
     Kernels(kernels::Args),
     /// Measure this adapter's f32 FMA throughput, copy bandwidth and dispatch overhead.
     Peak(peak::Args),
+    /// Time one IDE training step of a preset, split into phases, with peak GPU memory.
+    Step(step::Args),
 }
 
 pub fn run(global: &Global, cmd: &Command) -> Result<()> {
     match cmd {
         Command::Kernels(a) => kernels::run(global, a),
         Command::Peak(a) => peak::run(global, a),
+        Command::Step(a) => step::run(global, a),
     }
 }
 

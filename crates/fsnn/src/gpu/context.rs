@@ -205,8 +205,10 @@ impl GpuContext {
     /// on any adapter.
     pub fn set_max_binding_bytes(&self, bytes: u64) {
         let align = self.limits.min_storage_buffer_offset_alignment as u64;
-        let cap =
-            (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        let cap = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
         let b = bytes.min(cap) / align.max(4) * align.max(4);
         self.max_binding_bytes
             .store(b.max(align), Ordering::Relaxed);

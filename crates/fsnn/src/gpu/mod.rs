@@ -210,11 +210,11 @@ impl Gpu {
     }
 
     pub fn read(&self, t: &Tensor) -> Vec<f32> {
-        bytemuck::cast_slice(&self.read_bytes(&t.buf, 0, t.bytes())).to_vec()
+        bytemuck::pod_collect_to_vec(&self.read_bytes(&t.buf, 0, t.bytes()))
     }
 
     pub fn read_u32(&self, t: &Tensor) -> Vec<u32> {
-        bytemuck::cast_slice(&self.read_bytes(&t.buf, 0, t.bytes())).to_vec()
+        bytemuck::pod_collect_to_vec(&self.read_bytes(&t.buf, 0, t.bytes()))
     }
 
     /// Reads `size` bytes at `offset` (both multiples of 4) after all recorded work.
@@ -363,7 +363,7 @@ impl Gpu {
         let align = self.ctx.limits.min_uniform_buffer_offset_alignment as u64;
         let mut words = params.0;
         // Uniform structs are sized in multiples of 16 bytes.
-        while words.len() % 4 != 0 || words.is_empty() {
+        while !words.len().is_multiple_of(4) || words.is_empty() {
             words.push(0);
         }
         let flush_now = {

@@ -52,7 +52,7 @@ impl TimestampSet {
         slice.map_async(wgpu::MapMode::Read, |_| {});
         ctx.wait();
         let v: Vec<u64> =
-            bytemuck::cast_slice(&slice.get_mapped_range().expect("timestamp map failed")).to_vec();
+            bytemuck::pod_collect_to_vec(&slice.get_mapped_range().expect("timestamp map failed"));
         staging.unmap();
         v
     }

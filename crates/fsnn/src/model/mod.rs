@@ -226,6 +226,8 @@ pub struct StepStats {
     pub solve: SolveStats,
     pub forward_ms: f64,
     pub backward_ms: f64,
+    /// Part of `backward_ms` spent in the adjoint solve.
+    pub solve_ms: f64,
     pub optimizer_ms: f64,
 }
 
@@ -781,10 +783,13 @@ impl Net {
                 }
                 this.feedback_vjp(gpu, batch, &dz, out);
             };
+            let ts = std::time::Instant::now();
             let st = solver.solve(gpu, &mut jt, &w.gl, &w.beta);
+            gpu.flush();
             w.solver = Some(solver);
-            st
+            (st, ts.elapsed().as_secs_f64() * 1e3)
         };
+        let (stats, solve_ms) = stats;
         {
             let w = &work;
             let p = &self.params;
@@ -903,6 +908,7 @@ impl Net {
             solve: stats,
             forward_ms,
             backward_ms,
+            solve_ms,
             optimizer_ms,
         })
     }

@@ -1,0 +1,225 @@
+//! `fsnn bench step`: one IDE training step of a preset on random data, split into its phases,
+//! with peak GPU memory, per-kernel GPU time, and a sweep over T.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args as ClapArgs;
+use fsnn::gpu::Gpu;
+use fsnn::model::{presets, HostRng, Net};
+use fsnn::solver::SolverKind;
+use serde_json::json;
+
+use crate::Global;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    #[arg(long, default_value = "fc400")]
+    pub preset: String,
+    /// One or more T, comma-separated (a sweep shows whether memory stays flat).
+    #[arg(long, value_delimiter = ',')]
+    pub time_steps: Vec<usize>,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Timed steps after one warm-up step.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    #[arg(long, default_value = "broyden")]
+    pub solver: SolverKind,
+    #[arg(long, default_value_t = 30)]
+    pub threshold: usize,
+    /// if | lif
+    #[arg(long, default_value = "lif")]
+    pub neuron: String,
+    /// Write one profiled step as a Chrome trace (Perfetto, chrome://tracing).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+pub fn run(global: &Global, a: &Args) -> Result<()> {
+    let preset = presets::find(&a.preset)?;
+    let gpu = Gpu::new(&global.adapter)?;
+    let ts = if a.time_steps.is_empty() {
+        vec![preset.config.time_steps]
+    } else {
+        a.time_steps.clone()
+    };
+    if a.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let mut sweep = Vec::new();
+    for &t in &ts {
+        let mut cfg = preset.config.clone();
+        cfg.time_steps = t;
+        match a.neuron.as_str() {
+            "if" => cfg.leak = 1.0,
+            "lif" => {}
+            n => bail!("unknown neuron {n:?} (if | lif)"),
+        }
+        let base = gpu.memory_bytes().0;
+        gpu.reset_peak_memory();
+        let mut net = Net::new(&gpu, cfg.clone(), 0);
+        let mut rng = HostRng::new(t as u64);
+        let b = a.batch_size;
+        let x: Vec<f32> = (0..b * cfg.arch.input_len())
+            .map(|_| rng.uniform(-0.5, 2.5))
+            .collect();
+        let y: Vec<u32> = (0..b)
+            .map(|_| (rng.next_u64() % cfg.classes as u64) as u32)
+            .collect();
+        // Warm-up: pipelines, buffers and the solver's history are created here.
+        net.train_step(&gpu, &x, &y, 0.01, a.solver, a.threshold, 0)?;
+        let (mut total, mut fwd, mut bwd, mut solve, mut opt, mut iters) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let mut last = None;
+        for r in 0..a.runs {
+            let t0 = std::time::Instant::now();
+            let s = net.train_step(&gpu, &x, &y, 0.01, a.solver, a.threshold, r as u32 + 1)?;
+            total.push(t0.elapsed().as_secs_f64() * 1e3);
+            fwd.push(s.forward_ms);
+            bwd.push(s.backward_ms);
+            solve.push(s.solve_ms);
+            opt.push(s.optimizer_ms);
+            iters.push(s.solve.iterations as f64);
+            last = Some(s);
+        }
+        let peak = gpu.memory_bytes().1 - base;
+        // One more step with per-kernel timing on (timestamps cost a little, so it is not timed above).
+        gpu.set_profiling(true);
+        let t0 = std::time::Instant::now();
+        net.train_step(&gpu, &x, &y, 0.01, a.solver, a.threshold, 99)?;
+        let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let prof = gpu.take_profile();
+        gpu.set_profiling(false);
+        if let Some(path) = &a.trace {
+            std::fs::write(path, serde_json::to_vec(&prof.chrome_trace())?)?;
+        }
+        let kernel_ms = prof.kernel_ns() as f64 / 1e6;
+        let ms = median(&mut total);
+        let s = last.unwrap();
+        let fwd_ms = median(&mut fwd);
+        let bwd_ms = median(&mut bwd);
+        let solve_ms = median(&mut solve);
+        sweep.push(json!({
+            "time_steps": t,
+            "batch_size": b,
+            "ms_per_step": ms,
+            "forward_ms": fwd_ms,
+            "backward_ms": bwd_ms,
+            "adjoint_solve_ms": solve_ms,
+            "param_grad_ms": bwd_ms - solve_ms,
+            "optimizer_ms": median(&mut opt),
+            "samples_per_sec": b as f64 / (ms / 1e3),
+            "solver_iters": median(&mut iters),
+            "solver_rel_residual": s.solve.rel_residual,
+            "forward_residual": s.forward_residual,
+            "peak_gpu_bytes": peak,
+            "profiled_step": {
+                "wall_ms": wall_ms,
+                "kernel_ms": kernel_ms,
+                "kernel_share_of_wall": kernel_ms / wall_ms,
+                "other_ms": wall_ms - kernel_ms,
+                "submits": prof.submits,
+                "gpu_timestamps": prof.gpu_timestamps,
+                "kernels": prof.totals(),
+            },
+        }));
+        drop(net);
+    }
+    let first = sweep[0].clone();
+    let mut out = json!({
+        "adapter": {
+            "name": gpu.ctx.info.name, "backend": gpu.ctx.info.backend,
+            "device_type": gpu.ctx.info.device_type, "driver": gpu.ctx.info.driver,
+            "driver_info": gpu.ctx.info.driver_info,
+        },
+        "preset": a.preset,
+        "solver": format!("{:?}", a.solver),
+        "neuron": a.neuron,
+        "sweep": sweep,
+    });
+    // The first T's figures also at the top level, for the common single-T call.
+    for k in [
+        "time_steps",
+        "batch_size",
+        "ms_per_step",
+        "forward_ms",
+        "backward_ms",
+        "adjoint_solve_ms",
+        "param_grad_ms",
+        "optimizer_ms",
+        "samples_per_sec",
+        "solver_iters",
+        "peak_gpu_bytes",
+    ] {
+        out[k] = first[k].clone();
+    }
+    if a.json {
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "{} on {} ({}), batch {}, solver {:?}",
+        a.preset, gpu.ctx.info.name, gpu.ctx.info.driver_info, a.batch_size, a.solver
+    );
+    println!(
+        "{:>5} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7} {:>10} {:>14}",
+        "T",
+        "ms/step",
+        "forward",
+        "solve",
+        "grads",
+        "optim",
+        "iters",
+        "samples/s",
+        "peak GPU bytes"
+    );
+    for s in out["sweep"].as_array().unwrap() {
+        println!(
+            "{:>5} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9.2} {:>7.1} {:>10.0} {:>14}",
+            s["time_steps"].as_u64().unwrap(),
+            s["ms_per_step"].as_f64().unwrap(),
+            s["forward_ms"].as_f64().unwrap(),
+            s["adjoint_solve_ms"].as_f64().unwrap(),
+            s["param_grad_ms"].as_f64().unwrap(),
+            s["optimizer_ms"].as_f64().unwrap(),
+            s["solver_iters"].as_f64().unwrap(),
+            s["samples_per_sec"].as_f64().unwrap(),
+            s["peak_gpu_bytes"].as_u64().unwrap()
+        );
+    }
+    for s in out["sweep"].as_array().unwrap() {
+        let p = &s["profiled_step"];
+        println!(
+            "\nT={}: one profiled step, {:.1} ms wall, kernels {:.1} ms ({:.0}%), other (submit, readback, host) {:.1} ms",
+            s["time_steps"], p["wall_ms"].as_f64().unwrap(), p["kernel_ms"].as_f64().unwrap(),
+            100.0 * p["kernel_share_of_wall"].as_f64().unwrap(), p["other_ms"].as_f64().unwrap()
+        );
+        println!(
+            "{:<24} {:>6} {:>10} {:>7}",
+            "kernel", "calls", "total ms", "share"
+        );
+        for k in p["kernels"].as_array().unwrap() {
+            println!(
+                "{:<24} {:>6} {:>10.2} {:>6.1}%",
+                k["name"].as_str().unwrap(),
+                k["calls"],
+                k["total_ms"].as_f64().unwrap(),
+                100.0 * k["share"].as_f64().unwrap()
+            );
+        }
+    }
+    Ok(())
+}
