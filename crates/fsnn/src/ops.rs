@@ -278,12 +278,17 @@ pub fn conv2d_input_grad(
     check(w, s.weight_len(), "conv2d_input_grad w");
     check(dx, s.input_len(), "conv2d_input_grad dx");
     assert_distinct(dx, dy, "conv2d_input_grad");
-    let rows = s.batch * s.h * s.w;
+    // One z-slice per stride parity class (see the kernel); the largest class has this many rows.
+    let rows = s.batch * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
     gpu.dispatch(
         "conv2d_input_grad",
         s.params(s.oh(), s.ow(), alpha, beta),
         vec![gpu.bind(dy), gpu.bind(w), gpu.bind(dx)],
-        [s.cin.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1],
+        [
+            s.cin.div_ceil(64) as u32,
+            rows.div_ceil(64) as u32,
+            (s.stride * s.stride) as u32,
+        ],
     );
 }
 
