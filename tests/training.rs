@@ -25,6 +25,60 @@ fn load_reference<A: feedback::Arch>(m: &mut feedback::Model<A>, host: &fsnn::mo
     m.fb_v = get("fb.v");
 }
 
+/// The time-varying simulation in f64: F_x of frame t at step t, batch-normalised with the batch
+/// statistics of F_x of the mean frame.
+fn time_varying_sim<A: feedback::Arch>(
+    m: &feedback::Model<A>,
+    cfg: &NetConfig,
+    batch: usize,
+    frames: &[f32],
+    mean: &[f64],
+) -> Vec<f64> {
+    let il = cfg.arch.input_len();
+    let d = m.arch.dim();
+    let c = m.arch.bn_channels();
+    let hw = d / c;
+    let p = &m.params;
+    let pre_mean = m.arch.fx_forward(batch, mean, &p.fx_weight, &p.fx_bias);
+    let mut mu = vec![0.0; c];
+    let mut var = vec![0.0; c];
+    for ch in 0..c {
+        let vals: Vec<f64> = (0..batch)
+            .flat_map(|b| (0..hw).map(move |q| (b, q)))
+            .map(|(b, q)| pre_mean[b * d + ch * hw + q])
+            .collect();
+        mu[ch] = vals.iter().sum::<f64>() / vals.len() as f64;
+        var[ch] = vals.iter().map(|v| (v - mu[ch]).powi(2)).sum::<f64>() / vals.len() as f64;
+    }
+    let (w_eff, _) = m.effective_feedback_weight();
+    let (mut u, mut acc, mut s) = (
+        vec![0.0; batch * d],
+        vec![0.0; batch * d],
+        vec![0.0; batch * d],
+    );
+    let (vth, leak) = (cfg.vth as f64, cfg.leak as f64);
+    for t in 0..cfg.time_steps {
+        let xt = to_f64(&frames[t * batch * il..(t + 1) * batch * il]);
+        let pre = m.arch.fx_forward(batch, &xt, &p.fx_weight, &p.fx_bias);
+        let fb = if t > 0 {
+            m.arch.fb_forward(batch, &w_eff, &s)
+        } else {
+            vec![0.0; batch * d]
+        };
+        for i in 0..batch * d {
+            let ch = (i % d) / hw;
+            let x1 = (pre[i] - mu[ch]) / (var[ch] + 1e-5).sqrt() * p.bn_weight[ch] + p.bn_bias[ch];
+            let mut v = u[i] + x1 + fb[i];
+            s[i] = if v >= vth { 1.0 } else { 0.0 };
+            v = (v - vth * s[i]) * leak;
+            u[i] = v;
+            acc[i] = leak * acc[i] + s[i];
+        }
+    }
+    let norm = cfg.rate_norm() as f64;
+    acc.iter().map(|a| a / norm).collect()
+}
+
 /// Runs one GPU step (lr 0) and one reference step on the same parameters and batch; returns the
 /// worst relative gradient error over all parameters.
 fn compare_step<A: feedback::Arch>(
@@ -44,13 +98,54 @@ fn compare_step<A: feedback::Arch>(
     load_reference(&mut reference, &host);
     reference.refresh_spectral();
     let mut rng = Rng::new(seed);
-    let x = rng.vec(batch * cfg.arch.input_len(), -1.0, 2.0);
+    let x = rng.vec(batch * cfg.sample_len(), -1.0, 2.0);
     let labels: Vec<u32> = (0..batch).map(|_| rng.below(cfg.classes as u32)).collect();
     let stats = net
         .train_step(&g, &x, &labels, 0.0, SolverKind::Broyden, 60, 1)
         .unwrap();
-    let x64 = to_f64(&x);
-    let rate = reference.forward_sim(&x64, cfg.time_steps, cfg.leak as f64);
+    let (x64, rate) = if cfg.time_varying {
+        // The fixed point sees F_x of the rate-weighted mean frame; the gradient is taken at the
+        // simulated rate, which the GPU's time-varying simulation produced.
+        let il = cfg.arch.input_len();
+        let mut mean = vec![0.0f64; batch * il];
+        for t in 0..cfg.time_steps {
+            let wt = cfg.step_weight(t) as f64;
+            for (m, v) in mean
+                .iter_mut()
+                .zip(&x[t * batch * il..(t + 1) * batch * il])
+            {
+                *m += wt * *v as f64;
+            }
+        }
+        let gpu_rate = to_f64(&net.rate(&g));
+        let sim = time_varying_sim(&reference, &cfg, batch, &x, &mean);
+        let worst = sim
+            .iter()
+            .zip(&gpu_rate)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        println!(
+            "{}: time-varying simulation, GPU vs f64 twin: max |rate difference| {worst:.2e}",
+            cfg.preset
+        );
+        assert!(worst < 1e-5, "time-varying simulations disagree");
+        (mean, gpu_rate)
+    } else {
+        let x64 = to_f64(&x);
+        let rate = reference.forward_sim(&x64, cfg.time_steps, cfg.leak as f64);
+        let gpu_rate = to_f64(&net.rate(&g));
+        let worst = rate
+            .iter()
+            .zip(&gpu_rate)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        println!(
+            "{}: simulated rate, GPU vs reference: max |difference| {worst:.2e}",
+            cfg.preset
+        );
+        assert!(worst < 1e-5, "simulations disagree");
+        (x64, rate)
+    };
     let labels_us: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
     let (loss, grads, _) = reference.loss_and_implicit_grads(&x64, &labels_us, &rate);
     println!(
@@ -109,9 +204,46 @@ fn fc_gpu_step_matches_reference_gradients() {
         vth: 2.0,
         leak: 0.95,
         dropout: 0.0,
+        time_varying: false,
     };
     let reference = fc::Model::new(37, 23, 5, 2.0, 0);
     let worst = compare_step(cfg, reference, 9, 3, Some(0.8));
+    assert!(worst < 1e-3, "worst relative gradient error {worst:.3e}");
+}
+
+#[test]
+fn time_varying_input_gpu_step_matches_reference_gradients() {
+    let arch = convnet::Conv {
+        cin: 2,
+        h: 10,
+        w: 10,
+        channels: 4,
+        k_in: 5,
+        stride_in: 2,
+        pad_in: 2,
+        k_fb: 3,
+    };
+    let cfg = NetConfig {
+        preset: "nmnist-test".into(),
+        arch: Arch::Conv {
+            cin: 2,
+            h: 10,
+            w: 10,
+            channels: 4,
+            k_in: 5,
+            stride_in: 2,
+            pad_in: 2,
+            k_fb: 3,
+        },
+        classes: 3,
+        time_steps: 7,
+        vth: 2.0,
+        leak: 0.9,
+        dropout: 0.0,
+        time_varying: true,
+    };
+    let reference = convnet::Model::new(arch, 3, 2.0, 0);
+    let worst = compare_step(cfg, reference, 5, 9, Some(0.6));
     assert!(worst < 1e-3, "worst relative gradient error {worst:.3e}");
 }
 
@@ -134,6 +266,7 @@ fn conv_gpu_step_matches_reference_gradients() {
         vth: 2.0,
         leak: 1.0,
         dropout: 0.0,
+        time_varying: false,
     };
     let arch = convnet::Conv {
         cin: 2,

@@ -44,9 +44,9 @@ pub struct TrainArgs {
     /// Iterations of linear lr warm-up.
     #[arg(long, default_value_t = 0)]
     pub warmup: usize,
-    /// broyden | fixed-point
-    #[arg(long, default_value = "broyden")]
-    pub solver: SolverKind,
+    /// broyden | fixed-point. Default: the solver the paper used for the preset.
+    #[arg(long)]
+    pub solver: Option<SolverKind>,
     /// Most solver iterations per adjoint solve.
     #[arg(long, default_value_t = 30)]
     pub threshold: usize,
@@ -81,7 +81,7 @@ pub struct TrainArgs {
     pub trace: Option<PathBuf>,
 }
 
-pub fn net_config(a: &TrainArgs) -> Result<(fsnn::model::NetConfig, &'static str)> {
+pub fn net_config(a: &TrainArgs) -> Result<(fsnn::model::NetConfig, &'static str, SolverKind)> {
     let p = presets::find(&a.preset)?;
     let mut cfg = p.config;
     if let Some(n) = &a.neuron {
@@ -119,11 +119,11 @@ pub fn net_config(a: &TrainArgs) -> Result<(fsnn::model::NetConfig, &'static str
         }
         cfg.dropout = d;
     }
-    Ok((cfg, p.default_dataset))
+    Ok((cfg, p.default_dataset, a.solver.unwrap_or(p.default_solver)))
 }
 
 pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
-    let (net_cfg, default_ds) = net_config(a)?;
+    let (net_cfg, default_ds, solver) = net_config(a)?;
     let gpu = Gpu::new(&g.adapter)?;
     eprintln!(
         "adapter: {} ({}, {})",
@@ -137,7 +137,7 @@ pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
         batch_size: a.batch_size,
         schedule: a.schedule.clone(),
         warmup: a.warmup,
-        solver: a.solver,
+        solver,
         threshold: a.threshold,
         seed: a.seed,
         out: a.out.clone(),

@@ -267,8 +267,14 @@ pub fn train(gpu: &Gpu, net_cfg: NetConfig, cfg: &TrainConfig) -> Result<Vec<Epo
             state.epoch,
             state.global_step
         );
-    } else if metrics_path.exists() {
-        std::fs::remove_file(&metrics_path).ok();
+    } else {
+        for f in [&metrics_path, &cfg.out.join("steps.jsonl")] {
+            if f.exists() {
+                std::fs::remove_file(f).with_context(|| {
+                    format!("{}: cannot remove the previous run's log", f.display())
+                })?;
+            }
+        }
     }
     eprintln!(
         "{}: {} parameters, {} neurons ({} spiking per sample), T={}, {} vth={} leak={}, solver {:?} (threshold {})",
@@ -311,6 +317,15 @@ pub fn train(gpu: &Gpu, net_cfg: NetConfig, cfg: &TrainConfig) -> Result<Vec<Epo
             (0.0, 0.0, 0.0, 0.0, 0.0, 0usize);
         let mut lr = lr_at(cfg, epoch, state.global_step);
         let mut failure: Option<String> = None;
+        // Per-step log, appended (a resumed run continues it).
+        let steps_path = cfg.out.join("steps.jsonl");
+        let mut steps_log = std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&steps_path)
+                .with_context(|| format!("{}: cannot append", steps_path.display()))?,
+        );
         let mut trace_pending = cfg.trace.is_some() && epoch == state.epoch;
         gpu.set_profiling(cfg.profile || trace_pending);
         for_each_batch(&train_split, &order, cfg.batch_size, |x, y| {
@@ -334,6 +349,17 @@ pub fn train(gpu: &Gpu, net_cfg: NetConfig, cfg: &TrainConfig) -> Result<Vec<Epo
                 return Ok(false);
             }
             state.global_step += 1;
+            writeln!(
+                steps_log,
+                "{}",
+                serde_json::json!({
+                    "epoch": epoch + 1, "step": state.global_step, "lr": lr,
+                    "loss": s.loss_sum / s.samples as f64, "acc": s.correct as f64 / s.samples as f64,
+                    "solver_iters": s.solve.iterations, "solver_rel_residual": s.solve.rel_residual,
+                    "forward_residual": s.forward_residual, "forward_ms": s.forward_ms,
+                    "backward_ms": s.backward_ms, "optimizer_ms": s.optimizer_ms,
+                })
+            )?;
             sums.loss_sum += s.loss_sum;
             sums.correct += s.correct;
             sums.samples += s.samples;
@@ -354,6 +380,8 @@ pub fn train(gpu: &Gpu, net_cfg: NetConfig, cfg: &TrainConfig) -> Result<Vec<Epo
             Ok(true)
         })?;
         bar.finish_and_clear();
+        steps_log.flush()?;
+        drop(steps_log);
         if cfg.profile {
             let prof = gpu.take_profile();
             gpu.set_profiling(false);

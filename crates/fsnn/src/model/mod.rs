@@ -126,9 +126,28 @@ pub struct NetConfig {
     /// 1 for IF; λ for LIF.
     pub leak: f32,
     pub dropout: f32,
+    /// Per-step input (event data): batches carry T frames, F_x is applied to frame t at step t,
+    /// and the fixed-point equation sees F_x of the rate-weighted mean frame.
+    #[serde(default)]
+    pub time_varying: bool,
 }
 
 impl NetConfig {
+    /// Weight of step t's spikes (and frame t) in the rate: λ^(T−1−t) / Σ_k λ^k.
+    pub fn step_weight(&self, t: usize) -> f32 {
+        self.leak.powi((self.time_steps - 1 - t) as i32) / self.rate_norm()
+    }
+
+    /// Values one sample of a batch carries: T frames for time-varying input.
+    pub fn sample_len(&self) -> usize {
+        self.arch.input_len()
+            * if self.time_varying {
+                self.time_steps
+            } else {
+                1
+            }
+    }
+
     /// Σ_{k<T} λ^k: the rate's normaliser.
     pub fn rate_norm(&self) -> f32 {
         if self.leak == 1.0 {
@@ -188,7 +207,10 @@ pub struct HostState {
 /// Per-batch-size scratch buffers, allocated once and reused every step.
 struct Work {
     batch: usize,
+    /// The input F_x sees in the fixed-point equation (the mean frame for time-varying input).
     x: Tensor,
+    /// Time-varying input: all frames `[T, batch, input]`, one frame, and its F_x output.
+    frames: Option<(Tensor, Tensor, Tensor)>,
     labels: Tensor,
     pre: Tensor,
     bn_mean: Tensor,
@@ -381,6 +403,14 @@ impl Net {
             self.work = Some(Work {
                 batch,
                 x: gpu.zeros(&[batch, self.cfg.arch.input_len()]),
+                frames: self.cfg.time_varying.then(|| {
+                    let il = self.cfg.arch.input_len();
+                    (
+                        gpu.zeros(&[self.cfg.time_steps, batch, il]),
+                        gpu.zeros(&[batch, il]),
+                        gpu.zeros(&[bn]),
+                    )
+                }),
                 labels: gpu.zeros(&[batch]),
                 pre: gpu.zeros(&[bn]),
                 bn_mean: gpu.zeros(&[c]),
@@ -409,6 +439,45 @@ impl Net {
             });
         }
         self.work.as_mut().unwrap()
+    }
+
+    /// `out = F_pre(x) = W_in x + b` (linear or conv) for a batch.
+    fn input_layer(&self, gpu: &Gpu, batch: usize, x: &Tensor, out: &Tensor) {
+        let arch = self.cfg.arch;
+        let p = &self.params;
+        match arch {
+            Arch::Fc { input, hidden } => ops::gemm(
+                gpu,
+                Op::N,
+                Op::T,
+                batch,
+                hidden,
+                input,
+                1.0,
+                x,
+                &p[FX_W].value,
+                0.0,
+                out,
+            ),
+            Arch::Conv { .. } => ops::conv2d(
+                gpu,
+                &arch.in_conv(batch).unwrap(),
+                x,
+                &p[FX_W].value,
+                0.0,
+                out,
+            ),
+        }
+        ops::bias_add(
+            gpu,
+            BnShape {
+                batch,
+                channels: arch.channels(),
+                hw: arch.hw(),
+            },
+            &p[FX_B].value,
+            out,
+        );
     }
 
     /// `out = W_eff s` for a batch of spike/rate vectors.
@@ -515,30 +584,12 @@ impl Net {
         self.refresh_weff(gpu, train);
         let p = &self.params;
         let w = self.work.as_ref().unwrap();
-        match arch {
-            Arch::Fc { input, hidden } => ops::gemm(
-                gpu,
-                Op::N,
-                Op::T,
-                batch,
-                hidden,
-                input,
-                1.0,
-                &w.x,
-                &p[FX_W].value,
-                0.0,
-                &w.pre,
-            ),
-            Arch::Conv { .. } => ops::conv2d(
-                gpu,
-                &arch.in_conv(batch).unwrap(),
-                &w.x,
-                &p[FX_W].value,
-                0.0,
-                &w.pre,
-            ),
-        }
-        ops::bias_add(gpu, bns, &p[FX_B].value, &w.pre);
+        self.input_layer(gpu, batch, &w.x, &w.pre);
+        let (stat_mean, stat_var) = if train {
+            (&w.bn_mean, &w.bn_var)
+        } else {
+            (&self.running_mean, &self.running_var)
+        };
         if train {
             ops::bn_stats(
                 gpu,
@@ -578,9 +629,34 @@ impl Net {
             ops::dropout_mask(gpu, &w.m_fb, cfg.dropout, seed, 1);
             ops::mask_mul(gpu, &w.m_x, &w.x1);
         }
+        let il = arch.input_len();
         gpu.fill_zero(&w.u);
         gpu.fill_zero(&w.acc);
         for t in 0..cfg.time_steps {
+            // Time-varying input: F_x of this step's frame, normalised with the statistics of the
+            // mean frame's F_x (the ones the fixed-point equation uses).
+            let current = match &w.frames {
+                Some((frames, xt, x1t)) => {
+                    gpu.copy(frames, t * batch * il, xt, 0, batch * il);
+                    self.input_layer(gpu, batch, xt, x1t);
+                    ops::bn_forward(
+                        gpu,
+                        bns,
+                        x1t,
+                        stat_mean,
+                        stat_var,
+                        &p[BN_W].value,
+                        &p[BN_B].value,
+                        &w.fb,
+                    );
+                    gpu.copy(&w.fb, 0, x1t, 0, batch * arch.neurons());
+                    if drop {
+                        ops::mask_mul(gpu, &w.m_x, x1t);
+                    }
+                    x1t
+                }
+                None => &w.x1,
+            };
             if t > 0 {
                 self.feedback(gpu, batch, &w.spikes, &w.fb);
                 if drop {
@@ -592,7 +668,7 @@ impl Net {
                 &w.u,
                 &w.acc,
                 &w.spikes,
-                &w.x1,
+                current,
                 &w.fb,
                 NeuronStep {
                     vth: cfg.vth,
@@ -643,9 +719,10 @@ impl Net {
     fn upload_batch(&mut self, gpu: &Gpu, x: &[f32], labels: &[u32]) -> Result<usize> {
         let batch = labels.len();
         let il = self.cfg.arch.input_len();
-        if x.len() != batch * il {
+        let sl = self.cfg.sample_len();
+        if x.len() != batch * sl {
             bail!(
-                "batch of {} values for {batch} labels of {il} inputs each",
+                "batch of {} values for {batch} labels of {sl} inputs each",
                 x.len()
             );
         }
@@ -653,7 +730,24 @@ impl Net {
             bail!("label {l} out of range for {} classes", self.cfg.classes);
         }
         let w = self.work.as_ref().unwrap();
-        gpu.write(&w.x, x);
+        match &w.frames {
+            Some((frames, _, _)) => {
+                // x is [T, batch, input]; the fixed point sees the rate-weighted mean frame.
+                let mut mean = vec![0.0f32; batch * il];
+                for t in 0..self.cfg.time_steps {
+                    let wt = self.cfg.step_weight(t);
+                    for (m, v) in mean
+                        .iter_mut()
+                        .zip(&x[t * batch * il..(t + 1) * batch * il])
+                    {
+                        *m += wt * v;
+                    }
+                }
+                gpu.write(frames, x);
+                gpu.write(&w.x, &mean);
+            }
+            None => gpu.write(&w.x, x),
+        }
         gpu.write_words(&w.labels, 0, bytemuck::cast_slice(labels));
         Ok(batch)
     }
@@ -911,6 +1005,14 @@ impl Net {
             solve_ms,
             optimizer_ms,
         })
+    }
+
+    /// The firing rates of the last batch (`[batch, neurons]`), as the simulation left them.
+    pub fn rate(&self, gpu: &Gpu) -> Vec<f32> {
+        self.work
+            .as_ref()
+            .map(|w| gpu.read(&w.acc))
+            .unwrap_or_default()
     }
 
     /// Every parameter and state tensor, copied to the host (for checkpoints and tests).
