@@ -1,7 +1,7 @@
 //! The GPU training step against the f64 CPU twin of the whole method (reference module), and the
 //! training loop's files: checkpoints, resume, bad input.
 
-use fsnn::model::{Arch, Net, NetConfig, FB_S, FB_W};
+use fsnn::model::{Arch, ModelConfig, Net, NetConfig, FB_S, FB_W};
 use fsnn::reference::{convnet, fc, feedback};
 use fsnn::solver::SolverKind;
 use fsnn_tests::{gpu, Rng};
@@ -347,7 +347,9 @@ fn tiny_config(data: &Path, out: &Path, epochs: usize) -> TrainConfig {
 }
 
 fn small_fc() -> NetConfig {
-    let mut cfg = fsnn::model::presets::find("fc400").unwrap().config;
+    let ModelConfig::Single(mut cfg) = fsnn::model::presets::find("fc400").unwrap().config else {
+        unreachable!()
+    };
     cfg.arch = Arch::Fc {
         input: 784,
         hidden: 40,
@@ -364,7 +366,12 @@ fn training_learns_writes_metrics_and_resumes_exactly() {
     let g = gpu();
     // Straight through: 3 epochs.
     let full = tmp.path().join("full");
-    let m_full = train::train(&g, small_fc(), &tiny_config(&data, &full, 3)).unwrap();
+    let m_full = train::train(
+        &g,
+        ModelConfig::Single(small_fc()),
+        &tiny_config(&data, &full, 3),
+    )
+    .unwrap();
     assert_eq!(m_full.len(), 3);
     let last = m_full.last().unwrap();
     println!(
@@ -403,10 +410,15 @@ fn training_learns_writes_metrics_and_resumes_exactly() {
     assert!(full.join("metrics.png").exists() && full.join("best.safetensors").exists());
     // 2 epochs, then --resume for the third: the same numbers.
     let split = tmp.path().join("split");
-    train::train(&g, small_fc(), &tiny_config(&data, &split, 2)).unwrap();
+    train::train(
+        &g,
+        ModelConfig::Single(small_fc()),
+        &tiny_config(&data, &split, 2),
+    )
+    .unwrap();
     let mut cfg = tiny_config(&data, &split, 3);
     cfg.resume = true;
-    let m_resumed = train::train(&g, small_fc(), &cfg).unwrap();
+    let m_resumed = train::train(&g, ModelConfig::Single(small_fc()), &cfg).unwrap();
     assert_eq!(m_resumed.len(), 1);
     println!(
         "epoch 3 straight: loss {:.6} acc {:.4}; resumed: loss {:.6} acc {:.4}",
@@ -426,7 +438,12 @@ fn checkpoint_of_another_model_is_refused_by_name() {
     write_synthetic_idx(&data, 64, 50);
     let g = gpu();
     let out = tmp.path().join("run");
-    train::train(&g, small_fc(), &tiny_config(&data, &out, 1)).unwrap();
+    train::train(
+        &g,
+        ModelConfig::Single(small_fc()),
+        &tiny_config(&data, &out, 1),
+    )
+    .unwrap();
     let mut other = small_fc();
     other.arch = Arch::Fc {
         input: 784,
@@ -436,7 +453,8 @@ fn checkpoint_of_another_model_is_refused_by_name() {
     cfg.resume = true;
     let err = format!(
         "{:#}",
-        train::train(&g, other.clone(), &cfg).expect_err("resumed a checkpoint of another shape")
+        train::train(&g, ModelConfig::Single(other.clone()), &cfg)
+            .expect_err("resumed a checkpoint of another shape")
     );
     println!("{err}");
     assert!(
@@ -465,14 +483,20 @@ fn non_finite_loss_stops_and_keeps_last_good_checkpoint() {
     write_synthetic_idx(&data, 96, 50);
     let g = gpu();
     let out = tmp.path().join("run");
-    train::train(&g, small_fc(), &tiny_config(&data, &out, 1)).unwrap();
+    train::train(
+        &g,
+        ModelConfig::Single(small_fc()),
+        &tiny_config(&data, &out, 1),
+    )
+    .unwrap();
     let before = std::fs::read(out.join("last.safetensors")).unwrap();
     let mut cfg = tiny_config(&data, &out, 2);
     cfg.resume = true;
     cfg.lr = 1e30;
     let err = format!(
         "{:#}",
-        train::train(&g, small_fc(), &cfg).expect_err("an exploding run must stop")
+        train::train(&g, ModelConfig::Single(small_fc()), &cfg)
+            .expect_err("an exploding run must stop")
     );
     println!("{err}");
     assert!(
@@ -524,7 +548,7 @@ fn trace_of_a_training_step_is_chrome_trace_json() {
     let trace = tmp.path().join("step.trace.json");
     cfg.trace = Some(trace.clone());
     cfg.profile = true;
-    train::train(&g, small_fc(), &cfg).unwrap();
+    train::train(&g, ModelConfig::Single(small_fc()), &cfg).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
     let events = v["traceEvents"].as_array().expect("traceEvents array");
     let names: std::collections::BTreeSet<&str> =

@@ -81,15 +81,16 @@ pub struct TrainArgs {
     pub trace: Option<PathBuf>,
 }
 
-pub fn net_config(a: &TrainArgs) -> Result<(fsnn::model::NetConfig, &'static str, SolverKind)> {
+pub fn net_config(a: &TrainArgs) -> Result<(fsnn::model::ModelConfig, &'static str, SolverKind)> {
     let p = presets::find(&a.preset)?;
     let mut cfg = p.config;
+    let (time_steps, vth, leak, dropout) = cfg.neuron_mut();
     if let Some(n) = &a.neuron {
         match n.as_str() {
-            "if" => cfg.leak = 1.0,
+            "if" => *leak = 1.0,
             "lif" => {
-                if cfg.leak == 1.0 {
-                    cfg.leak = 0.95
+                if *leak == 1.0 {
+                    *leak = 0.95
                 }
             }
             _ => bail!("unknown neuron {n:?} (if | lif)"),
@@ -102,22 +103,22 @@ pub fn net_config(a: &TrainArgs) -> Result<(fsnn::model::NetConfig, &'static str
         if a.neuron.as_deref() == Some("if") && l != 1.0 {
             bail!("--neuron if has no leak; drop --leak or use --neuron lif");
         }
-        cfg.leak = l;
+        *leak = l;
     }
     if let Some(t) = a.time_steps {
         if t == 0 {
             bail!("--time-steps must be at least 1");
         }
-        cfg.time_steps = t;
+        *time_steps = t;
     }
     if let Some(v) = a.vth {
-        cfg.vth = v;
+        *vth = v;
     }
     if let Some(d) = a.dropout {
         if !(0.0..1.0).contains(&d) {
             bail!("--dropout must be in [0, 1), got {d}");
         }
-        cfg.dropout = d;
+        *dropout = d;
     }
     Ok((cfg, p.default_dataset, a.solver.unwrap_or(p.default_solver)))
 }
@@ -173,19 +174,19 @@ pub struct EvalArgs {
 pub fn run_eval(g: &Global, a: &EvalArgs) -> Result<()> {
     let (cfg, state, host) = train::load_checkpoint(&a.checkpoint)?;
     let ds = a.dataset.clone().unwrap_or_else(|| {
-        presets::find(&cfg.preset)
+        presets::find(cfg.preset())
             .map(|p| p.default_dataset.to_string())
             .unwrap_or_else(|_| "mnist".into())
     });
     let gpu = Gpu::new(&g.adapter)?;
-    let mut net = fsnn::model::Net::new(&gpu, cfg.clone(), 0);
+    let mut net = cfg.build(&gpu, 0)?;
     net.load_host(&gpu, &host, &a.checkpoint.display().to_string())?;
-    let (_, test) = train::load_data(&ds, a.data_dir.as_deref())?;
-    let (loss, acc) = train::evaluate(&gpu, &mut net, &test, a.eval_batch, None)?;
+    let (_, test) = fsnn::batches::load_sources(&ds, a.data_dir.as_deref(), cfg.time_steps())?;
+    let (loss, acc) = train::evaluate(&gpu, net.as_mut(), test.as_ref(), a.eval_batch, None)?;
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"checkpoint": a.checkpoint, "preset": cfg.preset, "dataset": ds, "epoch": state.epoch, "test_loss": loss, "test_acc": acc})
+            serde_json::json!({"checkpoint": a.checkpoint, "preset": cfg.preset(), "dataset": ds, "epoch": state.epoch, "test_loss": loss, "test_acc": acc})
         );
     } else {
         println!(
@@ -213,9 +214,10 @@ pub fn run_presets(a: &PresetsArgs) -> Result<()> {
                 "description": p.description,
                 "dataset": p.default_dataset,
                 "neurons": p.config.paper_neurons(),
-                "spiking_neurons": p.config.arch.neurons(),
+                "spiking_neurons": p.config.spiking_neurons(),
                 "params": p.config.param_count(),
-                "time_steps": p.config.time_steps,
+                "time_steps": p.config.time_steps(),
+                "classes": p.config.classes(),
             })
         })
         .collect();

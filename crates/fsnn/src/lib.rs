@@ -4,6 +4,7 @@
 //! The data path: dataset → batches → GPU buffers ([`gpu`]) → kernels ([`ops`], each with a CPU
 //! twin in [`cpu`]) → loss → solver → optimizer.
 
+pub mod batches;
 pub mod cpu;
 pub mod data;
 pub mod gpu;

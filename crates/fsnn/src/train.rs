@@ -4,15 +4,14 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{self, Dataset, Split};
+use crate::batches::{for_each_batch, load_sources, BatchSource};
 use crate::gpu::Gpu;
-use crate::model::{HostRng, HostState, Net, NetConfig, StepStats};
+use crate::model::{HostRng, HostState, Model, ModelConfig, StepStats};
 use crate::solver::SolverKind;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,19 +67,6 @@ pub struct EpochMetrics {
     pub peak_gpu_bytes: u64,
 }
 
-/// Resolves a dataset name and directory, fetching the data when it is absent.
-pub fn load_data(name: &str, dir: Option<&Path>) -> Result<(Split, Split)> {
-    let ds: Dataset = name.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let dir = match dir {
-        Some(d) => d.to_path_buf(),
-        None => data::ensure_dataset(ds, &ds.default_dir())?,
-    };
-    Ok((
-        data::load_split(&dir, true)?,
-        data::load_split(&dir, false)?,
-    ))
-}
-
 pub fn lr_at(cfg: &TrainConfig, epoch: usize, global_step: u64) -> f32 {
     let decays = cfg.schedule.iter().filter(|&&e| epoch >= e).count();
     let mut lr = cfg.lr * 0.1f32.powi(decays as i32);
@@ -100,47 +86,18 @@ fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     idx
 }
 
-/// Batches of normalised images and labels, built on a separate thread while `consume` runs.
-fn for_each_batch(
-    split: &Split,
-    order: &[usize],
-    batch: usize,
-    mut consume: impl FnMut(&[f32], &[u32]) -> Result<bool>,
-) -> Result<()> {
-    let ppi = split.pixels_per_image();
-    std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = sync_channel::<(Vec<f32>, Vec<u32>)>(2);
-        scope.spawn(move || {
-            for chunk in order.chunks(batch) {
-                let mut x = vec![0.0f32; chunk.len() * ppi];
-                split.normalized_batch(chunk, &mut x);
-                let y: Vec<u32> = chunk.iter().map(|&i| split.labels[i] as u32).collect();
-                if tx.send((x, y)).is_err() {
-                    break;
-                }
-            }
-        });
-        for (x, y) in rx {
-            if !consume(&x, &y)? {
-                break;
-            }
-        }
-        Ok(())
-    })
-}
-
 /// Test-set loss and accuracy.
 pub fn evaluate(
     gpu: &Gpu,
-    net: &mut Net,
-    split: &Split,
+    net: &mut dyn Model,
+    source: &dyn BatchSource,
     batch: usize,
     limit: Option<usize>,
 ) -> Result<(f64, f64)> {
-    let n = limit.unwrap_or(split.n).min(split.n);
+    let n = limit.unwrap_or(source.len()).min(source.len());
     let order: Vec<usize> = (0..n).collect();
     let (mut loss, mut correct) = (0.0, 0usize);
-    for_each_batch(split, &order, batch, |x, y| {
+    for_each_batch(source, &order, batch, 0, |x, y| {
         let s = net.eval_batch(gpu, x, y)?;
         loss += s.loss_sum;
         correct += s.correct;
@@ -154,7 +111,7 @@ pub fn evaluate(
 /// Writes a safetensors checkpoint atomically (temporary file in the same folder, then rename).
 pub fn save_checkpoint(
     path: &Path,
-    cfg: &NetConfig,
+    cfg: &ModelConfig,
     state: &TrainState,
     host: &HostState,
 ) -> Result<()> {
@@ -189,7 +146,7 @@ pub fn save_checkpoint(
 }
 
 /// Reads a checkpoint: the model it belongs to, where training stood, and its tensors.
-pub fn load_checkpoint(path: &Path) -> Result<(NetConfig, TrainState, HostState)> {
+pub fn load_checkpoint(path: &Path) -> Result<(ModelConfig, TrainState, HostState)> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("{}: cannot read checkpoint", path.display()))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
@@ -197,7 +154,7 @@ pub fn load_checkpoint(path: &Path) -> Result<(NetConfig, TrainState, HostState)
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: corrupt checkpoint: {e}", path.display()))?;
     let m = meta.metadata().clone().unwrap_or_default();
-    let cfg: NetConfig = serde_json::from_str(m.get("fsnn.model").with_context(|| {
+    let cfg: ModelConfig = serde_json::from_str(m.get("fsnn.model").with_context(|| {
         format!(
             "{}: no fsnn model metadata (not an fsnn checkpoint)",
             path.display()
@@ -230,21 +187,32 @@ pub fn load_checkpoint(path: &Path) -> Result<(NetConfig, TrainState, HostState)
 
 // --------------------------------------------------------------------- loop
 
-/// Trains `net` as `cfg` says, writing metrics and checkpoints under `cfg.out`.
-pub fn train(gpu: &Gpu, net_cfg: NetConfig, cfg: &TrainConfig) -> Result<Vec<EpochMetrics>> {
+/// Trains a model as `cfg` says, writing metrics and checkpoints under `cfg.out`.
+pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<EpochMetrics>> {
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("{}: cannot create output folder", cfg.out.display()))?;
-    let (train_split, test_split) = load_data(&cfg.dataset, cfg.data_dir.as_deref())?;
-    let expect = net_cfg.arch.input_len();
-    if train_split.pixels_per_image() != expect {
+    let (train_src, test_src) =
+        load_sources(&cfg.dataset, cfg.data_dir.as_deref(), net_cfg.time_steps())?;
+    let expect = net_cfg.sample_len();
+    if train_src.sample_len() != expect {
         bail!(
-            "dataset {} has {} pixels per image; preset {} needs {expect}",
+            "dataset {} gives {} values per sample ({}); preset {} needs {expect}",
             cfg.dataset,
-            train_split.pixels_per_image(),
-            net_cfg.preset
+            train_src.sample_len(),
+            train_src.describe(),
+            net_cfg.preset()
         );
     }
-    let mut net = Net::new(gpu, net_cfg.clone(), cfg.seed);
+    if train_src.classes() > net_cfg.classes() {
+        bail!(
+            "dataset {} has {} classes; preset {} has {}",
+            cfg.dataset,
+            train_src.classes(),
+            net_cfg.preset(),
+            net_cfg.classes()
+        );
+    }
+    let mut net = net_cfg.build(gpu, cfg.seed)?;
     let last = cfg.out.join("last.safetensors");
     let best = cfg.out.join("best.safetensors");
     let metrics_path = cfg.out.join("metrics.jsonl");
@@ -277,24 +245,28 @@ pub fn train(gpu: &Gpu, net_cfg: NetConfig, cfg: &TrainConfig) -> Result<Vec<Epo
         }
     }
     eprintln!(
-        "{}: {} parameters, {} neurons ({} spiking per sample), T={}, {} vth={} leak={}, solver {:?} (threshold {})",
-        net_cfg.preset,
+        "{}: {} parameters, {} neurons ({} spiking per sample), T={}, {} vth={} leak={}, solver {:?} (threshold {}); data: {}",
+        net_cfg.preset(),
         net_cfg.param_count(),
         net_cfg.paper_neurons(),
-        net_cfg.arch.neurons(),
-        net_cfg.time_steps,
-        if net_cfg.leak == 1.0 { "IF" } else { "LIF" },
-        net_cfg.vth,
-        net_cfg.leak,
+        net_cfg.spiking_neurons(),
+        net_cfg.time_steps(),
+        if net_cfg.leak() == 1.0 { "IF" } else { "LIF" },
+        net_cfg.vth(),
+        net_cfg.leak(),
         cfg.solver,
-        cfg.threshold
+        cfg.threshold,
+        train_src.describe()
     );
-    let n_train = cfg.limit_train.unwrap_or(train_split.n).min(train_split.n);
+    let n_train = cfg
+        .limit_train
+        .unwrap_or(train_src.len())
+        .min(train_src.len());
     let mut all = Vec::new();
     for epoch in state.epoch..cfg.epochs {
         let t0 = Instant::now();
         gpu.reset_peak_memory();
-        let order: Vec<usize> = shuffled(train_split.n, cfg.seed, epoch)
+        let order: Vec<usize> = shuffled(train_src.len(), cfg.seed, epoch)
             .into_iter()
             .filter(|&i| i < n_train)
             .collect();
@@ -328,57 +300,64 @@ pub fn train(gpu: &Gpu, net_cfg: NetConfig, cfg: &TrainConfig) -> Result<Vec<Epo
         );
         let mut trace_pending = cfg.trace.is_some() && epoch == state.epoch;
         gpu.set_profiling(cfg.profile || trace_pending);
-        for_each_batch(&train_split, &order, cfg.batch_size, |x, y| {
-            lr = lr_at(cfg, epoch, state.global_step);
-            let seed = (cfg.seed as u32).wrapping_mul(0x9E37_79B9) ^ (state.global_step as u32);
-            let s = net.train_step(gpu, x, y, lr, cfg.solver, cfg.threshold, seed)?;
-            if trace_pending {
-                let prof = gpu.take_profile();
-                let path = cfg.trace.as_ref().unwrap();
-                std::fs::write(path, serde_json::to_vec(&prof.chrome_trace())?)
-                    .with_context(|| format!("{}: cannot write trace", path.display()))?;
-                trace_pending = false;
-                gpu.set_profiling(cfg.profile);
-            }
-            if !s.loss_sum.is_finite() {
-                failure = Some(format!(
-                    "non-finite loss at epoch {} step {}",
-                    epoch + 1,
-                    state.global_step
+        let aug_seed = cfg.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (epoch as u64) << 32;
+        for_each_batch(
+            train_src.as_ref(),
+            &order,
+            cfg.batch_size,
+            aug_seed,
+            |x, y| {
+                lr = lr_at(cfg, epoch, state.global_step);
+                let seed = (cfg.seed as u32).wrapping_mul(0x9E37_79B9) ^ (state.global_step as u32);
+                let s = net.train_step(gpu, x, y, lr, cfg.solver, cfg.threshold, seed)?;
+                if trace_pending {
+                    let prof = gpu.take_profile();
+                    let path = cfg.trace.as_ref().unwrap();
+                    std::fs::write(path, serde_json::to_vec(&prof.chrome_trace())?)
+                        .with_context(|| format!("{}: cannot write trace", path.display()))?;
+                    trace_pending = false;
+                    gpu.set_profiling(cfg.profile);
+                }
+                if !s.loss_sum.is_finite() {
+                    failure = Some(format!(
+                        "non-finite loss at epoch {} step {}",
+                        epoch + 1,
+                        state.global_step
+                    ));
+                    return Ok(false);
+                }
+                state.global_step += 1;
+                writeln!(
+                    steps_log,
+                    "{}",
+                    serde_json::json!({
+                        "epoch": epoch + 1, "step": state.global_step, "lr": lr,
+                        "loss": s.loss_sum / s.samples as f64, "acc": s.correct as f64 / s.samples as f64,
+                        "solver_iters": s.solve.iterations, "solver_rel_residual": s.solve.rel_residual,
+                        "forward_residual": s.forward_residual, "forward_ms": s.forward_ms,
+                        "backward_ms": s.backward_ms, "optimizer_ms": s.optimizer_ms,
+                    })
+                )?;
+                sums.loss_sum += s.loss_sum;
+                sums.correct += s.correct;
+                sums.samples += s.samples;
+                it_sum += s.solve.iterations as f64;
+                res_sum += s.solve.rel_residual;
+                fr_sum += s.forward_residual;
+                fms += s.forward_ms;
+                bms += s.backward_ms;
+                nsteps += 1;
+                let el = t0.elapsed().as_secs_f64();
+                bar.set_message(format!(
+                    "loss {:.4} acc {:.4} {:.0} samples/s",
+                    sums.loss_sum / sums.samples as f64,
+                    sums.correct as f64 / sums.samples as f64,
+                    sums.samples as f64 / el
                 ));
-                return Ok(false);
-            }
-            state.global_step += 1;
-            writeln!(
-                steps_log,
-                "{}",
-                serde_json::json!({
-                    "epoch": epoch + 1, "step": state.global_step, "lr": lr,
-                    "loss": s.loss_sum / s.samples as f64, "acc": s.correct as f64 / s.samples as f64,
-                    "solver_iters": s.solve.iterations, "solver_rel_residual": s.solve.rel_residual,
-                    "forward_residual": s.forward_residual, "forward_ms": s.forward_ms,
-                    "backward_ms": s.backward_ms, "optimizer_ms": s.optimizer_ms,
-                })
-            )?;
-            sums.loss_sum += s.loss_sum;
-            sums.correct += s.correct;
-            sums.samples += s.samples;
-            it_sum += s.solve.iterations as f64;
-            res_sum += s.solve.rel_residual;
-            fr_sum += s.forward_residual;
-            fms += s.forward_ms;
-            bms += s.backward_ms;
-            nsteps += 1;
-            let el = t0.elapsed().as_secs_f64();
-            bar.set_message(format!(
-                "loss {:.4} acc {:.4} {:.0} samples/s",
-                sums.loss_sum / sums.samples as f64,
-                sums.correct as f64 / sums.samples as f64,
-                sums.samples as f64 / el
-            ));
-            bar.inc(1);
-            Ok(true)
-        })?;
+                bar.inc(1);
+                Ok(true)
+            },
+        )?;
         bar.finish_and_clear();
         steps_log.flush()?;
         drop(steps_log);
@@ -400,8 +379,13 @@ pub fn train(gpu: &Gpu, net_cfg: NetConfig, cfg: &TrainConfig) -> Result<Vec<Epo
             );
         }
         let train_secs = t0.elapsed().as_secs_f64();
-        let (test_loss, test_acc) =
-            evaluate(gpu, &mut net, &test_split, cfg.eval_batch, cfg.limit_test)?;
+        let (test_loss, test_acc) = evaluate(
+            gpu,
+            net.as_mut(),
+            test_src.as_ref(),
+            cfg.eval_batch,
+            cfg.limit_test,
+        )?;
         let k = nsteps.max(1) as f64;
         let m = EpochMetrics {
             epoch: epoch + 1,

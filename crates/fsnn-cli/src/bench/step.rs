@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
 use fsnn::gpu::Gpu;
-use fsnn::model::{presets, HostRng, Net};
+use fsnn::model::{presets, HostRng};
 use fsnn::solver::SolverKind;
 use serde_json::json;
 
@@ -52,7 +52,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
     let preset = presets::find(&a.preset)?;
     let gpu = Gpu::new(&global.adapter)?;
     let ts = if a.time_steps.is_empty() {
-        vec![preset.config.time_steps]
+        vec![preset.config.time_steps()]
     } else {
         a.time_steps.clone()
     };
@@ -62,22 +62,23 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
     let mut sweep = Vec::new();
     for &t in &ts {
         let mut cfg = preset.config.clone();
-        cfg.time_steps = t;
+        let (time_steps, _, leak, _) = cfg.neuron_mut();
+        *time_steps = t;
         match a.neuron.as_str() {
-            "if" => cfg.leak = 1.0,
+            "if" => *leak = 1.0,
             "lif" => {}
             n => bail!("unknown neuron {n:?} (if | lif)"),
         }
         let base = gpu.memory_bytes().0;
         gpu.reset_peak_memory();
-        let mut net = Net::new(&gpu, cfg.clone(), 0);
+        let mut net = cfg.build(&gpu, 0)?;
         let mut rng = HostRng::new(t as u64);
         let b = a.batch_size;
-        let x: Vec<f32> = (0..b * cfg.arch.input_len())
+        let x: Vec<f32> = (0..b * cfg.sample_len())
             .map(|_| rng.uniform(-0.5, 2.5))
             .collect();
         let y: Vec<u32> = (0..b)
-            .map(|_| (rng.next_u64() % cfg.classes as u64) as u32)
+            .map(|_| (rng.next_u64() % cfg.classes() as u64) as u32)
             .collect();
         // Warm-up: pipelines, buffers and the solver's history are created here.
         net.train_step(&gpu, &x, &y, 0.01, a.solver, a.threshold, 0)?;

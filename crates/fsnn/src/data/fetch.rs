@@ -326,19 +326,24 @@ fn sha256_file(path: &Path) -> io::Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().fold(String::new(), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s
     })
 }
 
-fn http_agent() -> ureq::Agent {
+pub(crate) fn http_agent() -> ureq::Agent {
+    http_agent_with_timeout(Duration::from_secs(60 * 60))
+}
+
+/// An agent whose whole transfer may take up to `global` (the N-MNIST archive is ~1 GB).
+pub(crate) fn http_agent_with_timeout(global: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(20)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
-        // Generous: the largest file is ~31 MB and some links are slow.
-        .timeout_global(Some(Duration::from_secs(30 * 60)))
+        // Generous: the largest file (CIFAR-100) is ~170 MB and some links are slow.
+        .timeout_global(Some(global))
         .user_agent(concat!("fsnn/", env!("CARGO_PKG_VERSION")))
         // The OS trust store, not a bundled Mozilla list: networks that
         // intercept TLS install their CA there (or point SSL_CERT_FILE at it).

@@ -2,7 +2,11 @@
 //! the T-step forward simulation, and one IDE training step (classifier gradient, adjoint solve,
 //! one vector–Jacobian product of f at the rate, SGD).
 
+pub mod config;
+pub mod multi;
 pub mod presets;
+
+pub use config::{Model, ModelConfig};
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -193,7 +197,7 @@ pub const CL_B: usize = 7;
 pub const BN_MOMENTUM: f32 = 0.1;
 
 pub struct Param {
-    pub name: &'static str,
+    pub name: String,
     pub value: Tensor,
     pub grad: Tensor,
     pub momentum: Tensor,
@@ -351,7 +355,7 @@ impl Net {
             .iter()
             .zip(values)
             .map(|((name, shape), data)| Param {
-                name,
+                name: name.to_string(),
                 value: gpu.upload(shape, &data),
                 grad: gpu.zeros(shape),
                 momentum: gpu.zeros(shape),
@@ -1015,66 +1019,75 @@ impl Net {
             .unwrap_or_default()
     }
 
+    fn state_tensors(&self) -> Vec<(String, &Tensor)> {
+        vec![
+            ("bn.running_mean".into(), &self.running_mean),
+            ("bn.running_var".into(), &self.running_var),
+            ("fb.u".into(), &self.sn_u),
+            ("fb.v".into(), &self.sn_v),
+        ]
+    }
+
     /// Every parameter and state tensor, copied to the host (for checkpoints and tests).
     pub fn to_host(&self, gpu: &Gpu) -> HostState {
-        let mut tensors = Vec::new();
-        for p in &self.params {
-            tensors.push((
-                p.name.to_string(),
-                p.value.shape.clone(),
-                gpu.read(&p.value),
-            ));
-        }
-        for p in &self.params {
-            tensors.push((
-                format!("optim.momentum.{}", p.name),
-                p.value.shape.clone(),
-                gpu.read(&p.momentum),
-            ));
-        }
-        for (name, t) in [
-            ("bn.running_mean", &self.running_mean),
-            ("bn.running_var", &self.running_var),
-            ("fb.u", &self.sn_u),
-            ("fb.v", &self.sn_v),
-        ] {
-            tensors.push((name.to_string(), t.shape.clone(), gpu.read(t)));
-        }
-        HostState { tensors }
+        host_state(gpu, &self.params, &self.state_tensors())
     }
 
     /// Restores tensors by name; every tensor of the model must be present with its shape.
     pub fn load_host(&mut self, gpu: &Gpu, state: &HostState, source: &str) -> Result<()> {
-        let find = |name: &str, shape: &[usize]| -> Result<&Vec<f32>> {
-            let (_, s, d) = state
-                .tensors
-                .iter()
-                .find(|(n, _, _)| n == name)
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{source}: tensor {name:?} missing (checkpoint of another model?)"
-                    )
-                })?;
-            if s.as_slice() != shape {
-                bail!("{source}: tensor {name:?} has shape {s:?}, this model needs {shape:?} (checkpoint of another preset?)");
-            }
-            Ok(d)
-        };
-        for p in &self.params {
-            gpu.write(&p.value, find(p.name, &p.value.shape)?);
-            gpu.write(
-                &p.momentum,
-                find(&format!("optim.momentum.{}", p.name), &p.value.shape)?,
-            );
-        }
-        for (name, t) in [
-            ("bn.running_mean", &self.running_mean),
-            ("bn.running_var", &self.running_var),
-            ("fb.u", &self.sn_u),
-            ("fb.v", &self.sn_v),
-        ] {
-            gpu.write(t, find(name, &t.shape)?);
-        }
-        Ok(())
+        load_state(gpu, &self.params, &self.state_tensors(), state, source)
     }
+}
+
+/// Parameters, their momentum buffers and the extra state tensors, copied to the host.
+pub(crate) fn host_state(gpu: &Gpu, params: &[Param], state: &[(String, &Tensor)]) -> HostState {
+    let mut tensors = Vec::new();
+    for p in params {
+        tensors.push((p.name.clone(), p.value.shape.clone(), gpu.read(&p.value)));
+    }
+    for p in params {
+        tensors.push((
+            format!("optim.momentum.{}", p.name),
+            p.value.shape.clone(),
+            gpu.read(&p.momentum),
+        ));
+    }
+    for (name, t) in state {
+        tensors.push((name.clone(), t.shape.clone(), gpu.read(t)));
+    }
+    HostState { tensors }
+}
+
+/// The inverse of [`host_state`]: every tensor must be present with the model's shape.
+pub(crate) fn load_state(
+    gpu: &Gpu,
+    params: &[Param],
+    state: &[(String, &Tensor)],
+    host: &HostState,
+    source: &str,
+) -> Result<()> {
+    let find = |name: &str, shape: &[usize]| -> Result<&Vec<f32>> {
+        let (_, s, d) = host
+            .tensors
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .ok_or_else(|| {
+                anyhow::anyhow!("{source}: tensor {name:?} missing (checkpoint of another model?)")
+            })?;
+        if s.as_slice() != shape {
+            bail!("{source}: tensor {name:?} has shape {s:?}, this model needs {shape:?} (checkpoint of another preset?)");
+        }
+        Ok(d)
+    };
+    for p in params {
+        gpu.write(&p.value, find(&p.name, &p.value.shape)?);
+        gpu.write(
+            &p.momentum,
+            find(&format!("optim.momentum.{}", p.name), &p.value.shape)?,
+        );
+    }
+    for (name, t) in state {
+        gpu.write(t, find(name, &t.shape)?);
+    }
+    Ok(())
 }

@@ -19,6 +19,7 @@ pub mod convnet;
 pub mod dense;
 pub mod fc;
 pub mod feedback;
+pub mod multilayer;
 pub mod spectral;
 
 #[cfg(test)]

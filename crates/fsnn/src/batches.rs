@@ -1,0 +1,261 @@
+//! Dataset → batches: every dataset behind one interface that fills a batch of model inputs, and
+//! the host thread that prepares the next batches while the GPU works on the current one.
+
+use std::path::Path;
+use std::sync::mpsc::sync_channel;
+
+use anyhow::{bail, Result};
+
+use crate::data::{self, BinMode, Cifar, Dataset, FrameLayout, ImageSet, NmnistSplit, Split};
+
+/// A labelled set of samples that can fill batches of model input.
+pub trait BatchSource: Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// f32 values one sample contributes to a batch.
+    fn sample_len(&self) -> usize;
+    fn label(&self, i: usize) -> u32;
+    fn classes(&self) -> usize;
+    /// Fills `out` with the samples `indices`; `seed` draws augmentation (training sets only).
+    fn fill(&self, indices: &[usize], seed: u64, out: &mut [f32]);
+    /// What the source is, for messages.
+    fn describe(&self) -> String;
+}
+
+impl BatchSource for Split {
+    fn len(&self) -> usize {
+        self.n
+    }
+    fn sample_len(&self) -> usize {
+        self.pixels_per_image()
+    }
+    fn label(&self, i: usize) -> u32 {
+        self.labels[i] as u32
+    }
+    fn classes(&self) -> usize {
+        data::NUM_CLASSES as usize
+    }
+    fn fill(&self, indices: &[usize], _seed: u64, out: &mut [f32]) {
+        self.normalized_batch(indices, out);
+    }
+    fn describe(&self) -> String {
+        format!("{} images of {}×{}", self.n, self.rows, self.cols)
+    }
+}
+
+/// Colour images with per-channel normalisation, and random crop + flip when `augment` is set.
+pub struct Images {
+    pub set: ImageSet,
+    pub augment: bool,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl BatchSource for Images {
+    fn len(&self) -> usize {
+        self.set.n
+    }
+    fn sample_len(&self) -> usize {
+        self.set.pixels_per_image()
+    }
+    fn label(&self, i: usize) -> u32 {
+        self.set.labels[i] as u32
+    }
+    fn classes(&self) -> usize {
+        self.set.classes
+    }
+    fn fill(&self, indices: &[usize], seed: u64, out: &mut [f32]) {
+        data::augment_batch(
+            &self.set,
+            indices,
+            seed,
+            self.augment,
+            self.mean,
+            self.std,
+            out,
+        );
+    }
+    fn describe(&self) -> String {
+        format!(
+            "{} images of {}×{}×{}, {} classes",
+            self.set.n, self.set.channels, self.set.height, self.set.width, self.set.classes
+        )
+    }
+}
+
+/// N-MNIST recordings binned into `time_steps` frames, laid out `[T, batch, 2, 34, 34]`.
+pub struct Events {
+    pub split: NmnistSplit,
+    pub time_steps: usize,
+    pub mode: BinMode,
+}
+
+impl BatchSource for Events {
+    fn len(&self) -> usize {
+        self.split.len()
+    }
+    fn sample_len(&self) -> usize {
+        self.time_steps * data::NMNIST_FRAME_LEN
+    }
+    fn label(&self, i: usize) -> u32 {
+        self.split.labels()[i] as u32
+    }
+    fn classes(&self) -> usize {
+        10
+    }
+    fn fill(&self, indices: &[usize], _seed: u64, out: &mut [f32]) {
+        self.split.bin_batch(
+            indices,
+            self.time_steps,
+            self.mode,
+            None,
+            FrameLayout::TimeMajor,
+            out,
+        );
+    }
+    fn describe(&self) -> String {
+        format!(
+            "{} N-MNIST recordings in {} frames",
+            self.split.len(),
+            self.time_steps
+        )
+    }
+}
+
+/// The train and test sources for a dataset name: `mnist`, `fashion-mnist`, `cifar10`,
+/// `cifar100`, `nmnist` or `folder:PATH`. `dir` overrides where the data is read from (no
+/// download then); `time_steps` bins event data.
+pub fn load_sources(
+    name: &str,
+    dir: Option<&Path>,
+    time_steps: usize,
+) -> Result<(Box<dyn BatchSource>, Box<dyn BatchSource>)> {
+    if let Some(root) = name.strip_prefix("folder:") {
+        let root = dir.unwrap_or(Path::new(root));
+        let train = data::load_image_folder(root, "train", None)?;
+        let test = data::load_image_folder(
+            root,
+            "test",
+            Some((train.width as u32, train.height as u32)),
+        )?;
+        // A user's own images: normalise with the training set's own channel statistics.
+        let (mean, std) = train.channel_mean_std();
+        if train.channels != 3 {
+            bail!("{}: image folders are loaded as RGB", root.display());
+        }
+        let m = [mean[0] as f32, mean[1] as f32, mean[2] as f32];
+        let s = [
+            std[0].max(1e-3) as f32,
+            std[1].max(1e-3) as f32,
+            std[2].max(1e-3) as f32,
+        ];
+        return Ok((
+            Box::new(Images {
+                set: train,
+                augment: true,
+                mean: m,
+                std: s,
+            }),
+            Box::new(Images {
+                set: test,
+                augment: false,
+                mean: m,
+                std: s,
+            }),
+        ));
+    }
+    match name {
+        "cifar10" | "cifar-10" | "cifar100" | "cifar-100" => {
+            let kind = if name.contains("100") {
+                Cifar::Cifar100
+            } else {
+                Cifar::Cifar10
+            };
+            let dir = match dir {
+                Some(d) => d.to_path_buf(),
+                None => data::ensure_cifar(kind, &kind.default_dir())?,
+            };
+            let (train, test) = data::load_cifar_splits(kind, &dir)?;
+            Ok((
+                Box::new(Images {
+                    set: train,
+                    augment: true,
+                    mean: data::CIFAR_MEAN,
+                    std: data::CIFAR_STD,
+                }),
+                Box::new(Images {
+                    set: test,
+                    augment: false,
+                    mean: data::CIFAR_MEAN,
+                    std: data::CIFAR_STD,
+                }),
+            ))
+        }
+        "nmnist" | "n-mnist" => {
+            let dir = match dir {
+                Some(d) => d.to_path_buf(),
+                None => data::ensure_nmnist(Path::new("datasets/nmnist"))?,
+            };
+            let train = data::load_nmnist(&dir, true)?;
+            let test = data::load_nmnist(&dir, false)?;
+            Ok((
+                Box::new(Events {
+                    split: train,
+                    time_steps,
+                    mode: BinMode::Clip,
+                }),
+                Box::new(Events {
+                    split: test,
+                    time_steps,
+                    mode: BinMode::Clip,
+                }),
+            ))
+        }
+        _ => {
+            let ds: Dataset = name.parse().map_err(|e| {
+                anyhow::anyhow!("{e} (also: cifar10, cifar100, nmnist, folder:PATH)")
+            })?;
+            let dir = match dir {
+                Some(d) => d.to_path_buf(),
+                None => data::ensure_dataset(ds, &ds.default_dir())?,
+            };
+            Ok((
+                Box::new(data::load_split(&dir, true)?),
+                Box::new(data::load_split(&dir, false)?),
+            ))
+        }
+    }
+}
+
+/// Runs `consume` on consecutive batches of `order`, each prepared on a separate thread while the
+/// previous one is consumed. `seed` seeds augmentation; `consume` returns false to stop early.
+pub fn for_each_batch(
+    source: &dyn BatchSource,
+    order: &[usize],
+    batch: usize,
+    seed: u64,
+    mut consume: impl FnMut(&[f32], &[u32]) -> Result<bool>,
+) -> Result<()> {
+    let sl = source.sample_len();
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = sync_channel::<(Vec<f32>, Vec<u32>)>(2);
+        scope.spawn(move || {
+            for (k, chunk) in order.chunks(batch).enumerate() {
+                let mut x = vec![0.0f32; chunk.len() * sl];
+                source.fill(chunk, seed.wrapping_add(k as u64), &mut x);
+                let y: Vec<u32> = chunk.iter().map(|&i| source.label(i)).collect();
+                if tx.send((x, y)).is_err() {
+                    break;
+                }
+            }
+        });
+        for (x, y) in rx {
+            if !consume(&x, &y)? {
+                break;
+            }
+        }
+        Ok(())
+    })
+}
