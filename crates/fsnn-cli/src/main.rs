@@ -46,7 +46,15 @@ enum Command {
     Presets(train::PresetsArgs),
 }
 
-fn main() -> Result<()> {
+fn main() {
+    // Errors are for people: the cause chain on one line, no backtrace, exit code 1.
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     let global = Global {
         // FSNN_ADAPTER is read here rather than through clap so that an empty value means "unset".

@@ -137,3 +137,137 @@ fn bench_peak_quick_json() {
     }
     assert!(v["adapter"]["name"].is_string());
 }
+
+#[test]
+fn bench_step_json_names_every_kernel_of_the_step() {
+    let v = json(&[
+        "bench",
+        "step",
+        "--preset",
+        "fc400",
+        "--time-steps",
+        "2,4",
+        "--batch-size",
+        "8",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    for key in [
+        "peak_gpu_bytes",
+        "ms_per_step",
+        "forward_ms",
+        "backward_ms",
+        "samples_per_sec",
+    ] {
+        positive(&v[key], key);
+    }
+    let sweep = v["sweep"].as_array().expect("sweep");
+    assert_eq!(sweep.len(), 2);
+    // Memory does not depend on T.
+    assert_eq!(sweep[0]["peak_gpu_bytes"], sweep[1]["peak_gpu_bytes"]);
+    let kernels = sweep[0]["profiled_step"]["kernels"]
+        .as_array()
+        .expect("kernels");
+    let names: Vec<&str> = kernels
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    for k in kernels {
+        positive(&k["total_ms"], &format!("{} total_ms", k["name"]));
+        assert!(k["calls"].as_u64().unwrap() > 0);
+    }
+    for want in [
+        "gemm",
+        "neuron_step",
+        "power_iteration",
+        "sn_weight",
+        "bn_stats",
+        "bn_forward",
+        "dropout_mask",
+        "softmax_xent",
+        "clamp_mask",
+        "history_dot",
+        "history_combine",
+        "broyden_update",
+        "row_dot",
+        "reduce_sum",
+        "sn_weight_grad",
+        "bn_backward_reduce",
+        "bn_backward_input",
+        "channel_sum",
+        "sgd",
+    ] {
+        assert!(
+            names.contains(&want),
+            "kernel {want} missing from the step profile: {names:?}"
+        );
+    }
+}
+
+#[test]
+fn presets_json_lists_every_model_with_counts() {
+    let v = json(&["presets", "--json"]);
+    let list = v["presets"].as_array().expect("presets");
+    let find = |n: &str| {
+        list.iter()
+            .find(|p| p["name"] == n)
+            .unwrap_or_else(|| panic!("{n} missing"))
+    };
+    assert_eq!(find("fc400")["params"], 478_811);
+    assert_eq!(find("conv64")["params"], 229_643);
+    assert_eq!(find("conv64-nmnist")["params"], 290_763);
+    assert_eq!(find("alexnet-f")["params"], 3_709_515);
+    assert_eq!(find("alexnet-f-100")["params"], 5_184_165);
+    assert_eq!(find("cifarnet-f")["params"], 11_840_011);
+    assert_eq!(find("cifarnet-f-100")["params"], 14_789_221);
+    assert_eq!(find("conv64")["neurons"], 13_328);
+    for p in list {
+        positive(&p["neurons"], "neurons");
+    }
+}
+
+#[test]
+fn bad_arguments_fail_with_a_clear_message() {
+    let tmp = std::env::temp_dir().join(format!("fsnn-cli-bad-{}", std::process::id()));
+    let out_dir = tmp.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["train", "--preset", "nope", "--out", out_dir],
+            "unknown preset \"nope\"",
+        ),
+        (
+            vec![
+                "train",
+                "--dataset",
+                "imagenet",
+                "--data-dir",
+                out_dir,
+                "--out",
+                out_dir,
+            ],
+            "imagenet",
+        ),
+        (
+            vec!["train", "--neuron", "hh", "--out", out_dir],
+            "unknown neuron",
+        ),
+        (
+            vec!["train", "--time-steps", "0", "--out", out_dir],
+            "--time-steps must be at least 1",
+        ),
+        (
+            vec!["eval", "--checkpoint", "/nonexistent/ckpt.safetensors"],
+            "/nonexistent/ckpt.safetensors",
+        ),
+    ] {
+        let out = fsnn(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("fsnn {args:?}: {}", stderr.trim());
+        assert!(!out.status.success(), "fsnn {args:?} succeeded");
+        assert!(
+            stderr.contains(want),
+            "fsnn {args:?}: expected {want:?} in:\n{stderr}"
+        );
+    }
+}
