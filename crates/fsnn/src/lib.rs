@@ -11,6 +11,7 @@ pub mod gpu;
 pub mod model;
 pub mod ops;
 pub mod plot;
+pub mod plot_font;
 pub mod reference;
 pub mod shader_source;
 pub mod solver;

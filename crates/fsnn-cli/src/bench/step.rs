@@ -34,6 +34,9 @@ pub struct Args {
     /// Write one profiled step as a Chrome trace (Perfetto, chrome://tracing).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Write a PNG chart: kernel time shares, and ms per step and peak memory against T.
+    #[arg(long, value_name = "FILE")]
+    pub chart: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
@@ -166,6 +169,35 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         "peak_gpu_bytes",
     ] {
         out[k] = first[k].clone();
+    }
+    if let Some(path) = &a.chart {
+        let first = &out["sweep"][0]["profiled_step"]["kernels"];
+        let kernels: Vec<(String, f64)> = first
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["name"].as_str().unwrap().to_string(),
+                    k["share"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        let sweep: Vec<fsnn::plot::SweepPoint> = out["sweep"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| fsnn::plot::SweepPoint {
+                time_steps: s["time_steps"].as_u64().unwrap() as usize,
+                ms_per_step: s["ms_per_step"].as_f64().unwrap(),
+                peak_gpu_bytes: s["peak_gpu_bytes"].as_u64().unwrap(),
+            })
+            .collect();
+        let title = format!(
+            "{} batch {} on {}",
+            a.preset, a.batch_size, gpu.ctx.info.name
+        );
+        fsnn::plot::plot_step_report(&title, &kernels, &sweep, path)?;
     }
     if a.json {
         println!("{out}");
