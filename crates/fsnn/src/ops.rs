@@ -912,7 +912,7 @@ pub fn history_dot(gpu: &Gpu, h: History, count: usize, hist: &Tensor, x: &Tenso
                 .u(xo)
                 .u(co),
             vec![hb, xb, cb],
-            [count as u32, nb as u32, 1],
+            gpu.groups_1d(nb * count),
         );
     }
 }
