@@ -154,13 +154,20 @@ pub fn load_checkpoint(path: &Path) -> Result<(ModelConfig, TrainState, HostStat
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: corrupt checkpoint: {e}", path.display()))?;
     let m = meta.metadata().clone().unwrap_or_default();
-    let cfg: ModelConfig = serde_json::from_str(m.get("fsnn.model").with_context(|| {
+    let meta_json = m.get("fsnn.model").with_context(|| {
         format!(
             "{}: no fsnn model metadata (not an fsnn checkpoint)",
             path.display()
         )
-    })?)
-    .with_context(|| format!("{}: bad model metadata", path.display()))?;
+    })?;
+    // Checkpoints written before multi-layer models existed hold a bare single-layer config.
+    let cfg: ModelConfig = serde_json::from_str(meta_json)
+        .or_else(|e| {
+            serde_json::from_str::<crate::model::NetConfig>(meta_json)
+                .map(ModelConfig::Single)
+                .map_err(|_| e)
+        })
+        .with_context(|| format!("{}: bad model metadata", path.display()))?;
     let state: TrainState = m
         .get("fsnn.train_state")
         .map(|s| serde_json::from_str(s))
