@@ -5,8 +5,10 @@
 pub mod config;
 pub mod multi;
 pub mod presets;
+pub mod spectral;
 
 pub use config::{Model, ModelConfig};
+use spectral::{unit_rows, SpectralNorm};
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -262,15 +264,8 @@ pub struct Net {
     pub params: Vec<Param>,
     pub running_mean: Tensor,
     pub running_var: Tensor,
-    pub sn_u: Tensor,
-    pub sn_v: Tensor,
-    weff: Tensor,
-    sigma: Tensor,
-    sn_scalars: Tensor,
-    sn_dot: Tensor,
-    sn_tmp: Tensor,
-    /// ∂L/∂W_eff, before the spectral-norm backward.
-    fb_grad_eff: Tensor,
+    /// Spectral normalisation of the feedback weight.
+    pub sn: SpectralNorm,
     work: Option<Work>,
 }
 
@@ -298,23 +293,6 @@ impl HostRng {
     }
 }
 
-/// U(−1, 1), then each output unit's weight vector scaled to unit L2 norm ([ref] initialisation).
-fn unit_rows(rng: &mut HostRng, rows: usize, cols: usize) -> Vec<f32> {
-    let mut w: Vec<f32> = (0..rows * cols).map(|_| rng.uniform(-1.0, 1.0)).collect();
-    for r in 0..rows {
-        let row = &mut w[r * cols..(r + 1) * cols];
-        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        row.iter_mut().for_each(|v| *v /= n);
-    }
-    w
-}
-
-fn normalized(mut v: Vec<f32>) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    v.iter_mut().for_each(|x| *x /= n);
-    v
-}
-
 impl Net {
     /// A freshly initialised network (the authors' initialisation, seeded).
     pub fn new(gpu: &Gpu, cfg: NetConfig, seed: u64) -> Self {
@@ -326,13 +304,7 @@ impl Net {
         let fbs = &shapes[FB_W].1;
         let (rows, cols) = (fbs[0], fbs[1..].iter().product::<usize>());
         let fb = unit_rows(&mut rng, rows, cols);
-        // u, v as torch's spectral_norm: random normal, normalised; g = σ(w) from 10 iterations.
-        let mut u = normalized((0..rows).map(|_| rng.normal()).collect());
-        let mut v = normalized((0..cols).map(|_| rng.normal()).collect());
-        let mut sigma = 0.0;
-        for _ in 0..10 {
-            sigma = crate::cpu::power_iteration(rows, cols, &fb, &mut u, &mut v);
-        }
+        let (sn, sigma) = SpectralNorm::new(gpu, &mut rng, &fb, rows, cols);
         let n = cfg.arch.neurons();
         let bound = 1.0 / (n as f32).sqrt();
         let clw: Vec<f32> = (0..cfg.classes * n)
@@ -361,27 +333,14 @@ impl Net {
                 momentum: gpu.zeros(shape),
             })
             .collect();
-        let fbn: usize = fbs.iter().product();
         Self {
             params,
             running_mean: gpu.zeros(&[c]),
             running_var: gpu.upload(&[c], &vec![1.0; c]),
-            sn_u: gpu.upload(&[rows], &u),
-            sn_v: gpu.upload(&[cols], &v),
-            weff: gpu.zeros(&[fbn]),
-            sigma: gpu.zeros(&[1]),
-            sn_scalars: gpu.zeros(&[2]),
-            sn_dot: gpu.zeros(&[1]),
-            fb_grad_eff: gpu.zeros(&[fbn]),
-            sn_tmp: gpu.zeros(&[rows]),
+            sn,
             work: None,
             cfg,
         }
-    }
-
-    fn fb_rows_cols(&self) -> (usize, usize) {
-        let s = &self.params[FB_W].value.shape;
-        (s[0], s[1..].iter().product())
     }
 
     fn work(&mut self, gpu: &Gpu, batch: usize, solver: Option<(SolverKind, usize)>) -> &mut Work {
@@ -496,7 +455,7 @@ impl Net {
                 hidden,
                 1.0,
                 s,
-                &self.weff,
+                &self.sn.weff,
                 0.0,
                 out,
             ),
@@ -504,7 +463,7 @@ impl Net {
                 gpu,
                 &self.cfg.arch.fb_conv(batch).unwrap(),
                 s,
-                &self.weff,
+                &self.sn.weff,
                 0.0,
                 out,
             ),
@@ -523,7 +482,7 @@ impl Net {
                 hidden,
                 1.0,
                 g,
-                &self.weff,
+                &self.sn.weff,
                 0.0,
                 out,
             ),
@@ -531,7 +490,7 @@ impl Net {
                 gpu,
                 &self.cfg.arch.fb_conv(batch).unwrap(),
                 g,
-                &self.weff,
+                &self.sn.weff,
                 1.0,
                 0.0,
                 out,
@@ -539,39 +498,9 @@ impl Net {
         }
     }
 
-    /// Spectral-normalised feedback weight into `weff`; `train` runs one power-iteration step
-    /// (updating u, v), evaluation reuses u, v.
     fn refresh_weff(&self, gpu: &Gpu, train: bool) {
-        let (rows, cols) = self.fb_rows_cols();
-        let w = &self.params[FB_W].value;
-        if train {
-            ops::power_iteration(gpu, rows, cols, w, &self.sn_u, &self.sn_v, &self.sigma);
-        } else {
-            ops::gemm(
-                gpu,
-                Op::N,
-                Op::N,
-                rows,
-                1,
-                cols,
-                1.0,
-                w,
-                &self.sn_v,
-                0.0,
-                &self.sn_tmp,
-            );
-            ops::row_dot(
-                gpu,
-                1,
-                rows,
-                &self.sn_u,
-                &self.sn_tmp,
-                1.0,
-                0.0,
-                &self.sigma,
-            );
-        }
-        ops::sn_weight(gpu, w, &self.params[FB_S].value, &self.sigma, &self.weff);
+        let p = &self.params;
+        self.sn.refresh(gpu, &p[FB_W].value, &p[FB_S].value, train);
     }
 
     /// F_x(x) (+ BN, + dropout) into `work.x1`, and the T-step simulation leaving the rate in
@@ -912,7 +841,7 @@ impl Net {
                     &w.fb,
                     &w.acc,
                     0.0,
-                    &self.fb_grad_eff,
+                    &self.sn.grad_eff,
                 ),
                 Arch::Conv { .. } => ops::conv2d_weight_grad(
                     gpu,
@@ -921,31 +850,13 @@ impl Net {
                     &w.acc,
                     1.0,
                     0.0,
-                    &self.fb_grad_eff,
+                    &self.sn.grad_eff,
                 ),
             }
-            let fbn = p[FB_W].value.len();
-            ops::row_dot(
+            self.sn.backward(
                 gpu,
-                1,
-                fbn,
-                &self.fb_grad_eff,
                 &p[FB_W].value,
-                1.0,
-                0.0,
-                &self.sn_dot,
-            );
-            gpu.copy(&self.sigma, 0, &self.sn_scalars, 0, 1);
-            gpu.copy(&self.sn_dot, 0, &self.sn_scalars, 1, 1);
-            let (_, cols) = self.fb_rows_cols();
-            ops::sn_weight_grad(
-                gpu,
-                cols,
-                &self.fb_grad_eff,
-                &self.sn_u,
-                &self.sn_v,
                 &p[FB_S].value,
-                &self.sn_scalars,
                 &p[FB_W].grad,
                 &p[FB_S].grad,
             );
@@ -1023,8 +934,8 @@ impl Net {
         vec![
             ("bn.running_mean".into(), &self.running_mean),
             ("bn.running_var".into(), &self.running_var),
-            ("fb.u".into(), &self.sn_u),
-            ("fb.v".into(), &self.sn_v),
+            ("fb.u".into(), &self.sn.u),
+            ("fb.v".into(), &self.sn.v),
         ]
     }
 

@@ -9,6 +9,7 @@
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+use super::spectral::{unit_rows, SpectralNorm};
 use super::{host_state, load_state, HostRng, HostState, Param, StepStats, BN_MOMENTUM};
 use crate::gpu::{Gpu, Tensor};
 use crate::ops::{self, BnShape, ConvShape, ConvTShape, NeuronStep, Op};
@@ -206,25 +207,9 @@ pub struct MultiNet {
     pub params: Vec<Param>,
     /// Running statistics: index 0 is F_x's BN, l ≥ 1 the BN of W_l.
     pub running: Vec<(Tensor, Tensor)>,
-    pub sn_u: Tensor,
-    pub sn_v: Tensor,
-    weff: Tensor,
-    sigma: Tensor,
-    sn_scalars: Tensor,
-    sn_dot: Tensor,
-    sn_tmp: Tensor,
-    fb_grad_eff: Tensor,
+    /// Spectral normalisation of the feedback weight.
+    pub sn: SpectralNorm,
     work: Option<Work>,
-}
-
-fn unit_rows(rng: &mut HostRng, rows: usize, cols: usize) -> Vec<f32> {
-    let mut w: Vec<f32> = (0..rows * cols).map(|_| rng.uniform(-1.0, 1.0)).collect();
-    for r in 0..rows {
-        let row = &mut w[r * cols..(r + 1) * cols];
-        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        row.iter_mut().for_each(|v| *v /= n);
-    }
-    w
 }
 
 impl MultiNet {
@@ -260,16 +245,7 @@ impl MultiNet {
         }
         let fbs = &shapes[shapes.len() - 4].1;
         let (rows, cols) = (fbs[0], fbs[1..].iter().product::<usize>());
-        let norm = |v: Vec<f32>| {
-            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            v.into_iter().map(|x| x / n).collect::<Vec<_>>()
-        };
-        let mut u = norm((0..rows).map(|_| rng.normal()).collect());
-        let mut v = norm((0..cols).map(|_| rng.normal()).collect());
-        let mut sigma = 0.0;
-        for _ in 0..10 {
-            sigma = crate::cpu::power_iteration(rows, cols, &fb_host, &mut u, &mut v);
-        }
+        let (sn, sigma) = SpectralNorm::new(gpu, &mut rng, &fb_host, rows, cols);
         let fs = params.len() - 3;
         gpu.write(&params[fs].value, &[sigma]);
         let mut running = Vec::new();
@@ -279,14 +255,7 @@ impl MultiNet {
         Ok(Self {
             params,
             running,
-            sn_u: gpu.upload(&[rows], &u),
-            sn_v: gpu.upload(&[cols], &v),
-            weff: gpu.zeros(&[rows * cols]),
-            sigma: gpu.zeros(&[1]),
-            sn_scalars: gpu.zeros(&[2]),
-            sn_dot: gpu.zeros(&[1]),
-            sn_tmp: gpu.zeros(&[rows]),
-            fb_grad_eff: gpu.zeros(&[rows * cols]),
+            sn,
             work: None,
             cfg,
         })
@@ -377,37 +346,12 @@ impl MultiNet {
 
     fn refresh_weff(&self, gpu: &Gpu, train: bool) {
         let fb = self.idx_fb();
-        let w = &self.params[fb].value;
-        let rows = w.shape[0];
-        let cols = w.len() / rows;
-        if train {
-            ops::power_iteration(gpu, rows, cols, w, &self.sn_u, &self.sn_v, &self.sigma);
-        } else {
-            ops::gemm(
-                gpu,
-                Op::N,
-                Op::N,
-                rows,
-                1,
-                cols,
-                1.0,
-                w,
-                &self.sn_v,
-                0.0,
-                &self.sn_tmp,
-            );
-            ops::row_dot(
-                gpu,
-                1,
-                rows,
-                &self.sn_u,
-                &self.sn_tmp,
-                1.0,
-                0.0,
-                &self.sigma,
-            );
-        }
-        ops::sn_weight(gpu, w, &self.params[fb + 1].value, &self.sigma, &self.weff);
+        self.sn.refresh(
+            gpu,
+            &self.params[fb].value,
+            &self.params[fb + 1].value,
+            train,
+        );
     }
 
     /// `cur_l = m_l ⊙ BN_l(W_l input + b_l)` into `w.layers[l].cur`, keeping the pre-BN value.
@@ -527,7 +471,14 @@ impl MultiNet {
         let fbs = cfg.fb_shape(b);
         for t in 0..cfg.time_steps {
             if t > 0 {
-                ops::conv_transpose2d(gpu, &fbs, &w.layers[n - 1].spikes, &self.weff, 0.0, &l0.cur);
+                ops::conv_transpose2d(
+                    gpu,
+                    &fbs,
+                    &w.layers[n - 1].spikes,
+                    &self.sn.weff,
+                    0.0,
+                    &l0.cur,
+                );
                 if drop {
                     ops::mask_mul(gpu, &w.m_fb, &l0.cur);
                 }
@@ -606,7 +557,7 @@ impl MultiNet {
             gpu,
             &self.cfg.fb_shape(b),
             &w.layers[n - 1].acc,
-            &self.weff,
+            &self.sn.weff,
             0.0,
             &l0.cur,
         );
@@ -810,7 +761,7 @@ impl MultiNet {
                     gpu,
                     &this.cfg.fb_shape(b),
                     &g,
-                    &this.weff,
+                    &this.sn.weff,
                     0.0,
                     out,
                 );
@@ -878,30 +829,12 @@ impl MultiNet {
                 &w.layers[n - 1].acc,
                 1.0,
                 0.0,
-                &self.fb_grad_eff,
+                &self.sn.grad_eff,
             );
-            let fbn = self.fb_grad_eff.len();
-            ops::row_dot(
+            self.sn.backward(
                 gpu,
-                1,
-                fbn,
-                &self.fb_grad_eff,
                 &p[fb].value,
-                1.0,
-                0.0,
-                &self.sn_dot,
-            );
-            gpu.copy(&self.sigma, 0, &self.sn_scalars, 0, 1);
-            gpu.copy(&self.sn_dot, 0, &self.sn_scalars, 1, 1);
-            let cols = fbn / p[fb].value.shape[0];
-            ops::sn_weight_grad(
-                gpu,
-                cols,
-                &self.fb_grad_eff,
-                &self.sn_u,
-                &self.sn_v,
                 &p[fb + 1].value,
-                &self.sn_scalars,
                 &p[fb].grad,
                 &p[fb + 1].grad,
             );
@@ -966,8 +899,8 @@ impl MultiNet {
                 &self.running[l].1,
             ));
         }
-        v.push(("fb.u".into(), &self.sn_u));
-        v.push(("fb.v".into(), &self.sn_v));
+        v.push(("fb.u".into(), &self.sn.u));
+        v.push(("fb.v".into(), &self.sn.v));
         v
     }
 
