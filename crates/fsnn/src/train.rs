@@ -296,15 +296,14 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
             (0.0, 0.0, 0.0, 0.0, 0.0, 0usize);
         let mut lr = lr_at(cfg, epoch, state.global_step);
         let mut failure: Option<String> = None;
-        // Per-step log, appended (a resumed run continues it).
+        // Per-step log, appended (a resumed run continues it) and unbuffered, so `tail -f` follows
+        // a slow run step by step.
         let steps_path = cfg.out.join("steps.jsonl");
-        let mut steps_log = std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&steps_path)
-                .with_context(|| format!("{}: cannot append", steps_path.display()))?,
-        );
+        let mut steps_log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&steps_path)
+            .with_context(|| format!("{}: cannot append", steps_path.display()))?;
         let mut trace_pending = cfg.trace.is_some() && epoch == state.epoch;
         gpu.set_profiling(cfg.profile || trace_pending);
         let aug_seed = cfg.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (epoch as u64) << 32;
