@@ -16,7 +16,7 @@ pub struct TrainArgs {
     /// Model preset (see `fsnn presets`).
     #[arg(long, default_value = "fc400")]
     pub preset: String,
-    /// mnist | fashion-mnist. Default: the preset's dataset (fashion-mnist for fc400).
+    /// mnist | fashion-mnist | cifar10 | cifar100 | nmnist | folder:PATH. Default: the preset's.
     #[arg(long)]
     pub dataset: Option<String>,
     /// Read the dataset from DIR instead of datasets/<name> (no download).
@@ -28,8 +28,10 @@ pub struct TrainArgs {
     /// Membrane leak λ of LIF neurons.
     #[arg(long)]
     pub leak: Option<f32>,
+    /// Simulation time steps T. Default: the preset's.
     #[arg(long)]
     pub time_steps: Option<usize>,
+    /// Firing threshold. Default: 2.
     #[arg(long)]
     pub vth: Option<f32>,
     #[arg(long, default_value_t = 100)]
@@ -38,12 +40,13 @@ pub struct TrainArgs {
     pub lr: f32,
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
-    /// Epochs at which lr is multiplied by 0.1, comma-separated.
-    #[arg(long, default_value = "30,60,90", value_delimiter = ',')]
-    pub schedule: Vec<usize>,
-    /// Iterations of linear lr warm-up.
-    #[arg(long, default_value_t = 0)]
-    pub warmup: usize,
+    /// Epochs at which lr is multiplied by 0.1, comma-separated. Default: the paper's for the
+    /// preset (30,60,90; CIFAR 50,75).
+    #[arg(long, value_delimiter = ',')]
+    pub schedule: Option<Vec<usize>>,
+    /// Iterations of linear lr warm-up. Default: the paper's (0; CIFAR 400).
+    #[arg(long)]
+    pub warmup: Option<usize>,
     /// broyden | fixed-point. Default: the solver the paper used for the preset.
     #[arg(long)]
     pub solver: Option<SolverKind>,
@@ -125,6 +128,7 @@ pub fn net_config(a: &TrainArgs) -> Result<(fsnn::model::ModelConfig, &'static s
 
 pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
     let (net_cfg, default_ds, solver) = net_config(a)?;
+    let preset = presets::find(&a.preset)?;
     let gpu = Gpu::new(&g.adapter)?;
     eprintln!(
         "adapter: {} ({}, {})",
@@ -136,8 +140,11 @@ pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
         epochs: a.epochs,
         lr: a.lr,
         batch_size: a.batch_size,
-        schedule: a.schedule.clone(),
-        warmup: a.warmup,
+        schedule: a
+            .schedule
+            .clone()
+            .unwrap_or_else(|| preset.schedule.to_vec()),
+        warmup: a.warmup.unwrap_or(preset.warmup),
         solver,
         threshold: a.threshold,
         seed: a.seed,
@@ -226,7 +233,7 @@ pub fn run_presets(a: &PresetsArgs) -> Result<()> {
     } else {
         for p in presets::all() {
             println!(
-                "{:<10} {:>9} params {:>7} neurons  {}",
+                "{:<17} {:>11} params {:>7} neurons  {}",
                 p.name,
                 p.config.param_count(),
                 p.config.paper_neurons(),

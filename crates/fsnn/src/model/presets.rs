@@ -10,6 +10,10 @@ pub struct Preset {
     pub default_dataset: &'static str,
     /// The adjoint solver the paper's run of this row used.
     pub default_solver: SolverKind,
+    /// Epochs at which the paper's recipe divides the learning rate by 10.
+    pub schedule: &'static [usize],
+    /// Iterations of linear learning-rate warm-up in the paper's recipe.
+    pub warmup: usize,
     pub config: ModelConfig,
 }
 
@@ -42,6 +46,8 @@ pub fn all() -> Vec<Preset> {
             description: "Linear 784→400 + BN, feedback linear 400→400 (SN), classifier 400→10, T=5",
             default_dataset: "fashion-mnist",
             default_solver: SolverKind::Broyden,
+            schedule: &[30, 60, 90],
+            warmup: 0,
             config: ModelConfig::Single(NetConfig {
                 preset: "fc400".into(),
                 arch: Arch::Fc { input: 784, hidden: 400 },
@@ -58,6 +64,8 @@ pub fn all() -> Vec<Preset> {
             description: "Conv 1→64 5×5 s2 p2 + BN → 64×14×14, feedback conv 64→64 5×5 (SN), classifier 12544→10, T=30",
             default_dataset: "mnist",
             default_solver: SolverKind::Broyden,
+            schedule: &[30, 60, 90],
+            warmup: 0,
             config: ModelConfig::Single(NetConfig {
                 preset: "conv64".into(),
                 arch: Arch::Conv { cin: 1, h: 28, w: 28, channels: 64, k_in: 5, stride_in: 2, pad_in: 2, k_fb: 5 },
@@ -74,6 +82,8 @@ pub fn all() -> Vec<Preset> {
             description: "N-MNIST events, T=30 frames: conv 2→64 5×5 s2 p2 + BN → 64×17×17 per frame, feedback conv 64→64 5×5 (SN), classifier 18496→10",
             default_dataset: "nmnist",
             default_solver: SolverKind::FixedPoint,
+            schedule: &[30, 60, 90],
+            warmup: 0,
             config: ModelConfig::Single(nmnist("conv64-nmnist", 2)),
         },
         Preset {
@@ -81,6 +91,8 @@ pub fn all() -> Vec<Preset> {
             description: "conv64-nmnist with padding 1 (→ 64×16×16), as the authors' released code",
             default_dataset: "nmnist",
             default_solver: SolverKind::FixedPoint,
+            schedule: &[30, 60, 90],
+            warmup: 0,
             config: ModelConfig::Single(nmnist("conv64-nmnist-p1", 1)),
         },
     ]
@@ -139,6 +151,8 @@ fn multi_presets() -> Vec<Preset> {
                 },
                 default_dataset: ds,
                 default_solver: SolverKind::Broyden,
+                schedule: &[50, 75],
+                warmup: 400,
                 config: ModelConfig::Multi(cifar_multi(name, ch, classes)),
             });
         }
