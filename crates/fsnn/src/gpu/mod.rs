@@ -97,6 +97,12 @@ enum Op {
         offset: u64,
         size: u64,
     },
+    Readback {
+        src: Arc<GpuBuffer>,
+        src_offset: u64,
+        dst: wgpu::Buffer,
+        size: u64,
+    },
 }
 
 struct Pending {
@@ -121,6 +127,8 @@ pub struct Gpu {
     arena: Mutex<ParamsArena>,
     profile: Mutex<Profile>,
     timestamps: Mutex<Option<timing::TimestampSet>>,
+    /// Mappable buffers for reads, by size, reused so steady-state steps create none.
+    staging: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
 }
 
 impl Gpu {
@@ -144,6 +152,7 @@ impl Gpu {
             }),
             profile: Mutex::new(Profile::default()),
             timestamps: Mutex::new(None),
+            staging: Mutex::new(HashMap::new()),
         }
     }
 
@@ -218,23 +227,33 @@ impl Gpu {
     }
 
     /// Reads `size` bytes at `offset` (both multiples of 4) after all recorded work.
-    pub fn read_bytes(&self, buf: &GpuBuffer, offset: u64, size: u64) -> Vec<u8> {
-        self.flush();
+    pub fn read_bytes(&self, buf: &Arc<GpuBuffer>, offset: u64, size: u64) -> Vec<u8> {
         if size == 0 {
+            self.flush();
             return Vec::new();
         }
-        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("fsnn readback"),
+        // The copy into a (reused) staging buffer rides in the same submit as the pending work.
+        let staging = self
+            .staging
+            .lock()
+            .unwrap()
+            .get_mut(&size)
+            .and_then(|v| v.pop())
+            .unwrap_or_else(|| {
+                self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("fsnn readback"),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            });
+        self.pending.lock().unwrap().ops.push(Op::Readback {
+            src: buf.clone(),
+            src_offset: offset,
+            dst: staging.clone(),
             size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
         });
-        let mut enc = self
-            .ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        enc.copy_buffer_to_buffer(&buf.raw, offset, &staging, 0, size);
-        self.ctx.queue.submit([enc.finish()]);
+        self.flush();
         let slice = staging.slice(..);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -249,6 +268,12 @@ impl Gpu {
             .expect("readback map failed")
             .to_vec();
         staging.unmap();
+        self.staging
+            .lock()
+            .unwrap()
+            .entry(size)
+            .or_default()
+            .push(staging);
         out
     }
 
@@ -484,6 +509,15 @@ impl Gpu {
                     size,
                 } => {
                     enc.copy_buffer_to_buffer(&src.raw, *src_offset, &dst.raw, *dst_offset, *size);
+                    i += 1;
+                }
+                Op::Readback {
+                    src,
+                    src_offset,
+                    dst,
+                    size,
+                } => {
+                    enc.copy_buffer_to_buffer(&src.raw, *src_offset, dst, 0, *size);
                     i += 1;
                 }
                 Op::Clear { buf, offset, size } => {
