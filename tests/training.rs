@@ -573,3 +573,99 @@ fn trace_of_a_training_step_is_chrome_trace_json() {
     let total: f64 = events.iter().map(|e| e["dur"].as_f64().unwrap()).sum();
     assert!(total > 0.0);
 }
+
+/// The N-MNIST path end to end on the real recordings beside the repository: events binned into
+/// T frames, time-varying input, checkpoints and metrics.
+#[test]
+fn nmnist_subset_trains_end_to_end_with_time_varying_input() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/datasets/nmnist-subset");
+    assert!(
+        dir.join("Train").is_dir(),
+        "the N-MNIST subset is missing at {} (it ships beside the repository)",
+        dir.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let g = gpu();
+    let cfg = NetConfig {
+        preset: "nmnist-tiny".into(),
+        arch: Arch::Conv {
+            cin: 2,
+            h: 34,
+            w: 34,
+            channels: 4,
+            k_in: 5,
+            stride_in: 2,
+            pad_in: 2,
+            k_fb: 3,
+        },
+        classes: 10,
+        time_steps: 4,
+        vth: 2.0,
+        leak: 0.95,
+        dropout: 0.2,
+        time_varying: true,
+    };
+    let mut tc = tiny_config(&dir, &tmp.path().join("run"), 1);
+    tc.dataset = "nmnist".into();
+    tc.limit_train = Some(64);
+    tc.limit_test = Some(40);
+    tc.solver = SolverKind::FixedPoint;
+    let m = train::train(&g, ModelConfig::Single(cfg), &tc).unwrap();
+    println!("nmnist tiny: {:?}", m[0]);
+    assert!(m[0].train_loss.is_finite() && m[0].test_loss.is_finite());
+    assert!(tmp.path().join("run/last.safetensors").exists());
+}
+
+/// `folder:PATH` end to end with a multi-layer model: PNG images in train/<class>/ and test/<class>/.
+#[test]
+fn image_folder_trains_a_multilayer_model_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("imgs");
+    let mut rng = Rng::new(3);
+    for split in ["train", "test"] {
+        for (c, class) in ["dark", "light"].iter().enumerate() {
+            let d = root.join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..12 {
+                let base = if c == 0 { 40.0 } else { 200.0 };
+                let img = image::RgbImage::from_fn(8, 8, |_, _| {
+                    let v = (base + rng.uniform(-30.0, 30.0)) as u8;
+                    image::Rgb([v, v / 2, 255 - v])
+                });
+                img.save(d.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    let g = gpu();
+    let c = |cout, stride| fsnn::model::multi::ConvSpec {
+        cout,
+        k: 3,
+        stride,
+        pad: 1,
+    };
+    let cfg = fsnn::model::multi::MultiConfig {
+        preset: "folder-tiny".into(),
+        cin: 3,
+        h: 8,
+        w: 8,
+        fx: c(4, 1),
+        layers: vec![c(4, 2)],
+        fb_k: 3,
+        fb_stride: 2,
+        fb_pad: 1,
+        fb_output_pad: 1,
+        classes: 2,
+        time_steps: 4,
+        vth: 2.0,
+        leak: 0.99,
+        dropout: 0.0,
+    };
+    let mut tc = tiny_config(&root, &tmp.path().join("run"), 3);
+    tc.dataset = format!("folder:{}", root.display());
+    tc.data_dir = None;
+    tc.batch_size = 8;
+    let m = train::train(&g, ModelConfig::Multi(cfg), &tc).unwrap();
+    println!("folder tiny: {:?}", m.last().unwrap());
+    assert!(m.iter().all(|e| e.train_loss.is_finite()));
+}

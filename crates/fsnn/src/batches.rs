@@ -124,6 +124,47 @@ impl BatchSource for Events {
     }
 }
 
+/// A source whose samples are stored sorted by class (N-MNIST, image folders), seen through a
+/// fixed shuffle so that "the first N samples" (`--limit-train`, `--limit-test`) cover every
+/// class.
+pub struct Shuffled<S> {
+    inner: S,
+    perm: Vec<usize>,
+}
+
+impl<S: BatchSource> Shuffled<S> {
+    pub fn new(inner: S) -> Self {
+        let mut perm: Vec<usize> = (0..inner.len()).collect();
+        let mut rng = crate::model::HostRng::new(0x5EED);
+        for i in (1..perm.len()).rev() {
+            perm.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+        }
+        Self { inner, perm }
+    }
+}
+
+impl<S: BatchSource> BatchSource for Shuffled<S> {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn sample_len(&self) -> usize {
+        self.inner.sample_len()
+    }
+    fn label(&self, i: usize) -> u32 {
+        self.inner.label(self.perm[i])
+    }
+    fn classes(&self) -> usize {
+        self.inner.classes()
+    }
+    fn fill(&self, indices: &[usize], seed: u64, out: &mut [f32]) {
+        let mapped: Vec<usize> = indices.iter().map(|&i| self.perm[i]).collect();
+        self.inner.fill(&mapped, seed, out);
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
 /// The train and test sources for a dataset name: `mnist`, `fashion-mnist`, `cifar10`,
 /// `cifar100`, `nmnist` or `folder:PATH`. `dir` overrides where the data is read from (no
 /// download then); `time_steps` bins event data.
@@ -152,18 +193,18 @@ pub fn load_sources(
             std[2].max(1e-3) as f32,
         ];
         return Ok((
-            Box::new(Images {
+            Box::new(Shuffled::new(Images {
                 set: train,
                 augment: true,
                 mean: m,
                 std: s,
-            }),
-            Box::new(Images {
+            })),
+            Box::new(Shuffled::new(Images {
                 set: test,
                 augment: false,
                 mean: m,
                 std: s,
-            }),
+            })),
         ));
     }
     match name {
@@ -201,16 +242,16 @@ pub fn load_sources(
             let train = data::load_nmnist(&dir, true)?;
             let test = data::load_nmnist(&dir, false)?;
             Ok((
-                Box::new(Events {
+                Box::new(Shuffled::new(Events {
                     split: train,
                     time_steps,
                     mode: BinMode::Clip,
-                }),
-                Box::new(Events {
+                })),
+                Box::new(Shuffled::new(Events {
                     split: test,
                     time_steps,
                     mode: BinMode::Clip,
-                }),
+                })),
             ))
         }
         _ => {
