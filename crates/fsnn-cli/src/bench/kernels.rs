@@ -219,6 +219,33 @@ fn cases(gpu: &Gpu, quick: bool) -> Vec<Case> {
         "conv64 input layer 1->64 5x5 s2",
         [true, false, true],
     ));
+    // AlexNet-F's four 3×3 layers inside the feedback loop (forward and the input gradient the
+    // adjoint solve repeats every iteration).
+    for (cin, cout, hw, stride, note) in [
+        (96, 256, 16, 1, "AlexNet-F layer 96->256 3x3 on 16x16"),
+        (
+            256,
+            384,
+            16,
+            2,
+            "AlexNet-F layer 256->384 3x3 s2 16x16->8x8",
+        ),
+        (384, 384, 8, 1, "AlexNet-F layer 384->384 3x3 on 8x8"),
+        (384, 256, 8, 1, "AlexNet-F layer 384->256 3x3 on 8x8"),
+    ] {
+        let s = ConvShape {
+            batch: b,
+            cin: c(cin),
+            h: hw,
+            w: hw,
+            cout: c(cout),
+            kh: 3,
+            kw: 3,
+            stride,
+            pad: 1,
+        };
+        v.extend(conv_cases(gpu, s, note, [true, true, false]));
+    }
 
     let ct = ConvTShape {
         batch: b,
