@@ -512,7 +512,8 @@ fn non_finite_loss_stops_and_keeps_last_good_checkpoint() {
 
 #[test]
 fn training_memory_does_not_grow_with_time_steps() {
-    let g = gpu();
+    // A device of its own: the byte counter is per device, and other tests allocate concurrently.
+    let g = fsnn_tests::private_gpu();
     let mut sizes = Vec::new();
     for t in [5usize, 30, 100] {
         let mut cfg = small_fc();
