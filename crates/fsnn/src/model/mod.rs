@@ -687,9 +687,7 @@ impl Net {
 
     fn read_loss_correct(&self, gpu: &Gpu) -> (f64, usize) {
         let w = self.work.as_ref().unwrap();
-        let loss: f64 = gpu.read(&w.loss).iter().map(|&v| v as f64).sum();
-        let correct = gpu.read(&w.correct).iter().filter(|&&v| v > 0.5).count();
-        (loss, correct)
+        batch_loss_correct(gpu, &w.loss, &w.correct)
     }
 
     /// Loss and accuracy on a batch (running BN statistics, no dropout, no update).
@@ -1001,4 +999,12 @@ pub(crate) fn load_state(
         gpu.write(t, find(name, &t.shape)?);
     }
     Ok(())
+}
+
+/// Summed loss and number of correct predictions of a batch, from the per-sample outputs of the
+/// softmax cross-entropy kernel.
+pub(crate) fn batch_loss_correct(gpu: &Gpu, loss: &Tensor, correct: &Tensor) -> (f64, usize) {
+    let l: f64 = gpu.read(loss).iter().map(|&v| v as f64).sum();
+    let c = gpu.read(correct).iter().filter(|&&v| v > 0.5).count();
+    (l, c)
 }

@@ -593,9 +593,7 @@ impl MultiNet {
 
     fn loss_correct(&self, gpu: &Gpu) -> (f64, usize) {
         let w = self.work.as_ref().unwrap();
-        let loss: f64 = gpu.read(&w.loss).iter().map(|&v| v as f64).sum();
-        let correct = gpu.read(&w.correct).iter().filter(|&&v| v > 0.5).count();
-        (loss, correct)
+        super::batch_loss_correct(gpu, &w.loss, &w.correct)
     }
 
     pub fn eval_batch(&mut self, gpu: &Gpu, x: &[f32], labels: &[u32]) -> Result<StepStats> {
