@@ -91,6 +91,16 @@ impl Solver {
         }
     }
 
+    /// Whether `have` (the solver a model's buffers were built with) can serve a step that asks
+    /// for `want` (`None`: evaluation, which needs no solver).
+    pub fn serves(have: Option<&Solver>, want: Option<(SolverKind, usize)>) -> bool {
+        match (have, want) {
+            (Some(s), Some((k, t))) => s.kind == k && s.threshold == t,
+            (None, Some(_)) => false,
+            (_, None) => true,
+        }
+    }
+
     fn norm(&self, gpu: &Gpu, t: &Tensor) -> f64 {
         ops::sum(gpu, t, true, &self.partials, &self.scalar);
         (gpu.read(&self.scalar)[0] as f64).max(0.0).sqrt()

@@ -410,12 +410,14 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
             peak_gpu_bytes: gpu.memory_bytes().1,
         };
         state.epoch = epoch + 1;
+        let improved = test_acc > state.best_test_acc;
+        if improved {
+            state.best_test_acc = test_acc;
+        }
         let host = net.to_host(gpu);
         save_checkpoint(&last, &net_cfg, &state, &host)?;
-        if test_acc > state.best_test_acc {
-            state.best_test_acc = test_acc;
+        if improved {
             save_checkpoint(&best, &net_cfg, &state, &host)?;
-            save_checkpoint(&last, &net_cfg, &state, &host)?;
         }
         let mut f = std::fs::OpenOptions::new()
             .create(true)

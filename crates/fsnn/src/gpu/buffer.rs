@@ -109,15 +109,4 @@ impl BufferPool {
                 .push(b);
         }
     }
-    pub fn pooled_bytes(&self) -> u64 {
-        self.free
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| k * v.len() as u64)
-            .sum()
-    }
-    pub fn clear(&self) {
-        self.free.lock().unwrap().clear();
-    }
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 pub use buffer::{BufferPool, GpuBuffer, Tensor};
 pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext, NO_ADAPTER_HELP};
@@ -623,13 +623,5 @@ impl Gpu {
         p.enabled = enabled;
         p.gpu_timestamps = ts;
         out
-    }
-}
-
-/// Fails with the installation hint when no adapter can be opened.
-pub fn require_gpu() -> Result<Gpu> {
-    match Gpu::new(&AdapterChoice::from_flag_or_env(None)) {
-        Ok(g) => Ok(g),
-        Err(e) => bail!("{e:#}"),
     }
 }

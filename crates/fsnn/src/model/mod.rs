@@ -348,14 +348,7 @@ impl Net {
         let c = self.cfg.arch.channels();
         let rebuild = match &self.work {
             None => true,
-            Some(w) => {
-                w.batch != batch
-                    || match (&w.solver, solver) {
-                        (Some(s), Some((k, t))) => s.kind != k || s.threshold != t,
-                        (None, Some(_)) => true,
-                        _ => false,
-                    }
-            }
+            Some(w) => w.batch != batch || !Solver::serves(w.solver.as_ref(), solver),
         };
         if rebuild {
             if let Some(old) = self.work.take() {

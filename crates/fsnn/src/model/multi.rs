@@ -274,14 +274,7 @@ impl MultiNet {
     fn work(&mut self, gpu: &Gpu, batch: usize, solver: Option<(SolverKind, usize)>) {
         let rebuild = match &self.work {
             None => true,
-            Some(w) => {
-                w.batch != batch
-                    || match (&w.solver, solver) {
-                        (Some(s), Some((k, t))) => s.kind != k || s.threshold != t,
-                        (None, Some(_)) => true,
-                        _ => false,
-                    }
-            }
+            Some(w) => w.batch != batch || !Solver::serves(w.solver.as_ref(), solver),
         };
         if !rebuild {
             return;
