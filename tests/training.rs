@@ -211,6 +211,53 @@ fn fc_gpu_step_matches_reference_gradients() {
     assert!(worst < 1e-3, "worst relative gradient error {worst:.3e}");
 }
 
+/// Evaluation runs one spectral-norm power step, as the authors' hook does on every forward
+/// (ALGORITHM.md §4): u, v after `eval_batch` are one CPU power step from u before.
+#[test]
+fn eval_runs_the_spectral_norm_power_step() {
+    let g = gpu();
+    let cfg = NetConfig {
+        preset: "fc-test".into(),
+        arch: Arch::Fc {
+            input: 19,
+            hidden: 13,
+        },
+        classes: 3,
+        time_steps: 4,
+        vth: 2.0,
+        leak: 1.0,
+        dropout: 0.0,
+        time_varying: false,
+    };
+    let mut net = Net::new(&g, cfg.clone(), 5);
+    let w = g.read(&net.params[FB_W].value);
+    let mut u = g.read(&net.sn.u);
+    let mut v = g.read(&net.sn.v);
+    let u0 = u.clone();
+    fsnn::cpu::power_iteration(13, 13, &w, &mut u, &mut v);
+    let mut rng = Rng::new(1);
+    let x = rng.vec(4 * 19, -1.0, 2.0);
+    net.eval_batch(&g, &x, &[0, 1, 2, 0]).unwrap();
+    let (ug, vg) = (g.read(&net.sn.u), g.read(&net.sn.v));
+    let diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+    };
+    println!(
+        "eval power step: u moved {:.2e}; GPU vs CPU step: u {:.2e}, v {:.2e}",
+        diff(&u0, &u),
+        diff(&ug, &u),
+        diff(&vg, &v)
+    );
+    assert!(
+        diff(&u0, &u) > 1e-4,
+        "the step should move u; vacuous otherwise"
+    );
+    assert!(diff(&ug, &u) < 1e-5 && diff(&vg, &v) < 1e-5);
+}
+
 #[test]
 fn time_varying_input_gpu_step_matches_reference_gradients() {
     let arch = convnet::Conv {
@@ -661,6 +708,7 @@ fn image_folder_trains_a_multilayer_model_end_to_end() {
         vth: 2.0,
         leak: 0.99,
         dropout: 0.0,
+        adjoint: Default::default(),
     };
     let mut tc = tiny_config(&root, &tmp.path().join("run"), 3);
     tc.dataset = format!("folder:{}", root.display());

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
 use fsnn::gpu::Gpu;
-use fsnn::model::presets;
+use fsnn::model::multi::AdjointForm;
+use fsnn::model::{presets, ModelConfig};
 use fsnn::solver::SolverKind;
 use fsnn::train::{self, TrainConfig};
 
@@ -56,6 +57,11 @@ pub struct TrainArgs {
     /// Variational dropout probability.
     #[arg(long)]
     pub dropout: Option<f32>,
+    /// Multi-layer models: how the adjoint solve linearises f. `authors` (default): inner BNs
+    /// in training mode, at f(rate), as the authors' code and the published CIFAR numbers;
+    /// `consistent`: running statistics, at the rate. Recorded in the checkpoint.
+    #[arg(long, value_name = "authors|consistent")]
+    pub adjoint: Option<AdjointForm>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Output folder (metrics.jsonl, checkpoints, metrics.png).
@@ -84,7 +90,7 @@ pub struct TrainArgs {
     pub trace: Option<PathBuf>,
 }
 
-pub fn net_config(a: &TrainArgs) -> Result<(fsnn::model::ModelConfig, &'static str, SolverKind)> {
+pub fn net_config(a: &TrainArgs) -> Result<(ModelConfig, &'static str, SolverKind)> {
     let p = presets::find(&a.preset)?;
     let mut cfg = p.config;
     let (time_steps, vth, leak, dropout) = cfg.neuron_mut();
@@ -122,6 +128,16 @@ pub fn net_config(a: &TrainArgs) -> Result<(fsnn::model::ModelConfig, &'static s
             bail!("--dropout must be in [0, 1), got {d}");
         }
         *dropout = d;
+    }
+    if let Some(form) = a.adjoint {
+        match &mut cfg {
+            ModelConfig::Multi(m) => m.adjoint = form,
+            ModelConfig::Single(_) => bail!(
+                "--adjoint applies to multi-layer models (alexnet-f, cifarnet-f); {} has one \
+                 spiking layer and no BN inside its loop",
+                a.preset
+            ),
+        }
     }
     Ok((cfg, p.default_dataset, a.solver.unwrap_or(p.default_solver)))
 }

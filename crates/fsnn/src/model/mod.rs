@@ -491,9 +491,9 @@ impl Net {
         }
     }
 
-    fn refresh_weff(&self, gpu: &Gpu, train: bool) {
+    fn refresh_weff(&self, gpu: &Gpu) {
         let p = &self.params;
-        self.sn.refresh(gpu, &p[FB_W].value, &p[FB_S].value, train);
+        self.sn.refresh(gpu, &p[FB_W].value, &p[FB_S].value);
     }
 
     /// F_x(x) (+ BN, + dropout) into `work.x1`, and the T-step simulation leaving the rate in
@@ -507,7 +507,7 @@ impl Net {
             channels: c,
             hw,
         };
-        self.refresh_weff(gpu, train);
+        self.refresh_weff(gpu);
         let p = &self.params;
         let w = self.work.as_ref().unwrap();
         self.input_layer(gpu, batch, &w.x, &w.pre);

@@ -3,16 +3,19 @@
 //! the last layer back to the first.
 //!
 //! BN rules [ref]: F_x's BN uses batch statistics in training; the BN layers inside the loop use
-//! running statistics during the simulation and the adjoint solve, and batch statistics (updating
-//! the running ones) in the one evaluation of f that yields the parameter gradients.
+//! running statistics during the simulation, and batch statistics (updating the running ones) in
+//! the one evaluation of f that yields the parameter gradients. The adjoint solve has two forms
+//! ([`AdjointForm`], ALGORITHM.md §4): the authors' (inner BNs in training mode, J_fᵀ taken at
+//! f(rate)), the default, and a consistent one (running statistics, at the rate).
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use super::spectral::{unit_rows, SpectralNorm};
+use super::spectral::{unit_output_channels, unit_rows, SpectralNorm};
 use super::{host_state, load_state, HostRng, HostState, Param, StepStats, BN_MOMENTUM};
 use crate::gpu::{Gpu, Tensor};
 use crate::ops::{self, BnShape, ConvShape, ConvTShape, NeuronStep, Op};
+pub use crate::reference::multilayer::AdjointForm;
 use crate::solver::{Solver, SolverKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +46,10 @@ pub struct MultiConfig {
     pub vth: f32,
     pub leak: f32,
     pub dropout: f32,
+    /// How the β solve linearises f. Checkpoints written before this field existed were
+    /// trained with the consistent form, so that is what a missing field means.
+    #[serde(default = "AdjointForm::consistent")]
+    pub adjoint: AdjointForm,
 }
 
 impl MultiConfig {
@@ -195,6 +202,8 @@ struct Work {
     correct: Tensor,
     gl: Tensor,
     beta: Tensor,
+    /// f(rate), where the authors' form linearises f for the β solve.
+    f_rate: Tensor,
     scratch_g: Tensor,
     bn_scratch: (Tensor, Tensor),
     partials: Tensor,
@@ -227,12 +236,13 @@ impl MultiNet {
             } else if name == "classifier.weight" || name == "classifier.bias" {
                 let b = 1.0 / (n_last as f32).sqrt();
                 (0..n).map(|_| rng.uniform(-b, b)).collect()
-            } else if name.ends_with(".weight") {
-                let w = unit_rows(&mut rng, shape[0], n / shape[0]);
-                if name == "fb.weight" {
-                    fb_host = w.clone();
-                }
+            } else if name == "fb.weight" {
+                // [in, out, k, k]: the output channel is dim 1 (ALGORITHM.md §4).
+                let w = unit_output_channels(&mut rng, shape[0], shape[1], shape[2] * shape[3]);
+                fb_host = w.clone();
                 w
+            } else if name.ends_with(".weight") {
+                unit_rows(&mut rng, shape[0], n / shape[0])
             } else {
                 vec![0.0; n]
             };
@@ -320,6 +330,7 @@ impl MultiNet {
             correct: gpu.zeros(&[batch]),
             gl: gpu.zeros(&[batch * nl]),
             beta: gpu.zeros(&[batch * nl]),
+            f_rate: gpu.zeros(&[batch * nl]),
             scratch_g: gpu.zeros(&[batch * nmax]),
             bn_scratch: (gpu.zeros(&[cmax]), gpu.zeros(&[cmax])),
             partials: gpu.zeros(&[ops::sum_partials_len(batch * nmax)]),
@@ -337,25 +348,22 @@ impl MultiNet {
         }
     }
 
-    fn refresh_weff(&self, gpu: &Gpu, train: bool) {
+    fn refresh_weff(&self, gpu: &Gpu) {
         let fb = self.idx_fb();
-        self.sn.refresh(
-            gpu,
-            &self.params[fb].value,
-            &self.params[fb + 1].value,
-            train,
-        );
+        self.sn
+            .refresh(gpu, &self.params[fb].value, &self.params[fb + 1].value);
     }
 
     /// `cur_l = m_l ⊙ BN_l(W_l input + b_l)` into `w.layers[l].cur`, keeping the pre-BN value.
-    /// `batch_stats` computes (and records) the batch statistics and updates the running ones.
+    /// `bn` says whether BN uses (and records) the batch statistics, and whether those update
+    /// the running ones.
     fn layer_current(
         &self,
         gpu: &Gpu,
         w: &Work,
         l: usize,
         input: &Tensor,
-        batch_stats: bool,
+        bn: InnerBn,
         drop: bool,
     ) {
         let b = w.batch;
@@ -373,17 +381,9 @@ impl MultiNet {
         );
         ops::bias_add(gpu, bns, &p[i + 1].value, &lw.pre);
         let (rm, rv) = &self.running[l];
-        if batch_stats {
-            ops::bn_stats(
-                gpu,
-                bns,
-                &lw.pre,
-                &lw.bn_mean,
-                &lw.bn_var,
-                rm,
-                rv,
-                Some(BN_MOMENTUM),
-            );
+        if bn != InnerBn::Running {
+            let update = (bn == InnerBn::BatchUpdate).then_some(BN_MOMENTUM);
+            ops::bn_stats(gpu, bns, &lw.pre, &lw.bn_mean, &lw.bn_var, rm, rv, update);
             ops::bn_forward(
                 gpu,
                 bns,
@@ -412,7 +412,7 @@ impl MultiNet {
     }
 
     fn forward(&mut self, gpu: &Gpu, train: bool, seed: u32) {
-        self.refresh_weff(gpu, train);
+        self.refresh_weff(gpu);
         let w = self.work.as_ref().unwrap();
         let b = w.batch;
         let p = &self.params;
@@ -495,7 +495,7 @@ impl MultiNet {
             step(&w.x1, &l0.cur, t > 0, l0);
             for l in 1..n {
                 // Spikes of the previous layer in this same step; running BN statistics.
-                self.layer_current(gpu, w, l, &w.layers[l - 1].spikes, false, drop);
+                self.layer_current(gpu, w, l, &w.layers[l - 1].spikes, InnerBn::Running, drop);
                 step(&w.layers[l].cur, &w.layers[l].cur, false, &w.layers[l]);
             }
         }
@@ -539,28 +539,21 @@ impl MultiNet {
         );
     }
 
-    /// Evaluates f at the last layer's rate, leaving each layer's activation in `a` and σ' in
-    /// `mask`; `batch_stats` selects the BN mode of the inner layers.
-    fn eval_f(&self, gpu: &Gpu, batch_stats: bool, drop: bool) {
+    /// Evaluates f at `a_n` (the last layer's rate, or f(rate)), leaving each layer's
+    /// activation in `a` and σ' in `mask`; `bn` selects the BN mode of the inner layers.
+    fn eval_f(&self, gpu: &Gpu, a_n: &Tensor, bn: InnerBn, drop: bool) {
         let w = self.work.as_ref().unwrap();
         let b = w.batch;
         let n = self.n_layers();
         let l0 = &w.layers[0];
-        ops::conv_transpose2d(
-            gpu,
-            &self.cfg.fb_shape(b),
-            &w.layers[n - 1].acc,
-            &self.sn.weff,
-            0.0,
-            &l0.cur,
-        );
+        ops::conv_transpose2d(gpu, &self.cfg.fb_shape(b), a_n, &self.sn.weff, 0.0, &l0.cur);
         if drop {
             ops::mask_mul(gpu, &w.m_fb, &l0.cur);
         }
         ops::axpby(gpu, 1.0, &w.x1, 1.0, &l0.cur);
         ops::clamp_mask(gpu, &l0.cur, 1.0 / self.cfg.vth, &l0.a, &l0.mask);
         for l in 1..n {
-            self.layer_current(gpu, w, l, &w.layers[l - 1].a, batch_stats, drop);
+            self.layer_current(gpu, w, l, &w.layers[l - 1].a, bn, drop);
             let lw = &w.layers[l];
             ops::clamp_mask(gpu, &lw.cur, 1.0 / self.cfg.vth, &lw.a, &lw.mask);
         }
@@ -672,12 +665,9 @@ impl MultiNet {
                 &p[cl + 1].grad,
             );
         }
-        // f at the rate with running statistics: the map the simulation approximates and the
-        // Jacobian the adjoint uses. Fold σ'/vth, dropout and the (constant) BN scale of every
-        // layer into one per-element factor, so J_fᵀ is masks and transposed convolutions only.
-        self.eval_f(gpu, false, drop);
-        let forward_residual = {
-            let w = self.work.as_ref().unwrap();
+        let authors = cfg.adjoint == AdjointForm::Authors;
+        let residual_of = |w: &Work| {
+            // ‖f(rate) − rate‖ / ‖rate‖ from the evaluation just made at the rate.
             let last = &w.layers[n - 1];
             let d = sub(&w.scratch_g, b * nl);
             gpu.copy(&last.a, 0, &d, 0, b * nl);
@@ -688,6 +678,28 @@ impl MultiNet {
             let den = gpu.read(&w.scalar)[0] as f64;
             (num / den.max(1e-30)).sqrt()
         };
+        let forward_residual = if authors {
+            // ALGORITHM.md §4 (a)–(c), as the authors' code runs it: f at the rate in training
+            // mode (this step's one running-statistics update) gives f(rate); the solve then
+            // linearises f at f(rate) with the inner BNs in training mode. The running statistics
+            // the authors' copy starts from (c) do not enter a training-mode BN.
+            let w = self.work.as_ref().unwrap();
+            let acc = w.layers[n - 1].acc.clone();
+            self.eval_f(gpu, &acc, InnerBn::BatchUpdate, drop);
+            let res = residual_of(w);
+            gpu.copy(&w.layers[n - 1].a, 0, &w.f_rate, 0, b * nl);
+            self.eval_f(gpu, &w.f_rate, InnerBn::Batch, drop);
+            res
+        } else {
+            // The consistent form: f at the rate with running statistics, the map the simulation
+            // approximates, before this step's running-statistics update.
+            let w = self.work.as_ref().unwrap();
+            self.eval_f(gpu, &w.layers[n - 1].acc, InnerBn::Running, drop);
+            residual_of(w)
+        };
+        // Fold σ'/vth and dropout of every layer into one per-element factor; with running
+        // statistics also the (then constant) BN scale, so J_fᵀ is masks and transposed
+        // convolutions only. Training-mode BN keeps its own backward inside J_fᵀ.
         {
             let w = self.work.as_ref().unwrap();
             let p = &self.params;
@@ -702,24 +714,26 @@ impl MultiNet {
                     if drop {
                         ops::mask_mul(gpu, &lw.drop, &lw.mask);
                     }
-                    // Running-statistics BN is a per-channel scale γ/√(var+ε).
-                    let i = self.idx_layer(l);
-                    let (rm, rv) = &self.running[l];
-                    gpu.copy(&lw.mask, 0, &lw.g, 0, lw.mask.len());
-                    let (s1, s2) = &w.bn_scratch;
-                    ops::bn_backward(
-                        gpu,
-                        self.bn_shape(l, b),
-                        &lw.g,
-                        &lw.g,
-                        rm,
-                        rv,
-                        &p[i + 2].value,
-                        false,
-                        s1,
-                        s2,
-                        Some(&lw.mask),
-                    );
+                    if !authors {
+                        // Running-statistics BN is a per-channel scale γ/√(var+ε).
+                        let i = self.idx_layer(l);
+                        let (rm, rv) = &self.running[l];
+                        gpu.copy(&lw.mask, 0, &lw.g, 0, lw.mask.len());
+                        let (s1, s2) = &w.bn_scratch;
+                        ops::bn_backward(
+                            gpu,
+                            self.bn_shape(l, b),
+                            &lw.g,
+                            &lw.g,
+                            rm,
+                            rv,
+                            &p[i + 2].value,
+                            false,
+                            s1,
+                            s2,
+                            Some(&lw.mask),
+                        );
+                    }
                 }
             }
         }
@@ -729,17 +743,45 @@ impl MultiNet {
             let this = &*self;
             let wr = &w;
             let mut jt = |x: &Tensor, out: &Tensor| {
-                // g_{N} = x; for l = N−1..1: g ⊙= D_l, g_{l−1} = W_lᵀ g; then D_0 and W_fbᵀ.
+                // g_{N} = x; for l = N−1..1: g ⊙= D_l, (training-mode BN backward), g_{l−1} =
+                // W_lᵀ g; then D_0 and W_fbᵀ. In the authors' form the BN backward couples the
+                // samples through the batch mean and variance; the solver still updates each
+                // sample's Broyden estimate separately under one global stopping rule, as theirs.
                 let mut g = wr.scratch_g.clone();
                 gpu.copy(x, 0, &g, 0, x.len());
                 for l in (1..n).rev() {
                     let lw = &wr.layers[l];
-                    ops::mask_mul(gpu, &lw.mask, &sub(&g, lw.mask.len()));
+                    let len = lw.mask.len();
+                    ops::mask_mul(gpu, &lw.mask, &sub(&g, len));
+                    let mut gin = sub(&g, len);
+                    if authors {
+                        // dx must not alias dy: g is scratch_g for the last layer, else layers[l].g.
+                        let dx = if l == n - 1 {
+                            lw.g.clone()
+                        } else {
+                            sub(&wr.scratch_g, len)
+                        };
+                        let (s1, s2) = &wr.bn_scratch;
+                        ops::bn_backward(
+                            gpu,
+                            this.bn_shape(l, b),
+                            &lw.pre,
+                            &gin,
+                            &lw.bn_mean,
+                            &lw.bn_var,
+                            &this.params[this.idx_layer(l) + 2].value,
+                            true,
+                            s1,
+                            s2,
+                            Some(&dx),
+                        );
+                        gin = dx;
+                    }
                     let prev = &wr.layers[l - 1].g;
                     ops::conv2d_input_grad(
                         gpu,
                         &this.cfg.layer_conv(l, b),
-                        &sub(&g, lw.mask.len()),
+                        &gin,
                         &this.params[this.idx_layer(l)].value,
                         1.0,
                         0.0,
@@ -764,8 +806,18 @@ impl MultiNet {
             self.work = Some(w);
             (st, ts.elapsed().as_secs_f64() * 1e3)
         };
-        // The one f evaluation with batch statistics that yields ∂f/∂θ, and β through it.
-        self.eval_f(gpu, true, drop);
+        // The one f evaluation at the rate with batch statistics that yields ∂f/∂θ, and β
+        // through it; the authors' form has already updated the running statistics with the
+        // same batch values.
+        {
+            let w = self.work.as_ref().unwrap();
+            let bn = if authors {
+                InnerBn::Batch
+            } else {
+                InnerBn::BatchUpdate
+            };
+            self.eval_f(gpu, &w.layers[n - 1].acc, bn, drop);
+        }
         {
             let w = self.work.as_ref().unwrap();
             let p = &self.params;
@@ -902,6 +954,17 @@ impl MultiNet {
     pub fn load_host(&mut self, gpu: &Gpu, state: &HostState, source: &str) -> Result<()> {
         load_state(gpu, &self.params, &self.state_tensors(), state, source)
     }
+}
+
+/// The BN mode of the layers inside the loop for one evaluation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum InnerBn {
+    /// Running statistics as constants (evaluation mode).
+    Running,
+    /// Batch statistics (training mode) without touching the running ones.
+    Batch,
+    /// Batch statistics that also update the running ones (once per step).
+    BatchUpdate,
 }
 
 /// The first `len` elements of `t`, as a tensor of their own (same buffer).

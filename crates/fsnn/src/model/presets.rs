@@ -1,6 +1,6 @@
 //! The paper's models (ALGORITHM.md §5).
 
-use super::multi::{ConvSpec, MultiConfig};
+use super::multi::{AdjointForm, ConvSpec, MultiConfig};
 use super::{Arch, ModelConfig, NetConfig};
 use crate::solver::SolverKind;
 
@@ -131,6 +131,7 @@ fn cifar_multi(name: &str, channels: [usize; 5], classes: usize) -> MultiConfig 
         vth: 2.0,
         leak: 0.99,
         dropout: 0.2,
+        adjoint: AdjointForm::Authors,
     }
 }
 

@@ -1,10 +1,11 @@
 //! Spectral normalisation of a feedback weight (ALGORITHM.md §4), shared by every model:
-//! W_eff = clamp(g, −1, 1) · w / σ̂ with σ̂ = uᵀ w v from one power-iteration step per training
-//! forward pass, and its backward pass (u, v constant; σ̂'s dependence on w differentiated).
+//! W_eff = clamp(g, −1, 1) · w / σ̂ with σ̂ = uᵀ w v from one power-iteration step per forward
+//! pass (training and evaluation), and its backward pass (u, v constant; σ̂'s dependence on w
+//! differentiated).
 
 use super::HostRng;
 use crate::gpu::{Gpu, Tensor};
-use crate::ops::{self, Op};
+use crate::ops;
 
 pub struct SpectralNorm {
     /// Persistent power-iteration vectors (saved in checkpoints as `fb.u`, `fb.v`).
@@ -20,7 +21,6 @@ pub struct SpectralNorm {
     /// [σ̂, ⟨∂L/∂W_eff, w⟩], read by the gradient kernel.
     scalars: Tensor,
     dot: Tensor,
-    wv: Tensor,
 }
 
 /// U(−1, 1), then each output unit's weight vector scaled to unit L2 norm ([ref] initialisation).
@@ -34,6 +34,31 @@ pub fn unit_rows(rng: &mut HostRng, rows: usize, cols: usize) -> Vec<f32> {
     w
 }
 
+/// U(−1, 1) for a transposed convolution's weight `[cin, cout, k, k]`, then each output
+/// channel's slice `weight[:, o]` scaled to unit L2 norm: the authors' per-output-unit rule
+/// applied to the output dimension, which is dim 1 here (ALGORITHM.md §4). Normalising dim 0
+/// instead gives AlexNet-F's feedback σ̂ ≈ 1.54, so clamp(g) = 1 and g never learns.
+pub fn unit_output_channels(rng: &mut HostRng, cin: usize, cout: usize, kk: usize) -> Vec<f32> {
+    let mut w: Vec<f32> = (0..cin * cout * kk)
+        .map(|_| rng.uniform(-1.0, 1.0))
+        .collect();
+    for o in 0..cout {
+        let idx = |i: usize, t: usize| (i * cout + o) * kk + t;
+        let n = (0..cin)
+            .flat_map(|i| (0..kk).map(move |t| (i, t)))
+            .map(|(i, t)| w[idx(i, t)] * w[idx(i, t)])
+            .sum::<f32>()
+            .sqrt()
+            .max(1e-12);
+        for i in 0..cin {
+            for t in 0..kk {
+                w[idx(i, t)] /= n;
+            }
+        }
+    }
+    w
+}
+
 fn normalized(mut v: Vec<f32>) -> Vec<f32> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
     v.iter_mut().for_each(|x| *x /= n);
@@ -41,16 +66,22 @@ fn normalized(mut v: Vec<f32>) -> Vec<f32> {
 }
 
 impl SpectralNorm {
-    /// For the initial weight `w` (`rows` = its first dimension): u, v as torch's spectral_norm
-    /// (random normal, normalised) after 10 power iterations. Returns the scale g's initial value,
-    /// the spectral norm estimate σ(w).
+    /// For the initial weight `w` (`rows` = its first dimension), as the authors'
+    /// `WeightSpectralNorm.apply` does it (ALGORITHM.md §4): the scale g starts at σ(w) from a
+    /// 10-step power iteration on vectors of its own, while the persistent u, v start from a
+    /// fresh random normal u and one power step (the construction's own `compute_weight`), so
+    /// the first training forward's σ̂ comes from two steps and underestimates σ(w).
+    /// Returns the spectral norm and g's initial value σ(w).
     pub fn new(gpu: &Gpu, rng: &mut HostRng, w: &[f32], rows: usize, cols: usize) -> (Self, f32) {
         let mut u = normalized((0..rows).map(|_| rng.normal()).collect());
         let mut v = normalized((0..cols).map(|_| rng.normal()).collect());
+        let mut u0 = normalized((0..rows).map(|_| rng.normal()).collect());
+        let mut v0 = vec![0.0; cols];
         let mut sigma = 0.0;
         for _ in 0..10 {
-            sigma = crate::cpu::power_iteration(rows, cols, w, &mut u, &mut v);
+            sigma = crate::cpu::power_iteration(rows, cols, w, &mut u0, &mut v0);
         }
+        crate::cpu::power_iteration(rows, cols, w, &mut u, &mut v);
         let sn = Self {
             u: gpu.upload(&[rows], &u),
             v: gpu.upload(&[cols], &v),
@@ -61,33 +92,15 @@ impl SpectralNorm {
             sigma: gpu.zeros(&[1]),
             scalars: gpu.zeros(&[2]),
             dot: gpu.zeros(&[1]),
-            wv: gpu.zeros(&[rows]),
         };
         (sn, sigma)
     }
 
-    /// W_eff from the raw weight `w` and scale `g`; `train` runs one power-iteration step
-    /// (updating u, v), evaluation reuses u, v.
-    pub fn refresh(&self, gpu: &Gpu, w: &Tensor, g: &Tensor, train: bool) {
-        let (rows, cols) = (self.rows, self.cols);
-        if train {
-            ops::power_iteration(gpu, rows, cols, w, &self.u, &self.v, &self.sigma);
-        } else {
-            ops::gemm(
-                gpu,
-                Op::N,
-                Op::N,
-                rows,
-                1,
-                cols,
-                1.0,
-                w,
-                &self.v,
-                0.0,
-                &self.wv,
-            );
-            ops::row_dot(gpu, 1, rows, &self.u, &self.wv, 1.0, 0.0, &self.sigma);
-        }
+    /// W_eff from the raw weight `w` and scale `g`, after one power-iteration step on the
+    /// persistent u, v. The authors' hook runs that step on every forward pass, in evaluation
+    /// too (ALGORITHM.md §4), so evaluation also moves u, v.
+    pub fn refresh(&self, gpu: &Gpu, w: &Tensor, g: &Tensor) {
+        ops::power_iteration(gpu, self.rows, self.cols, w, &self.u, &self.v, &self.sigma);
         ops::sn_weight(gpu, w, g, &self.sigma, &self.weff);
     }
 

@@ -19,7 +19,7 @@
 
 use super::adjoint::{self, SolveStats, Solver};
 use super::bn::{bn_backward, bn_forward, BnCache};
-use super::dense::{lu_solve, max_abs, norm, normalize, softmax_cross_entropy, sub, Rng};
+use super::dense::{lu_solve, max_abs, norm, softmax_cross_entropy, sub, Rng};
 use super::spectral;
 
 /// How `F_x`'s pre-BN output and the feedback product are computed.
@@ -186,9 +186,9 @@ fn unit_rows(w: &mut [f64], cols: usize) {
 impl<A: Arch> Model<A> {
     /// The authors' initialisation **\[ref\]**: `fx.weight` and `fb.weight` U(−1, 1) with each
     /// output unit's weight vector scaled to unit L2 norm, biases 0, γ = 1, β = 0; classifier
-    /// weight and bias U(±1/√d); `fb.scale` = the spectral norm of `fb.weight` from 10 power
-    /// iterations on a random `u`, whose final `u`, `v` become `fb_u`, `fb_v` (call
-    /// [`Model::refresh_spectral`] before each training forward pass, as PyTorch does).
+    /// weight and bias U(±1/√d); `fb.scale` and `fb_u`, `fb_v` as
+    /// [`spectral::init_authors`] (call [`Model::refresh_spectral`] before every forward
+    /// pass, training or evaluation, as the authors' hook does).
     pub fn init(arch: A, classes: usize, vth: f64, seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         let d = arch.dim();
@@ -202,12 +202,7 @@ impl<A: Arch> Model<A> {
         let bound = 1.0 / (d as f64).sqrt();
         let classifier_weight = rng.vec_range(classes * d, -bound, bound);
         let classifier_bias = rng.vec_range(classes, -bound, bound);
-        let u0 = normalize(&(0..br).map(|_| rng.normal()).collect::<Vec<_>>());
-        let (mut fb_u, mut fb_v) = (u0, vec![0.0; bc]);
-        for _ in 0..10 {
-            (fb_u, fb_v) = spectral::power_step(&fb_weight, br, bc, &fb_u);
-        }
-        let fb_scale = spectral::sigma(&fb_weight, br, bc, &fb_u, &fb_v);
+        let (fb_u, fb_v, fb_scale) = spectral::init_authors(&mut rng, &fb_weight, br, bc);
         Model {
             arch,
             classes,

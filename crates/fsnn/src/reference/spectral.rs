@@ -80,6 +80,22 @@ pub fn backward(
     (gw, gg)
 }
 
+/// The authors' spectral-norm construction (ALGORITHM.md §4): the scale `g` is σ(w) from a
+/// 10-step power iteration on vectors of its own, and the persistent `u`, `v` start from a
+/// fresh random normal `u` and one power step. Returns `(u, v, g)`.
+pub fn init_authors(
+    rng: &mut super::dense::Rng,
+    w: &[f64],
+    rows: usize,
+    cols: usize,
+) -> (Vec<f64>, Vec<f64>, f64) {
+    let u = super::dense::normalize(&(0..rows).map(|_| rng.normal()).collect::<Vec<_>>());
+    let u0 = super::dense::normalize(&(0..rows).map(|_| rng.normal()).collect::<Vec<_>>());
+    let g = norm_estimate(w, rows, cols, &u0, 10);
+    let (u, v) = power_step(w, rows, cols, &u);
+    (u, v, g)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
