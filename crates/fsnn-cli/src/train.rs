@@ -100,7 +100,11 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let (w, h) = s
         .split_once(['x', 'X', '×'])
         .ok_or_else(|| format!("expected WxH such as 32x32, got {s:?}"))?;
-    let n = |v: &str| v.trim().parse::<u32>().map_err(|_| format!("expected WxH such as 32x32, got {s:?}"));
+    let n = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("expected WxH such as 32x32, got {s:?}"))
+    };
     Ok((n(w)?, n(h)?))
 }
 
@@ -274,12 +278,8 @@ pub fn run_eval(g: &Global, a: &EvalArgs) -> Result<()> {
     });
     let gpu = Gpu::new(&g.adapter)?;
     fsnn::checks::fits_gpu(&gpu, &cfg, a.eval_batch, "--eval-batch")?;
-    let (_, test) = fsnn::batches::load_sources_sized(
-        &ds,
-        a.data_dir.as_deref(),
-        cfg.time_steps(),
-        a.resize,
-    )?;
+    let (_, test) =
+        fsnn::batches::load_sources_sized(&ds, a.data_dir.as_deref(), cfg.time_steps(), a.resize)?;
     train::check_eval_source(&ds, &a.checkpoint, &cfg, test.as_ref())?;
     let mut net = cfg.build(&gpu, 0)?;
     net.load_host(&gpu, &host, &a.checkpoint.display().to_string())?;

@@ -44,13 +44,19 @@ pub fn neuron(
         );
     }
     if !(vth.is_finite() && vth > 0.0) {
-        bail!("{} must be a finite number > 0, got {vth}", name("vth", "vth"));
+        bail!(
+            "{} must be a finite number > 0, got {vth}",
+            name("vth", "vth")
+        );
     }
     if !(leak > 0.0 && leak <= 1.0) {
         bail!("{} must be in (0, 1], got {leak}", name("leak", "leak"));
     }
     if !(0.0..1.0).contains(&dropout) {
-        bail!("{} must be in [0, 1), got {dropout}", name("dropout", "dropout"));
+        bail!(
+            "{} must be in [0, 1), got {dropout}",
+            name("dropout", "dropout")
+        );
     }
     Ok(())
 }

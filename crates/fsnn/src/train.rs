@@ -195,8 +195,7 @@ pub fn evaluate(
     batch: usize,
     limit: Option<usize>,
 ) -> Result<(f64, f64)> {
-    evaluate_until(gpu, net, source, batch, limit, &|| false)?
-        .context("evaluation stopped early")
+    evaluate_until(gpu, net, source, batch, limit, &|| false)?.context("evaluation stopped early")
 }
 
 /// [`evaluate`], giving up (`None`) as soon as `stop` says so.
@@ -624,7 +623,12 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
         net_cfg.time_steps(),
         cfg.resize,
     )?;
-    check_sources(&cfg.dataset, &net_cfg, train_src.as_ref(), test_src.as_ref())?;
+    check_sources(
+        &cfg.dataset,
+        &net_cfg,
+        train_src.as_ref(),
+        test_src.as_ref(),
+    )?;
     let n_train = cfg
         .limit_train
         .unwrap_or(train_src.len())

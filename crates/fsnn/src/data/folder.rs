@@ -302,8 +302,10 @@ fn decode_into(path: &Path, target: &Target, out: &mut [u8]) -> Result<()> {
 /// premature end, corrupt entropy data or stray marker is an error.
 fn check_jpeg_complete(bytes: &[u8]) -> Result<(), String> {
     let options = zune_core::options::DecoderOptions::default().set_strict_mode(true);
-    let mut decoder =
-        zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(bytes), options);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes),
+        options,
+    );
     decoder
         .decode()
         .map_err(|e| format!("damaged or truncated JPEG: {e:?}"))?;
@@ -467,7 +469,9 @@ mod tests {
         let class_dir = root.join("train/a");
         fs::create_dir_all(&class_dir).unwrap();
         // A textured image, so the entropy-coded data is long enough to cut in many places.
-        let img = RgbImage::from_fn(24, 16, |x, y| Rgb([(x * 10) as u8, (y * 15) as u8, (x * y) as u8]));
+        let img = RgbImage::from_fn(24, 16, |x, y| {
+            Rgb([(x * 10) as u8, (y * 15) as u8, (x * y) as u8])
+        });
         let path = class_dir.join("img.jpg");
         img.save(&path).unwrap();
         let good = fs::read(&path).unwrap();
@@ -476,7 +480,10 @@ mod tests {
         for cut in (20..good.len()).step_by(7).chain([good.len() - 1]) {
             fs::write(&path, &good[..cut]).unwrap();
             let e = load_image_folder(root, "train", None)
-                .expect_err(&format!("JPEG cut to {cut} of {} bytes was accepted", good.len()))
+                .expect_err(&format!(
+                    "JPEG cut to {cut} of {} bytes was accepted",
+                    good.len()
+                ))
                 .to_string();
             assert!(e.contains("img.jpg: cannot"), "{e}");
             cuts += 1;
