@@ -397,3 +397,67 @@ pub fn for_each_batch(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One recording per label with a single event, plus `empty` zero-byte recordings.
+    fn write_nmnist(root: &Path, split: &str, empty: usize, events: bool) {
+        for label in 0..10 {
+            let d = root.join(split).join(label.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            let one_event: &[u8] = if events { &[3, 4, 0x80, 0, 9] } else { &[] };
+            std::fs::write(d.join("1.bin"), one_event).unwrap();
+            if label < empty {
+                std::fs::write(d.join("2.bin"), b"").unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn empty_nmnist_recordings_are_skipped_with_a_count() {
+        let dir = tempfile::tempdir().unwrap();
+        write_nmnist(dir.path(), "Train", 3, true);
+        write_nmnist(dir.path(), "Test", 1, true);
+        let (train, test) = load_sources("nmnist", Some(dir.path()), 3).unwrap();
+        assert_eq!((train.len(), test.len()), (10, 10));
+        assert!(
+            train.describe().contains("3 empty recordings skipped"),
+            "{}",
+            train.describe()
+        );
+        // Every remaining sample has its event in some frame.
+        let order: Vec<usize> = (0..train.len()).collect();
+        let mut x = vec![0.0; train.len() * train.sample_len()];
+        train.fill(&order, 0, &mut x);
+        for s in 0..train.len() {
+            let frames: f32 = (0..3)
+                .map(|t| {
+                    let at = (t * train.len() + s) * data::NMNIST_FRAME_LEN;
+                    x[at..at + data::NMNIST_FRAME_LEN].iter().sum::<f32>()
+                })
+                .sum();
+            assert_eq!(frames, 1.0, "sample {s}");
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        write_nmnist(dir.path(), "Train", 0, false);
+        write_nmnist(dir.path(), "Test", 0, true);
+        let e = load_sources("nmnist", Some(dir.path()), 3)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("all 10 N-MNIST Train recordings are empty"), "{e}");
+    }
+
+    #[test]
+    fn zero_batch_size_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        write_nmnist(dir.path(), "Train", 0, true);
+        write_nmnist(dir.path(), "Test", 0, true);
+        let (train, _) = load_sources("nmnist", Some(dir.path()), 2).unwrap();
+        let e = for_each_batch(train.as_ref(), &[0, 1], 0, 0, |_, _| Ok(true)).unwrap_err();
+        assert!(e.to_string().contains("batch size must be at least 1"), "{e}");
+    }
+}
