@@ -12,10 +12,13 @@ cargo test --release -p fsnn --test fuzz --no-run
 for round in $(seq 1 "$rounds"); do
   seed=${FSNN_FUZZ_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
   echo "round $round/$rounds: seed $seed, $cases mutations per parser"
+  log=$(mktemp)
+  rc=0
   FSNN_FUZZ_SEED=$seed FSNN_FUZZ_CASES=$cases \
-    cargo test --release -p fsnn --test fuzz -- --nocapture --test-threads 2 2>&1 |
-    grep -E 'mutations|panicked|failures|test result' || true
-  if [ "${PIPESTATUS[0]}" -ne 0 ]; then
+    cargo test --release -p fsnn --test fuzz -- --nocapture --test-threads 2 >"$log" 2>&1 || rc=$?
+  grep -E 'mutations|panicked|failures, first|test result' "$log" || true
+  rm -f "$log"
+  if [ "$rc" -ne 0 ]; then
     echo "round $round failed: rerun with FSNN_FUZZ_SEED=$seed FSNN_FUZZ_CASES=$cases" >&2
     exit 1
   fi
