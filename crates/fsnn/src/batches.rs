@@ -448,7 +448,10 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("all 10 N-MNIST Train recordings are empty"), "{e}");
+        assert!(
+            e.contains("all 10 N-MNIST Train recordings are empty"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -458,6 +461,9 @@ mod tests {
         write_nmnist(dir.path(), "Test", 0, true);
         let (train, _) = load_sources("nmnist", Some(dir.path()), 2).unwrap();
         let e = for_each_batch(train.as_ref(), &[0, 1], 0, 0, |_, _| Ok(true)).unwrap_err();
-        assert!(e.to_string().contains("batch size must be at least 1"), "{e}");
+        assert!(
+            e.to_string().contains("batch size must be at least 1"),
+            "{e}"
+        );
     }
 }

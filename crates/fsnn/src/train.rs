@@ -604,7 +604,7 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
     if cfg.resume {
         if !last.exists() {
             bail!(
-                "{}: nothing to resume (no last.safetensors in {}); start a run there without --resume",
+                "{}: nothing to resume (no last.safetensors in {}: the run stopped before its first checkpoint); start it again with --force instead of --resume",
                 last.display(),
                 cfg.out.display()
             );

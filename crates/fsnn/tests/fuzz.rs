@@ -123,7 +123,10 @@ fn fuzz(
         .unwrap()
         .unwrap_or_else(|e| panic!("{name}: the unmutated file is refused: {e:#}"));
     let t0 = Instant::now();
-    let seed = base_seed() ^ name.bytes().fold(0u64, |h, b| h.wrapping_mul(31) ^ b as u64);
+    let seed = base_seed()
+        ^ name
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31) ^ b as u64);
     let mut rng = Rng(seed | 1);
     let (mut rejected, mut accepted, mut failures) = (0, 0, Vec::new());
     for case in 0..cases() {
@@ -284,7 +287,11 @@ fn fuzz_checkpoint() {
     };
     let host = HostState {
         tensors: vec![
-            ("fx.weight".into(), vec![8, 4], (0..32).map(|i| i as f32).collect()),
+            (
+                "fx.weight".into(),
+                vec![8, 4],
+                (0..32).map(|i| i as f32).collect(),
+            ),
             ("bn.gamma".into(), vec![8], vec![1.0; 8]),
         ],
     };

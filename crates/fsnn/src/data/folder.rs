@@ -306,13 +306,11 @@ fn check_jpeg_complete(bytes: &[u8]) -> Result<(), String> {
         zune_core::bytestream::ZCursor::new(bytes),
         options,
     );
-    decoder
-        .decode()
-        .map_err(|e| {
-            let msg = format!("{e:?}");
-            let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
-            format!("damaged or truncated JPEG: {msg}")
-        })?;
+    decoder.decode().map_err(|e| {
+        let msg = format!("{e:?}");
+        let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+        format!("damaged or truncated JPEG: {msg}")
+    })?;
     // Strict decoding stops at the last scan; a cut inside the final marker still leaves the
     // end-of-image marker missing.
     if !bytes.ends_with(&[0xFF, 0xD9]) && !has_eoi_before_trailer(bytes) {
