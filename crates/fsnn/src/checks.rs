@@ -180,6 +180,26 @@ fn in_range(source: &str, what: &str, v: usize, lo: usize, hi: usize) -> Result<
 /// samples; `flag` names the batch-size flag the user can lower.
 pub fn fits_gpu(gpu: &Gpu, cfg: &ModelConfig, batch: usize, flag: &str) -> Result<()> {
     let limit = gpu.ctx.max_binding_bytes();
+    let largest_param = match cfg {
+        ModelConfig::Single(c) => c
+            .param_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .max(),
+        ModelConfig::Multi(c) => c
+            .param_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .max(),
+    }
+    .unwrap_or(0) as u64
+        * 4;
+    if largest_param > limit {
+        bail!(
+            "model {}: a parameter tensor of {largest_param} bytes exceeds the adapter's buffer limit of {limit} bytes",
+            cfg.preset()
+        );
+    }
     let per_sample = cfg.spiking_neurons().max(cfg.sample_len()) as u64 * 4;
     let bytes = per_sample.saturating_mul(batch as u64);
     if bytes > limit {

