@@ -228,10 +228,7 @@ pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
         Ok(_) => {}
         Err(e) => {
             if let Some(i) = e.downcast_ref::<train::Interrupted>() {
-                eprintln!(
-                    "interrupted: {i}\nresume with: fsnn train --resume --out {} (and the same flags as this run)",
-                    out.display()
-                );
+                eprintln!("interrupted: {i}\nresume with: {}", resume_command(a, &out));
                 std::process::exit(130);
             }
             return Err(e);
@@ -239,6 +236,31 @@ pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
     }
     eprintln!("metrics: {}", out.join("metrics.jsonl").display());
     Ok(())
+}
+
+/// This run's own command line with `--resume` (and `--out` when it was chosen automatically).
+fn resume_command(a: &TrainArgs, out: &std::path::Path) -> String {
+    let mut words: Vec<String> = std::env::args().skip(1).collect();
+    if !a.resume {
+        words.push("--resume".into());
+    }
+    if a.out.is_none() {
+        words.push("--out".into());
+        words.push(out.display().to_string());
+    }
+    let quote = |w: &String| {
+        if !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+".contains(c))
+        {
+            w.clone()
+        } else {
+            format!("'{}'", w.replace('\'', r"'\''"))
+        }
+    };
+    let mut cmd = vec!["fsnn".to_string()];
+    cmd.extend(words.iter().map(quote));
+    cmd.join(" ")
 }
 
 #[derive(ClapArgs)]
