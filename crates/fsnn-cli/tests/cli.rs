@@ -228,6 +228,22 @@ fn presets_json_lists_every_model_with_counts() {
 }
 
 #[test]
+fn presets_table_has_a_header_and_the_default_dataset() {
+    let out = fsnn(&["presets"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["preset", "dataset", "params", "neurons", "model"]);
+    let fc: Vec<&str> = lines
+        .find(|l| l.starts_with("fc400 "))
+        .expect("fc400 row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(fc[..4], ["fc400", "fashion-mnist", "478811", "1184"]);
+}
+
+#[test]
 fn bad_arguments_fail_with_a_clear_message() {
     let tmp = std::env::temp_dir().join(format!("fsnn-cli-bad-{}", std::process::id()));
     let out_dir = tmp.to_str().unwrap();
@@ -413,6 +429,14 @@ fn out_of_range_flags_are_refused_before_anything_runs() {
     }
     assert!(!out.exists(), "a refused run created its folder");
     fails_with(&["train", "--resume"], "--resume needs --out");
+    fails_with(
+        &["bench", "step", "--batch-size", "0", "--runs", "1"],
+        "--batch-size must be at least 1, got 0",
+    );
+    fails_with(
+        &["bench", "step", "--time-steps", "0", "--runs", "1"],
+        "--time-steps must be in 1..=10000, got 0",
+    );
     fails_with(
         &["eval", "--checkpoint", "x.safetensors", "--eval-batch", "0"],
         "--eval-batch must be at least 1",
@@ -708,6 +732,25 @@ fn run_folders_are_never_silently_replaced() {
         let name = r.file_name().unwrap().to_string_lossy().to_string();
         assert!(name.starts_with("20") && name.contains('-'), "{name}");
     }
+    // eval --limit-test evaluates on the first N test samples.
+    let v = json(&[
+        "eval",
+        "--checkpoint",
+        runs[0].join("last.safetensors").to_str().unwrap(),
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        d,
+        "--limit-test",
+        "5",
+        "--json",
+    ]);
+    assert_eq!(v["samples"], 5, "{v}");
+    let acc = v["test_acc"].as_f64().unwrap();
+    assert!(
+        (acc * 5.0 - (acc * 5.0).round()).abs() < 1e-9,
+        "accuracy {acc} is not k/5"
+    );
     // Into a folder holding a run: refused, untouched.
     let out = runs[0].to_str().unwrap();
     let before = std::fs::read(runs[0].join("metrics.jsonl")).unwrap();

@@ -1019,3 +1019,66 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_ignores_a_few_huge_early_residuals() {
+        // What multi-layer runs see: the first steps' residuals are enormous while deep layers
+        // are silent; the mean reports them, the median the typical step.
+        let r = [1e15, 3e14, 0.2, 0.3, 0.25, 0.28, 0.22];
+        assert_eq!(median(&r), 0.28);
+        assert_eq!(median(&[1.0, 3.0]), 2.0);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn durations_read_in_the_largest_sensible_unit() {
+        assert_eq!(fmt_secs(42.4), "42s");
+        assert_eq!(fmt_secs(125.0), "2m05s");
+        assert_eq!(fmt_secs(7_600.0), "2h06m");
+    }
+
+    #[test]
+    fn changed_flags_are_named_and_output_flags_may_change() {
+        let cfg = TrainConfig {
+            dataset: "mnist".into(),
+            data_dir: None,
+            epochs: 3,
+            lr: 0.05,
+            batch_size: 128,
+            schedule: vec![2],
+            warmup: 0,
+            solver: SolverKind::Broyden,
+            threshold: 30,
+            seed: 0,
+            out: "a".into(),
+            resume: false,
+            limit_train: None,
+            limit_test: None,
+            eval_batch: 200,
+            quiet: false,
+            profile: false,
+            trace: None,
+            checkpoint_every: 100,
+            force: false,
+            resize: None,
+        };
+        let saved: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        let mut now = cfg.clone();
+        now.epochs = 9;
+        now.out = "b".into();
+        now.resume = true;
+        now.checkpoint_every = 7;
+        assert!(changed_flags(&saved, &now).is_empty());
+        now.seed = 4;
+        now.limit_train = Some(10);
+        assert_eq!(
+            changed_flags(&saved, &now),
+            ["--limit-train null → 10", "--seed 0 → 4"]
+        );
+    }
+}
