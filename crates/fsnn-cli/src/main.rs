@@ -65,6 +65,14 @@ fn run() -> Result<()> {
             );
         } else {
             eprintln!("\ninterrupted");
+            // _exit, not exit: atexit handlers (the GPU driver's among them) could block on
+            // a lock the interrupted main thread holds.
+            #[cfg(unix)]
+            // SAFETY: _exit(2) ends the process without touching any Rust state.
+            unsafe {
+                libc::_exit(130)
+            };
+            #[allow(unreachable_code)]
             std::process::exit(130);
         }
     })?;
