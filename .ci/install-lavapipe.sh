@@ -5,9 +5,11 @@ set -euo pipefail
 
 # The archive URI that serves the machine's own `bookworm` suite, read from its apt sources (deb822
 # `*.sources` files and classic `sources.list` lines), so backports come from the same mirror.
+# FSNN_APT_DIR (default /etc/apt) lets the lookup be tried on other source lists.
+apt_dir=${FSNN_APT_DIR:-/etc/apt}
 archive_uri() {
   {
-    for f in /etc/apt/sources.list.d/*.sources; do
+    for f in "$apt_dir"/sources.list.d/*.sources; do
       [ -f "$f" ] || continue
       # One stanza per blank-line-separated block; print its URIs when its Suites list bookworm.
       awk 'BEGIN { RS = ""; FS = "\n" }
@@ -20,7 +22,7 @@ archive_uri() {
              if (hit && uris != "") { split(uris, u, /[ \t]+/); print u[1] }
            }' "$f"
     done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    for f in "$apt_dir"/sources.list "$apt_dir"/sources.list.d/*.list; do
       [ -f "$f" ] || continue
       # deb [options] URI SUITE COMPONENTS...
       sed -e 's/\[[^]]*\]//' "$f" | awk '$1 == "deb" && $3 == "bookworm" { print $2 }'
@@ -33,8 +35,8 @@ if [ -f /etc/os-release ] && grep -q 'VERSION_CODENAME=bookworm' /etc/os-release
   if [ ! -f "$src" ]; then
     uri=$(archive_uri)
     if [ -z "$uri" ]; then
-      echo "install-lavapipe: no apt source for the bookworm suite found in /etc/apt/sources.list" \
-           "or /etc/apt/sources.list.d/; add the machine's Debian archive there first" >&2
+      echo "install-lavapipe: no apt source for the bookworm suite found in $apt_dir/sources.list" \
+           "or $apt_dir/sources.list.d/; add the machine's Debian archive there first" >&2
       exit 1
     fi
     printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$uri" >"$src"
