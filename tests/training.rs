@@ -390,6 +390,9 @@ fn tiny_config(data: &Path, out: &Path, epochs: usize) -> TrainConfig {
         quiet: true,
         profile: false,
         trace: None,
+        checkpoint_every: 0,
+        force: false,
+        resize: None,
     }
 }
 
@@ -540,6 +543,8 @@ fn non_finite_loss_stops_and_keeps_last_good_checkpoint() {
     let mut cfg = tiny_config(&data, &out, 2);
     cfg.resume = true;
     cfg.lr = 1e30;
+    // A changed --lr is refused on resume unless forced.
+    cfg.force = true;
     let err = format!(
         "{:#}",
         train::train(&g, ModelConfig::Single(small_fc()), &cfg)

@@ -228,6 +228,22 @@ fn presets_json_lists_every_model_with_counts() {
 }
 
 #[test]
+fn presets_table_has_a_header_and_the_default_dataset() {
+    let out = fsnn(&["presets"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["preset", "dataset", "params", "neurons", "model"]);
+    let fc: Vec<&str> = lines
+        .find(|l| l.starts_with("fc400 "))
+        .expect("fc400 row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(fc[..4], ["fc400", "fashion-mnist", "478811", "1184"]);
+}
+
+#[test]
 fn bad_arguments_fail_with_a_clear_message() {
     let tmp = std::env::temp_dir().join(format!("fsnn-cli-bad-{}", std::process::id()));
     let out_dir = tmp.to_str().unwrap();
@@ -270,4 +286,679 @@ fn bad_arguments_fail_with_a_clear_message() {
             "fsnn {args:?}: expected {want:?} in:\n{stderr}"
         );
     }
+}
+
+// ------------------------------------------------ validation, run folders, kill and resume
+
+use std::path::{Path, PathBuf};
+
+/// fsnn with extra environment, in `cwd`.
+fn fsnn_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fsnn"));
+    c.args(args).current_dir(cwd).env_remove("FSNN_ADAPTER");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("cannot run fsnn")
+}
+
+/// Runs fsnn, requires failure with `want` in its one-line error.
+fn fails_with(args: &[&str], want: &str) -> String {
+    let out = fsnn(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    println!("fsnn {args:?}: {}", stderr.lines().last().unwrap_or(""));
+    assert!(!out.status.success(), "fsnn {args:?} succeeded:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "fsnn {args:?} panicked:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(want),
+        "fsnn {args:?}: expected {want:?} in:\n{stderr}"
+    );
+    stderr
+}
+
+/// A small random IDX dataset (train `n_train` images of `side_train`², test `n_test` of
+/// `side_test`²) in `dir`.
+fn write_idx(dir: &Path, n_train: usize, side_train: u32, n_test: usize, side_test: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut state = 0x1234_5678u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for (prefix, n, side) in [("train", n_train, side_train), ("t10k", n_test, side_test)] {
+        let mut img = vec![0, 0, 8, 3];
+        img.extend((n as u32).to_be_bytes());
+        img.extend(side.to_be_bytes());
+        img.extend(side.to_be_bytes());
+        let mut lab = vec![0, 0, 8, 1];
+        lab.extend((n as u32).to_be_bytes());
+        for _ in 0..n {
+            let c = (next() % 4) as u8;
+            lab.push(c);
+            for y in 0..side {
+                for x in 0..side {
+                    let q = (y * 2 / side) * 2 + x * 2 / side;
+                    let v = if q == c as u32 { 180 } else { 20 } + (next() % 60) as u32;
+                    img.push(v as u8);
+                }
+            }
+        }
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), img).unwrap();
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lab).unwrap();
+    }
+}
+
+fn tmpdir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("fsnn-cli-{tag}-"))
+        .tempdir()
+        .unwrap()
+}
+
+#[test]
+fn out_of_range_flags_are_refused_before_anything_runs() {
+    let tmp = tmpdir("flags");
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+    for (flags, want) in [
+        (
+            vec!["--batch-size", "0"],
+            "--batch-size must be at least 1, got 0",
+        ),
+        (
+            vec!["--eval-batch", "0"],
+            "--eval-batch must be at least 1, got 0",
+        ),
+        (vec!["--lr=-1"], "--lr must be a finite number > 0, got -1"),
+        (vec!["--lr", "0"], "--lr must be a finite number > 0"),
+        (
+            vec!["--lr", "nan"],
+            "--lr must be a finite number > 0, got NaN",
+        ),
+        (
+            vec!["--lr", "inf"],
+            "--lr must be a finite number > 0, got inf",
+        ),
+        (
+            vec!["--vth", "0"],
+            "--vth must be a finite number > 0, got 0",
+        ),
+        (
+            vec!["--vth=-1"],
+            "--vth must be a finite number > 0, got -1",
+        ),
+        (
+            vec!["--vth", "nan"],
+            "--vth must be a finite number > 0, got NaN",
+        ),
+        (vec!["--leak", "0"], "--leak must be in (0, 1], got 0"),
+        (vec!["--leak", "1.5"], "--leak must be in (0, 1], got 1.5"),
+        (vec!["--leak", "nan"], "--leak must be in (0, 1]"),
+        (vec!["--dropout", "1"], "--dropout must be in [0, 1), got 1"),
+        (
+            vec!["--threshold", "0"],
+            "--threshold must be at least 1, got 0",
+        ),
+        (
+            vec!["--limit-train", "0"],
+            "--limit-train must be at least 1, got 0",
+        ),
+        (
+            vec!["--limit-test", "0"],
+            "--limit-test must be at least 1, got 0",
+        ),
+        (vec!["--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (
+            vec!["--time-steps", "1000000000"],
+            "--time-steps must be in 1..=10000, got 1000000000",
+        ),
+        (
+            vec!["--resize", "0x8"],
+            "--resize must be WxH with both in 1..=16384, got 0x8",
+        ),
+        (vec!["--resize", "big"], "expected WxH"),
+    ] {
+        let mut args = vec!["train", "--out", o];
+        args.extend(flags);
+        fails_with(&args, want);
+    }
+    assert!(!out.exists(), "a refused run created its folder");
+    fails_with(&["train", "--resume"], "--resume needs --out");
+    fails_with(
+        &["bench", "step", "--batch-size", "0", "--runs", "1"],
+        "--batch-size must be at least 1, got 0",
+    );
+    fails_with(
+        &["bench", "step", "--time-steps", "0", "--runs", "1"],
+        "--time-steps must be in 1..=10000, got 0",
+    );
+    fails_with(
+        &["eval", "--checkpoint", "x.safetensors", "--eval-batch", "0"],
+        "--eval-batch must be at least 1",
+    );
+    fails_with(
+        &["eval", "--checkpoint", "x.safetensors", "--limit-test", "0"],
+        "--limit-test must be at least 1",
+    );
+}
+
+/// A checkpoint whose metadata claims `model` (no tensors: validation comes first).
+fn checkpoint_claiming(path: &Path, model: &serde_json::Value) {
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("fsnn.model".to_string(), model.to_string());
+    let views: Vec<(String, safetensors::tensor::TensorView)> = Vec::new();
+    std::fs::write(path, safetensors::serialize(views, &Some(meta)).unwrap()).unwrap();
+}
+
+#[test]
+fn checkpoints_claiming_bad_sizes_or_values_are_clear_errors() {
+    let tmp = tmpdir("ckpt");
+    let data = tmp.path().join("data");
+    write_idx(&data, 8, 28, 8, 20);
+    let preset = |name: &str| {
+        serde_json::to_value(fsnn::model::presets::find(name).unwrap().config).unwrap()
+    };
+    let fc = preset("fc400");
+    let conv = preset("conv64");
+    let multi = preset("alexnet-f");
+    let set = |base: &serde_json::Value, path: &[&str], v: serde_json::Value| {
+        let mut m = base.clone();
+        let mut at = &mut m;
+        for k in &path[..path.len() - 1] {
+            at = at.get_mut(*k).unwrap();
+        }
+        at[path[path.len() - 1]] = v;
+        m
+    };
+    let cases = [
+        (
+            set(&fc, &["time_steps"], 0.into()),
+            "time_steps must be in 1..=10000, got 0",
+        ),
+        (
+            set(&fc, &["time_steps"], 1_000_000_000u64.into()),
+            "time_steps must be in 1..=10000, got 1000000000",
+        ),
+        (
+            set(&fc, &["vth"], (-1.0).into()),
+            "vth must be a finite number > 0, got -1",
+        ),
+        (
+            set(&fc, &["leak"], 0.0.into()),
+            "leak must be in (0, 1], got 0",
+        ),
+        (
+            set(&fc, &["arch", "Fc", "hidden"], (1u64 << 40).into()),
+            "hidden must be in 1..=16777216",
+        ),
+        (
+            set(&fc, &["arch", "Fc", "hidden"], 1_000_000u64.into()),
+            "parameters; at most 268435456 are supported",
+        ),
+        (
+            set(&conv, &["arch", "Conv", "stride_in"], 0.into()),
+            "stride must be in 1..=256, got 0",
+        ),
+        (
+            set(&conv, &["arch", "Conv", "k_in"], 99.into()),
+            "kernel 99 does not fit a 28×28 input",
+        ),
+        (
+            set(&conv, &["arch", "Conv", "k_fb"], 4.into()),
+            "k_fb must be odd",
+        ),
+        (
+            set(&multi, &["layers"], serde_json::json!([])),
+            "layers must be in 1..=64, got 0",
+        ),
+        (set(&multi, &["fb_stride"], 1.into()), "the feedback maps"),
+        (
+            serde_json::json!({"kind": "Single", "preset": 3}),
+            "bad model metadata",
+        ),
+    ];
+    for (i, (model, want)) in cases.iter().enumerate() {
+        let ck = tmp.path().join(format!("bad{i}.safetensors"));
+        checkpoint_claiming(&ck, model);
+        let err = fails_with(
+            &[
+                "eval",
+                "--checkpoint",
+                ck.to_str().unwrap(),
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            want,
+        );
+        assert!(err.contains(&format!("bad{i}.safetensors")), "{err}");
+    }
+    // A well-formed checkpoint on a dataset of another shape: one message naming both.
+    let ck = tmp.path().join("fc400.safetensors");
+    checkpoint_claiming(&ck, &fc);
+    let data20 = tmp.path().join("data20");
+    write_idx(&data20, 8, 20, 8, 20);
+    fails_with(
+        &[
+            "eval",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            data20.to_str().unwrap(),
+        ],
+        "model fc400 takes 784 values per sample and 10 classes; dataset mnist gives 400 values",
+    );
+}
+
+#[test]
+fn datasets_are_checked_before_training() {
+    let tmp = tmpdir("data");
+    let t = tmp.path();
+    // IDX: the test file's image size differs from the training file's.
+    let data = t.join("idx");
+    write_idx(&data, 16, 28, 8, 20);
+    let out = t.join("run");
+    let err = fails_with(
+        &[
+            "train",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--time-steps",
+            "1",
+        ],
+        "test images are 20×20 but the training images in",
+    );
+    assert!(
+        err.contains("t10k-images-idx3-ubyte") && err.contains("train-images-idx3-ubyte"),
+        "{err}"
+    );
+    assert!(
+        !out.join("steps.jsonl").exists(),
+        "trained before the check"
+    );
+
+    // Image folders: a test image of another size is refused like a training one.
+    let root = t.join("imgs");
+    for (split, side) in [("train", 8), ("test", 6)] {
+        for class in ["a", "b"] {
+            let d = root.join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            image::RgbImage::from_pixel(side, side, image::Rgb([9, 99, 199]))
+                .save(d.join("0.png"))
+                .unwrap();
+        }
+    }
+    let ds = format!("folder:{}", root.display());
+    fails_with(
+        &[
+            "train",
+            "--preset",
+            "alexnet-f",
+            "--dataset",
+            &ds,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "test images are 6×6 but training images",
+    );
+    fails_with(
+        &[
+            "train",
+            "--preset",
+            "alexnet-f",
+            "--dataset",
+            &ds,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "--resize WxH",
+    );
+    // --resize makes both splits one size; AlexNet-F then names its own input size.
+    fails_with(
+        &[
+            "train",
+            "--preset",
+            "alexnet-f",
+            "--dataset",
+            &ds,
+            "--resize",
+            "16x16",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "gives 768 values per sample",
+    );
+    // The same odd size in the training split is the same kind of error.
+    image::RgbImage::from_pixel(5, 5, image::Rgb([1, 2, 3]))
+        .save(root.join("train/b/1.png"))
+        .unwrap();
+    fails_with(
+        &[
+            "train",
+            "--preset",
+            "alexnet-f",
+            "--dataset",
+            &ds,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "resize all images to one size",
+    );
+    // A damaged JPEG is an error naming the file.
+    std::fs::remove_file(root.join("train/b/1.png")).unwrap();
+    let jpg = root.join("train/a/1.jpg");
+    image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([(x * 30) as u8, (y * 30) as u8, 7]))
+        .save(&jpg)
+        .unwrap();
+    let bytes = std::fs::read(&jpg).unwrap();
+    std::fs::write(&jpg, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    fails_with(
+        &[
+            "train",
+            "--preset",
+            "alexnet-f",
+            "--dataset",
+            &ds,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "1.jpg: cannot decode: damaged or truncated JPEG",
+    );
+}
+
+fn tiny_train<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        data,
+        "--out",
+        out,
+        "--epochs",
+        epochs,
+        "--time-steps",
+        "2",
+        "--batch-size",
+        "16",
+        "--eval-batch",
+        "16",
+        "--checkpoint-every",
+        "2",
+        "--seed",
+        "5",
+        "--quiet",
+    ]
+}
+
+fn ok(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> String {
+    let out = fsnn_env(args, cwd, env);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "fsnn {args:?} failed:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn run_folders_are_never_silently_replaced() {
+    let tmp = tmpdir("folders");
+    let t = tmp.path();
+    let data = t.join("data");
+    write_idx(&data, 32, 28, 16, 28);
+    let d = data.to_str().unwrap();
+    // Without --out: a new folder per run, named by the start time.
+    let mut args = tiny_train(d, "", "1");
+    args.drain(5..7);
+    ok(&args, t, &[]);
+    ok(&args, t, &[]);
+    let runs: Vec<PathBuf> = std::fs::read_dir(t.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for r in &runs {
+        assert!(r.join("metrics.jsonl").exists() && r.join("last.safetensors").exists());
+        let name = r.file_name().unwrap().to_string_lossy().to_string();
+        assert!(name.starts_with("20") && name.contains('-'), "{name}");
+    }
+    // eval --limit-test evaluates on the first N test samples.
+    let v = json(&[
+        "eval",
+        "--checkpoint",
+        runs[0].join("last.safetensors").to_str().unwrap(),
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        d,
+        "--limit-test",
+        "5",
+        "--json",
+    ]);
+    assert_eq!(v["samples"], 5, "{v}");
+    let acc = v["test_acc"].as_f64().unwrap();
+    assert!(
+        (acc * 5.0 - (acc * 5.0).round()).abs() < 1e-9,
+        "accuracy {acc} is not k/5"
+    );
+    // Into a folder holding a run: refused, untouched.
+    let out = runs[0].to_str().unwrap();
+    let before = std::fs::read(runs[0].join("metrics.jsonl")).unwrap();
+    let err = fails_with(&tiny_train(d, out, "1"), "already holds a run");
+    assert!(err.contains("--resume") && err.contains("--force"), "{err}");
+    fails_with(&tiny_train(d, out, "0"), "--epochs must be at least 1");
+    assert_eq!(
+        std::fs::read(runs[0].join("metrics.jsonl")).unwrap(),
+        before
+    );
+    // --resume with changed training flags: refused naming them; --force continues.
+    let mut changed = tiny_train(d, out, "2");
+    let b = changed.iter().position(|&a| a == "--batch-size").unwrap();
+    changed[b + 1] = "8";
+    changed.extend(["--resume", "--lr", "0.1"]);
+    let err = fails_with(&changed, "settings differ from the checkpoint's");
+    assert!(
+        err.contains("--lr 0.05 → 0.1") && err.contains("--batch-size 16 → 8"),
+        "{err}"
+    );
+    changed.push("--force");
+    ok(&changed, t, &[]);
+    assert_eq!(
+        std::fs::read_to_string(runs[0].join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    // --force without --resume replaces the run.
+    let mut replace = tiny_train(d, out, "1");
+    replace.push("--force");
+    ok(&replace, t, &[]);
+    assert_eq!(
+        std::fs::read_to_string(runs[0].join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    // Nothing to resume in an empty folder.
+    let empty = t.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut resume = tiny_train(d, empty.to_str().unwrap(), "1");
+    resume.push("--resume");
+    fails_with(&resume, "nothing to resume");
+}
+
+/// Metrics without the fields that measure time.
+fn metrics_values(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            for k in [
+                "seconds",
+                "samples_per_sec",
+                "forward_ms_mean",
+                "backward_ms_mean",
+                "peak_gpu_bytes",
+            ] {
+                o.remove(k);
+            }
+            v
+        })
+        .collect()
+}
+
+/// (step, loss, acc) of every line of steps.jsonl.
+fn steps_values(dir: &Path) -> Vec<(u64, f64, f64)> {
+    std::fs::read_to_string(dir.join("steps.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["step"].as_u64().unwrap(),
+                v["loss"].as_f64().unwrap(),
+                v["acc"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Every tensor of a checkpoint, by name, as raw bytes.
+fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.data().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn same_run(reference: &Path, other: &Path, what: &str) {
+    assert_eq!(
+        metrics_values(reference),
+        metrics_values(other),
+        "{what}: metrics differ"
+    );
+    assert_eq!(
+        steps_values(reference),
+        steps_values(other),
+        "{what}: steps.jsonl differs"
+    );
+    assert!(
+        tensors(&reference.join("last.safetensors")) == tensors(&other.join("last.safetensors")),
+        "{what}: final weights differ"
+    );
+    let litter: Vec<_> = std::fs::read_dir(other)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(
+        litter.is_empty(),
+        "{what}: temporary files left: {litter:?}"
+    );
+}
+
+/// SIGKILL at several points of a run (mid-step, during a checkpoint write, between checkpoint
+/// and metrics line, mid-epoch after a periodic checkpoint), then --resume: metrics, step log
+/// and final weights equal an uninterrupted run's bit for bit. Then the same for Ctrl-C.
+#[cfg(unix)]
+#[test]
+fn killed_or_interrupted_runs_resume_bit_exactly() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tmpdir("kill");
+    let t = tmp.path();
+    let data = t.join("data");
+    // 4 steps of 16 per epoch, 3 epochs, a periodic checkpoint every 2 steps.
+    write_idx(&data, 64, 28, 16, 28);
+    let d = data.to_str().unwrap();
+    let reference = t.join("reference");
+    ok(&tiny_train(d, reference.to_str().unwrap(), "3"), t, &[]);
+    assert_eq!(metrics_values(&reference).len(), 3);
+    assert_eq!(steps_values(&reference).len(), 12);
+
+    for fault in [
+        "step:3",
+        "step:7",
+        "checkpoint-write:2",
+        "checkpoint-write:5",
+        "after-checkpoint:1",
+        "after-checkpoint:2",
+    ] {
+        let dir = t.join(fault.replace(':', "-"));
+        let args = tiny_train(d, dir.to_str().unwrap(), "3");
+        let out = fsnn_env(&args, t, &[("FSNN_FAULT", fault)]);
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "{fault}: expected SIGKILL, got {:?}:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut resume = args.clone();
+        resume.push("--resume");
+        let log = ok(&resume, t, &[]);
+        println!(
+            "{fault}: {}",
+            log.lines()
+                .find(|l| l.starts_with("resuming"))
+                .unwrap_or("")
+        );
+        same_run(&reference, &dir, fault);
+    }
+
+    // Ctrl-C: the first SIGINT finishes the step, checkpoints and exits 130 with how to resume.
+    let dir = t.join("ctrl-c");
+    let args = tiny_train(d, dir.to_str().unwrap(), "3");
+    let child = Command::new(env!("CARGO_BIN_EXE_fsnn"))
+        .args(&args)
+        .current_dir(t)
+        .env_remove("FSNN_ADAPTER")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let steps = dir.join("steps.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&steps).map_or(0, |s| s.lines().count()) < 5 {
+        assert!(t0.elapsed().as_secs() < 120, "the run did not get going");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("ctrl-c: {}", stderr.trim());
+    // 7 steps and 2 evaluations were left when the signal went out: the run cannot have
+    // finished first.
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("Ctrl-C: finishing the current step")
+            && stderr.contains(&format!("resume with: fsnn {} --resume", args.join(" "))),
+        "{stderr}"
+    );
+    let mut resume = args.clone();
+    resume.push("--resume");
+    let log = ok(&resume, t, &[]);
+    assert!(log.contains("resuming"), "{log}");
+    same_run(&reference, &dir, "ctrl-c");
 }

@@ -165,6 +165,70 @@ impl<S: BatchSource> BatchSource for Shuffled<S> {
     }
 }
 
+/// A source seen through a subset of its samples (N-MNIST without its empty recordings).
+pub struct Subset<S> {
+    inner: S,
+    keep: Vec<usize>,
+}
+
+impl<S: BatchSource> BatchSource for Subset<S> {
+    fn len(&self) -> usize {
+        self.keep.len()
+    }
+    fn sample_len(&self) -> usize {
+        self.inner.sample_len()
+    }
+    fn label(&self, i: usize) -> u32 {
+        self.inner.label(self.keep[i])
+    }
+    fn classes(&self) -> usize {
+        self.inner.classes()
+    }
+    fn fill(&self, indices: &[usize], seed: u64, out: &mut [f32]) {
+        let mapped: Vec<usize> = indices.iter().map(|&i| self.keep[i]).collect();
+        self.inner.fill(&mapped, seed, out);
+    }
+    fn describe(&self) -> String {
+        let dropped = self.inner.len() - self.keep.len();
+        if dropped == 0 {
+            self.inner.describe()
+        } else {
+            format!(
+                "{} ({dropped} empty recordings skipped)",
+                self.inner.describe()
+            )
+        }
+    }
+}
+
+/// N-MNIST recordings with at least one event. An empty recording (a zero-byte `.bin`) carries
+/// no information about its label, so it is skipped with a count on stderr rather than trained
+/// on as a blank sample; a split with no events at all is an error.
+fn non_empty_events(events: Events, split: &str) -> Result<Subset<Events>> {
+    let keep: Vec<usize> = (0..events.split.len())
+        .filter(|&i| !events.split.events(i).is_empty())
+        .collect();
+    let dropped = events.split.len() - keep.len();
+    if keep.is_empty() {
+        bail!(
+            "{}: all {} N-MNIST {split} recordings are empty (no events)",
+            events.split.source().display(),
+            events.split.len()
+        );
+    }
+    if dropped > 0 {
+        eprintln!(
+            "{}: skipping {dropped} empty N-MNIST {split} recording(s) of {} (no events)",
+            events.split.source().display(),
+            events.split.len()
+        );
+    }
+    Ok(Subset {
+        inner: events,
+        keep,
+    })
+}
+
 /// The train and test sources for a dataset name: `mnist`, `fashion-mnist`, `cifar10`,
 /// `cifar100`, `nmnist` or `folder:PATH`. `dir` overrides where the data is read from (no
 /// download then); `time_steps` bins event data.
@@ -173,14 +237,37 @@ pub fn load_sources(
     dir: Option<&Path>,
     time_steps: usize,
 ) -> Result<(Box<dyn BatchSource>, Box<dyn BatchSource>)> {
+    load_sources_sized(name, dir, time_steps, None)
+}
+
+/// [`load_sources`], with every image of a `folder:` dataset resized to `resize` (width, height).
+/// Without it, all images of both splits must have one size.
+pub fn load_sources_sized(
+    name: &str,
+    dir: Option<&Path>,
+    time_steps: usize,
+    resize: Option<(u32, u32)>,
+) -> Result<(Box<dyn BatchSource>, Box<dyn BatchSource>)> {
+    if resize.is_some() && !name.starts_with("folder:") {
+        bail!("--resize applies to folder: datasets only, not {name}");
+    }
     if let Some(root) = name.strip_prefix("folder:") {
         let root = dir.unwrap_or(Path::new(root));
-        let train = data::load_image_folder(root, "train", None)?;
-        let test = data::load_image_folder(
-            root,
-            "test",
-            Some((train.width as u32, train.height as u32)),
-        )?;
+        let train = data::load_image_folder(root, "train", resize)?;
+        let test = data::load_image_folder(root, "test", resize)?;
+        // Both splits follow one rule: without --resize neither is resized, so a test image of
+        // another size is the same error as a training image of another size.
+        if (test.width, test.height) != (train.width, train.height) {
+            bail!(
+                "{}: test images are {}×{} but training images ({}) are {}×{}; resize them to one size (`--resize WxH`)",
+                root.join("test").display(),
+                test.width,
+                test.height,
+                root.join("train").display(),
+                train.width,
+                train.height
+            );
+        }
         // A user's own images: normalise with the training set's own channel statistics.
         let (mean, std) = train.channel_mean_std();
         if train.channels != 3 {
@@ -241,17 +328,14 @@ pub fn load_sources(
             };
             let train = data::load_nmnist(&dir, true)?;
             let test = data::load_nmnist(&dir, false)?;
+            let events = |split| Events {
+                split,
+                time_steps,
+                mode: BinMode::Clip,
+            };
             Ok((
-                Box::new(Shuffled::new(Events {
-                    split: train,
-                    time_steps,
-                    mode: BinMode::Clip,
-                })),
-                Box::new(Shuffled::new(Events {
-                    split: test,
-                    time_steps,
-                    mode: BinMode::Clip,
-                })),
+                Box::new(Shuffled::new(non_empty_events(events(train), "Train")?)),
+                Box::new(Shuffled::new(non_empty_events(events(test), "Test")?)),
             ))
         }
         _ => {
@@ -262,10 +346,20 @@ pub fn load_sources(
                 Some(d) => d.to_path_buf(),
                 None => data::ensure_dataset(ds, &ds.default_dir())?,
             };
-            Ok((
-                Box::new(data::load_split(&dir, true)?),
-                Box::new(data::load_split(&dir, false)?),
-            ))
+            let train = data::load_split(&dir, true)?;
+            let test = data::load_split(&dir, false)?;
+            if (test.rows, test.cols) != (train.rows, train.cols) {
+                bail!(
+                    "{}: test images are {}×{} but the training images in {} are {}×{}",
+                    dir.join(data::TEST_IMAGES).display(),
+                    test.rows,
+                    test.cols,
+                    dir.join(data::TRAIN_IMAGES).display(),
+                    train.rows,
+                    train.cols
+                );
+            }
+            Ok((Box::new(train), Box::new(test)))
         }
     }
 }
@@ -279,6 +373,9 @@ pub fn for_each_batch(
     seed: u64,
     mut consume: impl FnMut(&[f32], &[u32]) -> Result<bool>,
 ) -> Result<()> {
+    if batch == 0 {
+        bail!("batch size must be at least 1");
+    }
     let sl = source.sample_len();
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = sync_channel::<(Vec<f32>, Vec<u32>)>(2);
@@ -299,4 +396,74 @@ pub fn for_each_batch(
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One recording per label with a single event, plus `empty` zero-byte recordings.
+    fn write_nmnist(root: &Path, split: &str, empty: usize, events: bool) {
+        for label in 0..10 {
+            let d = root.join(split).join(label.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            let one_event: &[u8] = if events { &[3, 4, 0x80, 0, 9] } else { &[] };
+            std::fs::write(d.join("1.bin"), one_event).unwrap();
+            if label < empty {
+                std::fs::write(d.join("2.bin"), b"").unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn empty_nmnist_recordings_are_skipped_with_a_count() {
+        let dir = tempfile::tempdir().unwrap();
+        write_nmnist(dir.path(), "Train", 3, true);
+        write_nmnist(dir.path(), "Test", 1, true);
+        let (train, test) = load_sources("nmnist", Some(dir.path()), 3).unwrap();
+        assert_eq!((train.len(), test.len()), (10, 10));
+        assert!(
+            train.describe().contains("3 empty recordings skipped"),
+            "{}",
+            train.describe()
+        );
+        // Every remaining sample has its event in some frame.
+        let order: Vec<usize> = (0..train.len()).collect();
+        let mut x = vec![0.0; train.len() * train.sample_len()];
+        train.fill(&order, 0, &mut x);
+        for s in 0..train.len() {
+            let frames: f32 = (0..3)
+                .map(|t| {
+                    let at = (t * train.len() + s) * data::NMNIST_FRAME_LEN;
+                    x[at..at + data::NMNIST_FRAME_LEN].iter().sum::<f32>()
+                })
+                .sum();
+            assert_eq!(frames, 1.0, "sample {s}");
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        write_nmnist(dir.path(), "Train", 0, false);
+        write_nmnist(dir.path(), "Test", 0, true);
+        let e = load_sources("nmnist", Some(dir.path()), 3)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("all 10 N-MNIST Train recordings are empty"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn zero_batch_size_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        write_nmnist(dir.path(), "Train", 0, true);
+        write_nmnist(dir.path(), "Test", 0, true);
+        let (train, _) = load_sources("nmnist", Some(dir.path()), 2).unwrap();
+        let e = for_each_batch(train.as_ref(), &[0, 1], 0, 0, |_, _| Ok(true)).unwrap_err();
+        assert!(
+            e.to_string().contains("batch size must be at least 1"),
+            "{e}"
+        );
+    }
 }

