@@ -641,6 +641,22 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
     let mut history: Vec<String> = Vec::new();
     if cfg.resume {
         let ck = read_checkpoint(&last)?;
+        if let (ModelConfig::Multi(saved), ModelConfig::Multi(now)) = (&ck.model, &net_cfg) {
+            let same_otherwise = {
+                let mut n = now.clone();
+                n.adjoint = saved.adjoint;
+                &n == saved
+            };
+            if saved.adjoint != now.adjoint && same_otherwise {
+                bail!(
+                    "{}: the checkpoint was trained with --adjoint {}, this run asks for --adjoint {}; pass --adjoint {} to resume it",
+                    last.display(),
+                    saved.adjoint.name(),
+                    now.adjoint.name(),
+                    saved.adjoint.name()
+                );
+            }
+        }
         if ck.model != net_cfg {
             bail!(
                 "{}: checkpoint is of model {:?}, this run asks for {:?}",
@@ -728,7 +744,7 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
     }
     let saved_cfg = serde_json::to_string(cfg)?;
     eprintln!(
-        "{}: {} parameters, {} neurons ({} spiking per sample), T={}, {} vth={} leak={}, solver {:?} (threshold {}); data: {}",
+        "{}: {} parameters, {} neurons ({} spiking per sample), T={}, {} vth={} leak={}, solver {:?} (threshold {}{}); data: {}",
         net_cfg.preset(),
         net_cfg.param_count(),
         net_cfg.paper_neurons(),
@@ -739,6 +755,10 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
         net_cfg.leak(),
         cfg.solver,
         cfg.threshold,
+        match &net_cfg {
+            ModelConfig::Multi(m) => format!(", adjoint {}", m.adjoint.name()),
+            ModelConfig::Single(_) => String::new(),
+        },
         train_src.describe()
     );
     let _training = TrainingFlag::new();
