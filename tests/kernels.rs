@@ -708,9 +708,7 @@ fn solver_dots_track_combine() {
                 for p in 0..slots {
                     for q in 0..slots {
                         let row = |j: usize| ((b * slots + j) * 2 + 1) * dim;
-                        let v: f32 = (0..dim)
-                            .map(|e| hist[row(p) + e] * hist[row(q) + e])
-                            .sum();
+                        let v: f32 = (0..dim).map(|e| hist[row(p) + e] * hist[row(q) + e]).sum();
                         scal[gram0 + (b * slots + p) * slots + q] = v;
                     }
                 }
@@ -758,16 +756,29 @@ fn solver_dots_track_combine() {
             cpu::solver_track(&l, i, threshold, e2, 1e-6, &mut s);
             let got = g.read(&gs);
             check(&format!("solver_track {tag} {what}"), &got, &s, 2e-4);
-            assert_eq!(got[st + 1..st + 4], s[st + 1..st + 4], "{tag} {what}: state words");
+            assert_eq!(
+                got[st + 1..st + 4],
+                s[st + 1..st + 4],
+                "{tag} {what}: state words"
+            );
         }
         // Per-element step: with the coefficients of a live solve, and after the stop.
-        for (what, improved, done) in [("step", 1.0f32, 0.0f32), ("stopped", 1.0, 1.0), ("no copy", 0.0, 0.0)] {
+        for (what, improved, done) in [
+            ("step", 1.0f32, 0.0f32),
+            ("stopped", 1.0, 1.0),
+            ("no copy", 0.0, 0.0),
+        ] {
             let mut s = scal.clone();
             cpu::solver_track(&l, i, 30, 0.0, 1e-6, &mut s);
             s[st + 1] = done;
             s[st + 2] = improved;
-            let (mut h, mut xx, mut go, mut sp, mut bs) =
-                (hist.clone(), x.clone(), gold.clone(), step.clone(), best.clone());
+            let (mut h, mut xx, mut go, mut sp, mut bs) = (
+                hist.clone(),
+                x.clone(),
+                gold.clone(),
+                step.clone(),
+                best.clone(),
+            );
             let (gh, gxx, ggo, gsp, gbs) = (up(&h), up(&xx), up(&go), up(&sp), up(&bs));
             let v = ops::SolverVectors {
                 jx: &gjx,
@@ -789,8 +800,16 @@ fn solver_dots_track_combine() {
                 ("best", &gbs, &bs),
             ] {
                 let got = g.read(gt);
-                assert!(got.iter().all(|v| v.is_finite()), "{tag}: non-finite {name}");
-                check(&format!("solver_combine {tag} {what} {name}"), &got, want, 1e-4);
+                assert!(
+                    got.iter().all(|v| v.is_finite()),
+                    "{tag}: non-finite {name}"
+                );
+                check(
+                    &format!("solver_combine {tag} {what} {name}"),
+                    &got,
+                    want,
+                    1e-4,
+                );
             }
             if done != 0.0 {
                 assert_eq!(xx, x, "a stopped solve must not move β");

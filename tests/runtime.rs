@@ -284,7 +284,12 @@ fn chunked_solver_history_over_the_binding_cap() {
     });
     let [jx, x, gl, gold, step, best] = vecs.clone().try_into().unwrap();
     cpu::solver_dots(&l, i, &hist, &jx, &x, &gl, &gold, &step, &mut scal);
-    check(&format!("solver_dots in {nd} chunks"), &g.read(&gs), &scal, 1e-5);
+    check(
+        &format!("solver_dots in {nd} chunks"),
+        &g.read(&gs),
+        &scal,
+        1e-5,
+    );
     assert!(nd >= 3, "solver_dots ran in {nd} dispatch(es)");
     cpu::solver_track(&l, i, 30, 0.0, 1e-6, &mut scal);
     let gs = up(&scal);
@@ -295,8 +300,17 @@ fn chunked_solver_history_over_the_binding_cap() {
     cpu::solver_combine(
         &l, i, 0.5, &mut hist, &jx, &mut x, &gl, &mut gold, &mut step, &mut best, &scal,
     );
-    for (name, gt, want) in [("hist", &gh, &hist), ("x", &t[1], &x), ("step", &t[4], &step)] {
-        check(&format!("solver_combine {name} in {nc} chunks"), &g.read(gt), want, 1e-4);
+    for (name, gt, want) in [
+        ("hist", &gh, &hist),
+        ("x", &t[1], &x),
+        ("step", &t[4], &step),
+    ] {
+        check(
+            &format!("solver_combine {name} in {nc} chunks"),
+            &g.read(gt),
+            want,
+            1e-4,
+        );
     }
     assert!(nc >= 3);
 }

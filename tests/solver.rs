@@ -59,7 +59,12 @@ impl System {
     }
 
     /// Solves on the GPU; returns β, the stats and how many products the solver asked for.
-    fn solve_gpu(&self, g: &Gpu, kind: SolverKind, threshold: usize) -> (Vec<f64>, fsnn::solver::SolveStats, usize) {
+    fn solve_gpu(
+        &self,
+        g: &Gpu,
+        kind: SolverKind,
+        threshold: usize,
+    ) -> (Vec<f64>, fsnn::solver::SolveStats, usize) {
         let (b, d) = (self.batch, self.dim);
         let w = g.upload(&[d, d], &self.w);
         let m = g.upload(&[b * d], &self.mask);
@@ -85,7 +90,12 @@ impl System {
 }
 
 fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
-    let d: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
+    let d: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt();
     d / b.iter().map(|y| y * y).sum::<f64>().sqrt()
 }
 
@@ -116,7 +126,11 @@ fn every_solver_matches_the_dense_solve() {
             "{kind:?}: reported {:.3e} vs {res:.3e}",
             stats.rel_residual
         );
-        assert!(calls <= stats.iterations + 1, "{kind:?}: {calls} products for {} iterations", stats.iterations);
+        assert!(
+            calls <= stats.iterations + 1,
+            "{kind:?}: {calls} products for {} iterations",
+            stats.iterations
+        );
     }
     // The f64 Anderson twin converges to the same solution.
     let (b64, s64) = adjoint::solve(
@@ -130,7 +144,10 @@ fn every_solver_matches_the_dense_solve() {
         &op,
         &gl64,
     );
-    println!("f64 Anderson: {} iterations, residual {:.3e}", s64.iterations, s64.rel_residual);
+    println!(
+        "f64 Anderson: {} iterations, residual {:.3e}",
+        s64.iterations, s64.rel_residual
+    );
     assert!(rel_diff(&b64, &exact) < 1e-10);
 }
 
@@ -144,15 +161,29 @@ fn coupled_batch_and_iteration_cap() {
     let sys = System::new(&mut rng, 7, 31, 0.6, 0.3);
     let gl64: Vec<f64> = sys.gl.iter().map(|&v| v as f64).collect();
     let op = |b: &[f64]| sys.op64(b);
-    for kind in [SolverKind::Broyden, SolverKind::Anderson, SolverKind::FixedPoint] {
-        let threshold = if kind == SolverKind::FixedPoint { 300 } else { 40 };
+    for kind in [
+        SolverKind::Broyden,
+        SolverKind::Anderson,
+        SolverKind::FixedPoint,
+    ] {
+        let threshold = if kind == SolverKind::FixedPoint {
+            300
+        } else {
+            40
+        };
         let (beta, stats, _) = sys.solve_gpu(&g, kind, threshold);
         let res = adjoint::relative_residual(&op, &beta, &gl64);
-        println!("{kind:?} coupled: {} iterations, f64 residual {res:.3e}", stats.iterations);
+        println!(
+            "{kind:?} coupled: {} iterations, f64 residual {res:.3e}",
+            stats.iterations
+        );
         assert!(res < 1e-5, "{kind:?}: residual {res:.3e}");
         let (beta3, stats3, calls3) = sys.solve_gpu(&g, kind, 3);
         let res3 = adjoint::relative_residual(&op, &beta3, &gl64);
-        println!("{kind:?} capped at 3: {} iterations, {calls3} products, residual {res3:.3e}", stats3.iterations);
+        println!(
+            "{kind:?} capped at 3: {} iterations, {calls3} products, residual {res3:.3e}",
+            stats3.iterations
+        );
         assert_eq!(stats3.iterations, 3);
         assert_eq!(calls3, 3);
         assert!((stats3.rel_residual - res3).abs() < 1e-5 * res3.max(1.0));
@@ -169,7 +200,10 @@ fn stops_on_the_tolerance() {
     sys.mask.iter_mut().for_each(|m| *m = 0.0);
     for kind in [SolverKind::Broyden, SolverKind::Anderson] {
         let (beta, stats, calls) = sys.solve_gpu(&g, kind, 30);
-        println!("{kind:?} with J = 0: {} iterations, {calls} products", stats.iterations);
+        println!(
+            "{kind:?} with J = 0: {} iterations, {calls} products",
+            stats.iterations
+        );
         assert_eq!(stats.iterations, 1);
         assert!(calls <= 2);
         assert_eq!(stats.rel_residual, 0.0);

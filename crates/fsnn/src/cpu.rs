@@ -1,7 +1,9 @@
 //! Plain Rust twins of every GPU kernel, written for clarity rather than speed: the definition
 //! the kernels are tested against. Names and argument orders follow [`crate::ops`].
 
-use crate::ops::{BnShape, ConvShape, ConvTShape, NeuronStep, Op, SolverIter, SolverLayout, SolverMode, BN_EPS};
+use crate::ops::{
+    BnShape, ConvShape, ConvTShape, NeuronStep, Op, SolverIter, SolverLayout, SolverMode, BN_EPS,
+};
 
 pub fn neuron_step(
     u: &mut [f32],
@@ -700,8 +702,7 @@ pub fn solver_track(
     let flag = |c: bool| if c { 1.0 } else { 0.0 };
     if it.it == 0 {
         scal[s] = total;
-        scal[s + 1] =
-            flag(threshold == 0 || (l.mode == SolverMode::FixedPoint && total < eps2));
+        scal[s + 1] = flag(threshold == 0 || (l.mode == SolverMode::FixedPoint && total < eps2));
         scal[s + 2] = 1.0;
         scal[s + 3] = 0.0;
         scal[s + 4] = total;
@@ -767,7 +768,8 @@ pub fn solver_combine(
                     let (mut vt, mut t) = (-dx, -dg);
                     let (mut den, mut cg) = (-scal[own + 1], -scal[own + 2]);
                     for j in 0..it.count {
-                        let (c1, c2, c3) = (scal[db + j * 3], scal[db + j * 3 + 1], scal[db + j * 3 + 2]);
+                        let (c1, c2, c3) =
+                            (scal[db + j * 3], scal[db + j * 3 + 1], scal[db + j * 3 + 2]);
                         let (ha, hb) = hist_rows(l, b, j);
                         let u = hist[ha + i];
                         vt = c1.mul_add(hist[hb + i], vt);

@@ -984,7 +984,13 @@ impl SolverVectors<'_> {
     }
 }
 
-fn solver_hist_window(gpu: &Gpu, l: &SolverLayout, hist: &Tensor, b0: usize, nb: usize) -> (Binding, u32) {
+fn solver_hist_window(
+    gpu: &Gpu,
+    l: &SolverLayout,
+    hist: &Tensor,
+    b0: usize,
+    nb: usize,
+) -> (Binding, u32) {
     if l.slots == 0 {
         (gpu.bind(hist), 0)
     } else {

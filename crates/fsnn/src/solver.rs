@@ -133,7 +133,12 @@ impl Solver {
         beta: &Tensor,
     ) -> SolveStats {
         let l = self.layout;
-        assert_eq!(gl.len(), l.batch * l.dim, "solver: gL of shape {:?}", gl.shape);
+        assert_eq!(
+            gl.len(),
+            l.batch * l.dim,
+            "solver: gL of shape {:?}",
+            gl.shape
+        );
         let eps = 2e-10 * ((l.batch * l.dim) as f64).sqrt();
         let eps2 = (eps * eps) as f32;
         // At β = 0, J_fᵀβ = 0 and the residual is gL itself.
