@@ -621,6 +621,8 @@ pub fn solver_dots(
 
 /// Anderson's coefficients for one sample: the Jacobi-scaled, `reg`-regularised normal equations
 /// solved by Gaussian elimination with partial pivoting, in the kernel's order.
+// Index loops on purpose: they mirror the WGSL line for line.
+#[allow(clippy::needless_range_loop)]
 fn anderson_coefficients(gram: &[f32], slots: usize, n: usize, rhs: &[f32], reg: f32) -> Vec<f32> {
     let d: Vec<f32> = (0..n)
         .map(|i| {
