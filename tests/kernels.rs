@@ -663,65 +663,158 @@ fn peak_fma_probe_matches_twin() {
     }
 }
 
+/// The three fused solver kernels against their twins, for every solver, at the setup, while the
+/// ring fills, once it has wrapped (the overwritten slot inside the products), on convergence and
+/// after the stop.
 #[test]
-fn broyden_history_dot_combine_update() {
+fn solver_dots_track_combine() {
+    use ops::{SolverIter, SolverLayout, SolverMode};
     let g = gpu();
     let mut rng = Rng::new(13);
-    for &(batch, slots, dim, count) in &[
-        (1usize, 1usize, 1usize, 1usize),
-        (3, 27, 401, 5),
-        (7, 5, 67, 5),
-    ] {
-        let h = ops::History { batch, slots, dim };
-        let hist = rng.vec(batch * slots * dim, -1.0, 1.0);
-        let x = rng.vec(batch * dim, -1.0, 1.0);
-        let (gh, gx, gc) = (
-            g.upload(&[hist.len()], &hist),
-            g.upload(&[x.len()], &x),
-            g.zeros(&[batch * slots]),
+    let cases = [
+        (SolverMode::FixedPoint, 3usize, 37usize, 0usize, 0usize),
+        (SolverMode::FixedPoint, 5, 401, 0, 4),
+        (SolverMode::Broyden, 1, 1, 1, 1),
+        (SolverMode::Broyden, 3, 37, 5, 0),
+        (SolverMode::Broyden, 3, 37, 5, 3),
+        (SolverMode::Broyden, 7, 67, 5, 9),
+        (SolverMode::Broyden, 3, 401, 27, 29),
+        (SolverMode::Anderson, 3, 37, 5, 0),
+        (SolverMode::Anderson, 3, 37, 5, 2),
+        (SolverMode::Anderson, 7, 67, 5, 12),
+    ];
+    for &(mode, batch, dim, slots, it) in &cases {
+        let l = SolverLayout {
+            mode,
+            batch,
+            dim,
+            slots,
+        };
+        let i = SolverIter::new(&l, it);
+        let n = batch * dim;
+        let hist = rng.vec(l.hist_len().max(1), -1.0, 1.0);
+        let jx = rng.vec(n, -1.0, 1.0);
+        let x = rng.vec(n, -1.0, 1.0);
+        let gl = rng.vec(n, -1.0, 1.0);
+        let gold = rng.vec(n, -1.0, 1.0);
+        let step = rng.vec(n, -1.0, 1.0);
+        let best = rng.vec(n, -1.0, 1.0);
+        let mut scal = rng.vec(l.scal_len(), -1.0, 1.0);
+        let st = l.state_offset();
+        if mode == SolverMode::Anderson {
+            // A consistent Gram matrix of the stored Δg rows, so the least squares are well posed.
+            let gram0 = st + 8;
+            for b in 0..batch {
+                for p in 0..slots {
+                    for q in 0..slots {
+                        let row = |j: usize| ((b * slots + j) * 2 + 1) * dim;
+                        let v: f32 = (0..dim).map(|e| hist[row(p) + e] * hist[row(q) + e]).sum();
+                        scal[gram0 + (b * slots + p) * slots + q] = v;
+                    }
+                }
+            }
+        }
+        let tag = format!("{mode:?} {batch}x{dim} slots={slots} it={it}");
+        let up = |v: &[f32]| g.upload(&[v.len()], v);
+        let (ghist, gjx, gx, ggl, ggold, gstep, gbest) = (
+            up(&hist),
+            up(&jx),
+            up(&x),
+            up(&gl),
+            up(&gold),
+            up(&step),
+            up(&best),
         );
-        ops::history_dot(&g, h, count, &gh, &gx, &gc);
-        let mut c = vec![0.0; batch * slots];
-        cpu::history_dot(h, count, &hist, &x, &mut c);
-        let tag = format!("{batch}x{slots}x{dim} count={count}");
-        check(&format!("history_dot {tag}"), &g.read(&gc), &c, 1e-5);
-        let go = g.zeros(&[batch * dim]);
-        let gc2 = g.upload(&[c.len()], &c);
-        ops::history_combine(&g, h, count, &gh, -1.0, &gx, &gc2, &go);
-        let mut o = vec![0.0; batch * dim];
-        cpu::history_combine(h, count, &hist, -1.0, &x, &c, &mut o);
-        check(&format!("history_combine {tag}"), &g.read(&go), &o, 1e-5);
-        // One denominator is zero: that sample's update must come out as zeros, not NaN.
-        let num = rng.vec(batch * dim, -1.0, 1.0);
-        let vt = rng.vec(batch * dim, -1.0, 1.0);
-        let mut den = rng.vec(batch, 0.5, 2.0);
-        den[0] = 0.0;
-        let (mut us, mut vts) = (hist.clone(), hist.clone());
-        let (gus, gvts) = (g.upload(&[us.len()], &us), g.upload(&[vts.len()], &vts));
-        let slot = slots - 1;
-        ops::broyden_update(
-            &g,
-            h,
-            slot,
-            &g.upload(&[num.len()], &num),
-            &g.upload(&[vt.len()], &vt),
-            &g.upload(&[batch], &den),
-            &gus,
-            &gvts,
-        );
-        cpu::broyden_update(h, slot, &num, &vt, &den, &mut us, &mut vts);
-        let got_u = g.read(&gus);
-        assert!(
-            got_u.iter().all(|v| v.is_finite()),
-            "broyden_update left a non-finite value"
-        );
-        check(&format!("broyden_update U {tag}"), &got_u, &us, 1e-6);
-        check(
-            &format!("broyden_update V {tag}"),
-            &g.read(&gvts),
-            &vts,
-            0.0,
-        );
+        let v = ops::SolverVectors {
+            jx: &gjx,
+            x: &gx,
+            gl: &ggl,
+            g: &ggold,
+            step: &gstep,
+            best: &gbest,
+        };
+        // Products.
+        let gscal = up(&scal);
+        ops::solver_dots(&g, &l, i, &ghist, &v, &gscal);
+        cpu::solver_dots(&l, i, &hist, &jx, &x, &gl, &gold, &step, &mut scal);
+        check(&format!("solver_dots {tag}"), &g.read(&gscal), &scal, 1e-5);
+        // Global step, from each state the stopping rule distinguishes.
+        let eps2 = 0.5 * scal[slots * 3];
+        for (what, lowest, done, threshold, e2) in [
+            ("improves", 1e9f32, 0.0f32, 30usize, 0.0f32),
+            ("no better", 1e-9, 0.0, 30, 0.0),
+            ("converges", 1e9, 0.0, 30, 1e9),
+            ("threshold", 1e9, 0.0, it.max(1), 0.0),
+            ("stopped", 1e9, 1.0, 30, 0.0),
+            ("eps", 1e9, 0.0, 30, eps2),
+        ] {
+            let mut s = scal.clone();
+            s[st] = lowest;
+            s[st + 1] = done;
+            let gs = up(&s);
+            ops::solver_track(&g, &l, i, threshold, e2, 1e-6, &gs);
+            cpu::solver_track(&l, i, threshold, e2, 1e-6, &mut s);
+            let got = g.read(&gs);
+            check(&format!("solver_track {tag} {what}"), &got, &s, 2e-4);
+            assert_eq!(
+                got[st + 1..st + 4],
+                s[st + 1..st + 4],
+                "{tag} {what}: state words"
+            );
+        }
+        // Per-element step: with the coefficients of a live solve, and after the stop.
+        for (what, improved, done) in [
+            ("step", 1.0f32, 0.0f32),
+            ("stopped", 1.0, 1.0),
+            ("no copy", 0.0, 0.0),
+        ] {
+            let mut s = scal.clone();
+            cpu::solver_track(&l, i, 30, 0.0, 1e-6, &mut s);
+            s[st + 1] = done;
+            s[st + 2] = improved;
+            let (mut h, mut xx, mut go, mut sp, mut bs) = (
+                hist.clone(),
+                x.clone(),
+                gold.clone(),
+                step.clone(),
+                best.clone(),
+            );
+            let (gh, gxx, ggo, gsp, gbs) = (up(&h), up(&xx), up(&go), up(&sp), up(&bs));
+            let v = ops::SolverVectors {
+                jx: &gjx,
+                x: &gxx,
+                gl: &ggl,
+                g: &ggo,
+                step: &gsp,
+                best: &gbs,
+            };
+            ops::solver_combine(&g, &l, i, 0.5, &gh, &v, &up(&s));
+            cpu::solver_combine(
+                &l, i, 0.5, &mut h, &jx, &mut xx, &gl, &mut go, &mut sp, &mut bs, &s,
+            );
+            for (name, gt, want) in [
+                ("hist", &gh, &h),
+                ("x", &gxx, &xx),
+                ("g", &ggo, &go),
+                ("step", &gsp, &sp),
+                ("best", &gbs, &bs),
+            ] {
+                let got = g.read(gt);
+                assert!(
+                    got.iter().all(|v| v.is_finite()),
+                    "{tag}: non-finite {name}"
+                );
+                check(
+                    &format!("solver_combine {tag} {what} {name}"),
+                    &got,
+                    want,
+                    1e-4,
+                );
+            }
+            if done != 0.0 {
+                assert_eq!(xx, x, "a stopped solve must not move β");
+            }
+        }
     }
 }
 

@@ -249,73 +249,68 @@ fn profiling_names_every_dispatch_and_writes_a_chrome_trace() {
 }
 
 /// Broyden's low-rank history is the largest tensor of the multi-layer models (AlexNet-F at batch
-/// 128: 27 × 128 × 16384 floats, over the 128 MiB binding cap of many devices): the history
-/// kernels split it by samples.
+/// 128: 27 × 128 × 16384 floats, over the 128 MiB binding cap of many devices): the solver's
+/// per-sample kernels split it by samples.
 #[test]
-fn chunked_broyden_history_over_the_binding_cap() {
+fn chunked_solver_history_over_the_binding_cap() {
+    use ops::{SolverIter, SolverLayout, SolverMode};
     let g = capped_gpu();
     let mut rng = Rng::new(31);
-    let h = ops::History {
+    let l = SolverLayout {
+        mode: SolverMode::Broyden,
         batch: 9,
         slots: 5,
-        dim: 2000,
+        dim: 1000,
     };
-    assert!((h.batch * h.slots * h.dim * 4) as u64 > 4 * CAP);
-    let count = 4;
-    let hist = rng.vec(h.batch * h.slots * h.dim, -1.0, 1.0);
-    let x = rng.vec(h.batch * h.dim, -1.0, 1.0);
-    let (gh, gx) = (g.upload(&[hist.len()], &hist), g.upload(&[x.len()], &x));
-    let gc = g.zeros(&[h.batch * h.slots]);
-    let n = dispatches_of(&g, "history_dot", || {
-        ops::history_dot(&g, h, count, &gh, &gx, &gc)
+    assert!((l.hist_len() * 4) as u64 > 4 * CAP);
+    let i = SolverIter::new(&l, 7);
+    let n = l.batch * l.dim;
+    let mut hist = rng.vec(l.hist_len(), -1.0, 1.0);
+    let vecs: Vec<Vec<f32>> = (0..6).map(|_| rng.vec(n, -1.0, 1.0)).collect();
+    let mut scal = rng.vec(l.scal_len(), -1.0, 1.0);
+    let up = |v: &[f32]| g.upload(&[v.len()], v);
+    let (gh, gs) = (up(&hist), up(&scal));
+    let t: Vec<_> = vecs.iter().map(|v| up(v)).collect();
+    let v = ops::SolverVectors {
+        jx: &t[0],
+        x: &t[1],
+        gl: &t[2],
+        g: &t[3],
+        step: &t[4],
+        best: &t[5],
+    };
+    let nd = dispatches_of(&g, "solver_dots", || {
+        ops::solver_dots(&g, &l, i, &gh, &v, &gs)
     });
-    let mut c = vec![0.0; h.batch * h.slots];
-    cpu::history_dot(h, count, &hist, &x, &mut c);
+    let [jx, x, gl, gold, step, best] = vecs.clone().try_into().unwrap();
+    cpu::solver_dots(&l, i, &hist, &jx, &x, &gl, &gold, &step, &mut scal);
     check(
-        &format!("history_dot in {n} chunks"),
-        &g.read(&gc),
-        &c,
+        &format!("solver_dots in {nd} chunks"),
+        &g.read(&gs),
+        &scal,
         1e-5,
     );
-    assert!(n >= 3, "history_dot ran in {n} dispatch(es)");
-    let go = g.zeros(&[h.batch * h.dim]);
-    let gc2 = g.upload(&[c.len()], &c);
-    let n = dispatches_of(&g, "history_combine", || {
-        ops::history_combine(&g, h, count, &gh, -1.0, &gx, &gc2, &go)
+    assert!(nd >= 3, "solver_dots ran in {nd} dispatch(es)");
+    cpu::solver_track(&l, i, 30, 0.0, 1e-6, &mut scal);
+    let gs = up(&scal);
+    let nc = dispatches_of(&g, "solver_combine", || {
+        ops::solver_combine(&g, &l, i, 0.5, &gh, &v, &gs)
     });
-    let mut o = vec![0.0; h.batch * h.dim];
-    cpu::history_combine(h, count, &hist, -1.0, &x, &c, &mut o);
-    check(
-        &format!("history_combine in {n} chunks"),
-        &g.read(&go),
-        &o,
-        1e-5,
+    let (mut x, mut gold, mut step, mut best) = (x, gold, step, best);
+    cpu::solver_combine(
+        &l, i, 0.5, &mut hist, &jx, &mut x, &gl, &mut gold, &mut step, &mut best, &scal,
     );
-    assert!(n >= 3);
-    let num = rng.vec(h.batch * h.dim, -1.0, 1.0);
-    let den = rng.vec(h.batch, 0.5, 2.0);
-    let (mut us, mut vts) = (hist.clone(), hist.clone());
-    let (gus, gvts) = (g.upload(&[us.len()], &us), g.upload(&[vts.len()], &vts));
-    let (gnum, gvt, gden) = (
-        g.upload(&[num.len()], &num),
-        g.upload(&[x.len()], &x),
-        g.upload(&[h.batch], &den),
-    );
-    let n = dispatches_of(&g, "broyden_update", || {
-        ops::broyden_update(&g, h, 2, &gnum, &gvt, &gden, &gus, &gvts)
-    });
-    cpu::broyden_update(h, 2, &num, &x, &den, &mut us, &mut vts);
-    check(
-        &format!("broyden_update U in {n} chunks"),
-        &g.read(&gus),
-        &us,
-        1e-6,
-    );
-    check(
-        &format!("broyden_update V in {n} chunks"),
-        &g.read(&gvts),
-        &vts,
-        0.0,
-    );
-    assert!(n >= 3);
+    for (name, gt, want) in [
+        ("hist", &gh, &hist),
+        ("x", &t[1], &x),
+        ("step", &t[4], &step),
+    ] {
+        check(
+            &format!("solver_combine {name} in {nc} chunks"),
+            &g.read(gt),
+            want,
+            1e-4,
+        );
+    }
+    assert!(nc >= 3);
 }

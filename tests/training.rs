@@ -614,8 +614,9 @@ fn trace_of_a_training_step_is_chrome_trace_json() {
     for k in [
         "gemm",
         "neuron_step",
-        "history_dot",
-        "broyden_update",
+        "solver_dots",
+        "solver_track",
+        "solver_combine",
         "bn_stats",
         "power_iteration",
         "sgd",

@@ -48,7 +48,7 @@ pub struct TrainArgs {
     /// Iterations of linear lr warm-up. Default: the paper's (0; CIFAR 400).
     #[arg(long)]
     pub warmup: Option<usize>,
-    /// broyden | fixed-point. Default: the solver the paper used for the preset.
+    /// broyden | fixed-point | anderson. Default: the solver the paper used for the preset.
     #[arg(long)]
     pub solver: Option<SolverKind>,
     /// Most solver iterations per adjoint solve.

@@ -187,9 +187,9 @@ fn bench_step_json_names_every_kernel_of_the_step() {
         "dropout_mask",
         "softmax_xent",
         "clamp_mask",
-        "history_dot",
-        "history_combine",
-        "broyden_update",
+        "solver_dots",
+        "solver_track",
+        "solver_combine",
         "row_dot",
         "reduce_sum",
         "sn_weight_grad",
@@ -961,4 +961,96 @@ fn killed_or_interrupted_runs_resume_bit_exactly() {
     let log = ok(&resume, t, &[]);
     assert!(log.contains("resuming"), "{log}");
     same_run(&reference, &dir, "ctrl-c");
+}
+
+/// Writes a tiny MNIST-format dataset (n training images of 28×28, n test images) into `dir`.
+fn write_idx_square(dir: &std::path::Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (images, labels) in [
+        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    ] {
+        let mut img = vec![0, 0, 8, 3];
+        img.extend((n as u32).to_be_bytes());
+        img.extend(28u32.to_be_bytes());
+        img.extend(28u32.to_be_bytes());
+        let mut lab = vec![0, 0, 8, 1];
+        lab.extend((n as u32).to_be_bytes());
+        for k in 0..n {
+            lab.push((k % 10) as u8);
+            img.extend((0..784).map(|p| ((p * 7 + k * 13) % 256) as u8));
+        }
+        std::fs::write(dir.join(images), img).unwrap();
+        std::fs::write(dir.join(labels), lab).unwrap();
+    }
+}
+
+#[test]
+fn bench_step_on_real_batches_of_a_dataset() {
+    let dir = std::env::temp_dir().join(format!("fsnn-cli-bench-data-{}", std::process::id()));
+    write_idx_square(&dir, 24);
+    let d = dir.to_str().unwrap();
+    for solver in ["broyden", "anderson", "fixed-point"] {
+        let v = json(&[
+            "bench",
+            "step",
+            "--preset",
+            "fc400",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            d,
+            "--batch-size",
+            "8",
+            "--runs",
+            "1",
+            "--solver",
+            solver,
+            "--time-steps",
+            "2",
+            "--json",
+        ]);
+        assert_eq!(v["dataset"], "mnist");
+        positive(&v["ms_per_step"], "ms_per_step");
+        positive(&v["solver_iters"], "solver_iters");
+        let res = v["solver_rel_residual_median"].as_f64().unwrap();
+        println!(
+            "{solver}: {} iterations, residual {res:.2e}",
+            v["solver_iters"]
+        );
+        assert!(res < 1.0, "{solver}: residual {res}");
+    }
+    let out = fsnn(&[
+        "bench",
+        "step",
+        "--preset",
+        "fc400",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        d,
+        "--batch-size",
+        "64",
+        "--runs",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--batch-size 64"), "{stderr}");
+    let out = fsnn(&[
+        "bench",
+        "step",
+        "--preset",
+        "conv64",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        d,
+        "--runs",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{}", stderr.trim());
+    assert!(!out.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,7 +1,9 @@
 //! Plain Rust twins of every GPU kernel, written for clarity rather than speed: the definition
 //! the kernels are tested against. Names and argument orders follow [`crate::ops`].
 
-use crate::ops::{BnShape, ConvShape, ConvTShape, NeuronStep, Op, BN_EPS};
+use crate::ops::{
+    BnShape, ConvShape, ConvTShape, NeuronStep, Op, SolverIter, SolverLayout, SolverMode, BN_EPS,
+};
 
 pub fn neuron_step(
     u: &mut [f32],
@@ -553,36 +555,6 @@ pub fn peak_fma(iters: u32, mul: f32, add: f32, out: &mut [f32]) {
     }
 }
 
-pub fn history_dot(h: crate::ops::History, count: usize, hist: &[f32], x: &[f32], c: &mut [f32]) {
-    for b in 0..h.batch {
-        for j in 0..count {
-            let base = (b * h.slots + j) * h.dim;
-            c[b * h.slots + j] = (0..h.dim).map(|i| hist[base + i] * x[b * h.dim + i]).sum();
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn history_combine(
-    h: crate::ops::History,
-    count: usize,
-    hist: &[f32],
-    alpha: f32,
-    x: &[f32],
-    c: &[f32],
-    out: &mut [f32],
-) {
-    for b in 0..h.batch {
-        for i in 0..h.dim {
-            let mut v = alpha * x[b * h.dim + i];
-            for j in 0..count {
-                v += c[b * h.slots + j] * hist[(b * h.slots + j) * h.dim + i];
-            }
-            out[b * h.dim + i] = v;
-        }
-    }
-}
-
 fn finite_or_zero(v: f32) -> f32 {
     if v.is_finite() {
         v
@@ -591,21 +563,245 @@ fn finite_or_zero(v: f32) -> f32 {
     }
 }
 
+/// `(ΔG_r or U/V)`-row offsets of sample `b`, slot `j` in the `[batch, slots, 2, dim]` history.
+fn hist_rows(l: &SolverLayout, b: usize, j: usize) -> (usize, usize) {
+    let a = (b * l.slots + j) * 2 * l.dim;
+    (a, a + l.dim)
+}
+
 #[allow(clippy::too_many_arguments)]
-pub fn broyden_update(
-    h: crate::ops::History,
-    slot: usize,
-    num: &[f32],
-    vt: &[f32],
-    den: &[f32],
-    us: &mut [f32],
-    vts: &mut [f32],
+pub fn solver_dots(
+    l: &SolverLayout,
+    it: SolverIter,
+    hist: &[f32],
+    jx: &[f32],
+    x: &[f32],
+    gl: &[f32],
+    gold: &[f32],
+    step: &[f32],
+    scal: &mut [f32],
 ) {
-    for b in 0..h.batch {
-        for i in 0..h.dim {
-            let dst = (b * h.slots + slot) * h.dim + i;
-            us[dst] = finite_or_zero(num[b * h.dim + i] / den[b]);
-            vts[dst] = finite_or_zero(vt[b * h.dim + i]);
+    let res = |e: usize| (jx[e] - x[e]) + gl[e];
+    for b in 0..l.batch {
+        let vb = b * l.dim;
+        for r in 0..=it.count {
+            let (mut d0, mut d1, mut d2) = (0f32, 0f32, 0f32);
+            let row = if r == it.count {
+                for e in vb..vb + l.dim {
+                    let g = res(e);
+                    let dg = g - gold[e];
+                    d0 = g.mul_add(g, d0);
+                    d1 = step[e].mul_add(dg, d1);
+                    d2 = step[e].mul_add(g, d2);
+                }
+                l.slots
+            } else {
+                let (ha, hb) = hist_rows(l, b, r);
+                for i in 0..l.dim {
+                    let e = vb + i;
+                    let g = res(e);
+                    let dg = g - gold[e];
+                    if l.mode == SolverMode::Broyden {
+                        d0 = hist[ha + i].mul_add(step[e], d0);
+                        d1 = hist[hb + i].mul_add(dg, d1);
+                        d2 = hist[hb + i].mul_add(g, d2);
+                    } else {
+                        let q = if r == it.slot { dg } else { hist[hb + i] };
+                        d0 = q.mul_add(dg, d0);
+                        d1 = q.mul_add(g, d1);
+                    }
+                }
+                r
+            };
+            let o = (b * (l.slots + 1) + row) * 3;
+            scal[o..o + 3].copy_from_slice(&[d0, d1, d2]);
+        }
+    }
+}
+
+/// Anderson's coefficients for one sample: the Jacobi-scaled, `reg`-regularised normal equations
+/// solved by Gaussian elimination with partial pivoting, in the kernel's order.
+// Index loops on purpose: they mirror the WGSL line for line.
+#[allow(clippy::needless_range_loop)]
+fn anderson_coefficients(gram: &[f32], slots: usize, n: usize, rhs: &[f32], reg: f32) -> Vec<f32> {
+    let d: Vec<f32> = (0..n)
+        .map(|i| {
+            let h = gram[i * slots + i];
+            if h > 0.0 {
+                1.0 / h.sqrt()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut a: Vec<Vec<f32>> = (0..n)
+        .map(|i| (0..n).map(|j| gram[i * slots + j] * d[i] * d[j]).collect())
+        .collect();
+    let mut y: Vec<f32> = (0..n).map(|i| rhs[i] * d[i]).collect();
+    for i in 0..n {
+        a[i][i] += reg;
+    }
+    for c in 0..n {
+        let mut piv = c;
+        for i in c + 1..n {
+            if a[i][c].abs() > a[piv][c].abs() {
+                piv = i;
+            }
+        }
+        a.swap(c, piv);
+        y.swap(c, piv);
+        for i in c + 1..n {
+            let f = a[i][c] / a[c][c];
+            for j in c..n {
+                a[i][j] -= f * a[c][j];
+            }
+            y[i] -= f * y[c];
+        }
+    }
+    for i in (0..n).rev() {
+        let mut s = y[i];
+        for j in i + 1..n {
+            s -= a[i][j] * y[j];
+        }
+        y[i] = s / a[i][i];
+    }
+    (0..n).map(|i| finite_or_zero(y[i] * d[i])).collect()
+}
+
+pub fn solver_track(
+    l: &SolverLayout,
+    it: SolverIter,
+    threshold: usize,
+    eps2: f32,
+    reg: f32,
+    scal: &mut [f32],
+) {
+    let rows = l.slots + 1;
+    let s = l.state_offset();
+    let gram0 = s + 8;
+    let gam0 = gram0 + l.batch * l.slots * l.slots;
+    if l.mode == SolverMode::Anderson && it.it > 0 && scal[s + 1] == 0.0 {
+        for b in 0..l.batch {
+            let db = b * rows * 3;
+            let gb = gram0 + b * l.slots * l.slots;
+            for j in 0..it.count {
+                let v = scal[db + j * 3];
+                scal[gb + it.slot * l.slots + j] = v;
+                scal[gb + j * l.slots + it.slot] = v;
+            }
+            let rhs: Vec<f32> = (0..it.count).map(|j| scal[db + j * 3 + 1]).collect();
+            let gam = anderson_coefficients(
+                &scal[gb..gb + l.slots * l.slots],
+                l.slots,
+                it.count,
+                &rhs,
+                reg,
+            );
+            scal[gam0 + b * l.slots..gam0 + b * l.slots + it.count].copy_from_slice(&gam);
+        }
+    }
+    let total: f32 = (0..l.batch).map(|b| scal[(b * rows + l.slots) * 3]).sum();
+    let flag = |c: bool| if c { 1.0 } else { 0.0 };
+    if it.it == 0 {
+        scal[s] = total;
+        scal[s + 1] = flag(threshold == 0 || (l.mode == SolverMode::FixedPoint && total < eps2));
+        scal[s + 2] = 1.0;
+        scal[s + 3] = 0.0;
+        scal[s + 4] = total;
+        return;
+    }
+    if scal[s + 1] != 0.0 {
+        scal[s + 2] = 0.0;
+        return;
+    }
+    let better = total < scal[s];
+    if better {
+        scal[s] = total;
+    }
+    scal[s + 2] = flag(better);
+    if total < eps2 || it.it >= threshold {
+        scal[s + 1] = 1.0;
+        scal[s + 3] = it.it as f32;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn solver_combine(
+    l: &SolverLayout,
+    it: SolverIter,
+    alpha: f32,
+    hist: &mut [f32],
+    jx: &[f32],
+    x: &mut [f32],
+    gl: &[f32],
+    gold: &mut [f32],
+    step: &mut [f32],
+    best: &mut [f32],
+    scal: &[f32],
+) {
+    let st = l.state_offset();
+    let gam0 = st + 8 + l.batch * l.slots * l.slots;
+    let (improved, done) = (scal[st + 2] != 0.0, scal[st + 1] != 0.0);
+    for b in 0..l.batch {
+        let db = b * (l.slots + 1) * 3;
+        let own = db + l.slots * 3;
+        for i in 0..l.dim {
+            let e = b * l.dim + i;
+            let xv = x[e];
+            if improved {
+                best[e] = xv;
+            }
+            if done {
+                continue;
+            }
+            let g = (jx[e] - xv) + gl[e];
+            let g_prev = gold[e];
+            gold[e] = g;
+            if l.mode == SolverMode::FixedPoint {
+                x[e] = alpha * g + xv;
+                continue;
+            }
+            let mut s = g;
+            if it.store {
+                let dx = step[e];
+                let dg = g - g_prev;
+                let (hs, hs2) = hist_rows(l, b, it.slot);
+                if l.mode == SolverMode::Broyden {
+                    let (mut vt, mut t) = (-dx, -dg);
+                    let (mut den, mut cg) = (-scal[own + 1], -scal[own + 2]);
+                    for j in 0..it.count {
+                        let (c1, c2, c3) =
+                            (scal[db + j * 3], scal[db + j * 3 + 1], scal[db + j * 3 + 2]);
+                        let (ha, hb) = hist_rows(l, b, j);
+                        let u = hist[ha + i];
+                        vt = c1.mul_add(hist[hb + i], vt);
+                        t = c2.mul_add(u, t);
+                        den = c1.mul_add(c2, den);
+                        cg = c1.mul_add(c3, cg);
+                        if j != it.slot {
+                            s = (-c3).mul_add(u, s);
+                        }
+                    }
+                    let un = finite_or_zero((dx - t) / den);
+                    s = (-cg).mul_add(un, s);
+                    hist[hs + i] = un;
+                    hist[hs2 + i] = finite_or_zero(vt);
+                } else {
+                    for j in 0..it.count {
+                        let (ha, hb) = hist_rows(l, b, j);
+                        let pair = if j == it.slot {
+                            dx + dg
+                        } else {
+                            hist[ha + i] + hist[hb + i]
+                        };
+                        s = (-scal[gam0 + b * l.slots + j]).mul_add(pair, s);
+                    }
+                    hist[hs + i] = dx;
+                    hist[hs2 + i] = dg;
+                }
+            }
+            x[e] = s + xv;
+            step[e] = s;
         }
     }
 }

@@ -2,7 +2,7 @@
 //! function records work on the [`Gpu`]; nothing runs until a flush or a read. The CPU twin of
 //! each is the function of the same name in [`crate::cpu`].
 
-use crate::gpu::{Gpu, Params, Tensor};
+use crate::gpu::{Binding, Gpu, Params, Tensor};
 
 /// Shapes of a 2-D convolution (NCHW; weight `[cout, cin, kh, kw]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -873,125 +873,247 @@ pub fn peak_fma_flops(n: usize, iters: u32) -> f64 {
 
 // ------------------------------------------------------------------ solver
 
-/// Per-sample low-rank history `[batch, slots, dim]` used by Broyden's method.
+/// Which adjoint solver the fused solver kernels run (their `mode` word).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SolverMode {
+    FixedPoint = 0,
+    Broyden = 1,
+    Anderson = 2,
+}
+
+/// Shapes of the fused solver kernels: `batch` samples of `dim` values, a history of `slots`
+/// pairs per sample laid out `[batch, slots, 2, dim]` (Broyden: u and vᵀ; Anderson: Δβ and Δg),
+/// and one small `scal` buffer holding the per-sample products, the solve's state words and,
+/// for Anderson, the per-sample Gram matrices and coefficients.
 #[derive(Debug, Clone, Copy)]
-pub struct History {
+pub struct SolverLayout {
+    pub mode: SolverMode,
     pub batch: usize,
-    pub slots: usize,
     pub dim: usize,
+    pub slots: usize,
 }
 
-/// Sample ranges whose history fits in one binding each.
-fn sample_chunks(gpu: &Gpu, h: History) -> Vec<(usize, usize)> {
-    let per = gpu.rows_per_binding(h.slots * h.dim).min(h.batch).max(1);
-    (0..h.batch.div_ceil(per))
-        .map(|i| (i * per, per.min(h.batch - i * per)))
-        .collect()
-}
-
-/// `c[b, j] = hist[b, j, :] · x[b, :]` for the first `count` slots.
-pub fn history_dot(gpu: &Gpu, h: History, count: usize, hist: &Tensor, x: &Tensor, c: &Tensor) {
-    check(hist, h.batch * h.slots * h.dim, "history_dot hist");
-    check(x, h.batch * h.dim, "history_dot x");
-    check(c, h.batch * h.slots, "history_dot c");
-    if count == 0 {
-        return;
+impl SolverLayout {
+    pub fn hist_len(&self) -> usize {
+        self.batch * self.slots * 2 * self.dim
     }
-    for (b0, nb) in sample_chunks(gpu, h) {
-        let (hb, ho) = gpu.window(hist, b0 * h.slots * h.dim, nb * h.slots * h.dim);
-        let (xb, xo) = gpu.window(x, b0 * h.dim, nb * h.dim);
-        let (cb, co) = gpu.window(c, b0 * h.slots, nb * h.slots);
-        gpu.dispatch(
-            "history_dot",
-            Params::new()
-                .u(nb)
-                .u(h.slots)
-                .u(count)
-                .u(h.dim)
-                .u(ho)
-                .u(xo)
-                .u(co),
-            vec![hb, xb, cb],
-            gpu.groups_1d(nb * count),
-        );
+    /// Start of the state words: 0 lowest Σg², 1 done, 2 improved, 3 iterations, 4 Σ gL².
+    pub fn state_offset(&self) -> usize {
+        self.batch * (self.slots + 1) * 3
+    }
+    fn gram_offset(&self) -> usize {
+        self.state_offset() + 8
+    }
+    fn gamma_offset(&self) -> usize {
+        self.gram_offset() + self.batch * self.slots * self.slots
+    }
+    pub fn scal_len(&self) -> usize {
+        self.gamma_offset() + self.batch * self.slots
+    }
+    /// Sample ranges whose history and vectors fit in one binding each.
+    fn chunks(&self, gpu: &Gpu) -> Vec<(usize, usize)> {
+        let row = (self.slots * 2 * self.dim).max(self.dim);
+        let per = gpu.rows_per_binding(row).min(self.batch).max(1);
+        (0..self.batch.div_ceil(per))
+            .map(|i| (i * per, per.min(self.batch - i * per)))
+            .collect()
     }
 }
 
-/// `out[b, :] = alpha · x[b, :] + Σ_{j < count} c[b, j] · hist[b, j, :]`.
-#[allow(clippy::too_many_arguments)]
-pub fn history_combine(
+/// Most Anderson history pairs the per-sample least-squares solve supports.
+pub const ANDERSON_MAX_SLOTS: usize = 8;
+
+/// What iteration `it` of a solve does (0: the setup at β = 0, which takes the first step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SolverIter {
+    pub it: usize,
+    /// History rows in use by this iteration's products.
+    pub count: usize,
+    /// Ring slot this iteration's pair goes to.
+    pub slot: usize,
+    /// Whether this iteration stores a pair (every iteration after the setup).
+    pub store: bool,
+}
+
+impl SolverIter {
+    pub fn new(l: &SolverLayout, it: usize) -> Self {
+        let slot = if it > 0 && l.slots > 0 {
+            (it - 1) % l.slots
+        } else {
+            0
+        };
+        // Broyden's products use the history before this iteration's pair; Anderson's
+        // least-squares problem already includes it.
+        let count = match l.mode {
+            SolverMode::FixedPoint => 0,
+            SolverMode::Broyden => it.saturating_sub(1).min(l.slots),
+            SolverMode::Anderson => it.min(l.slots),
+        };
+        Self {
+            it,
+            count,
+            slot,
+            store: it > 0 && l.mode != SolverMode::FixedPoint,
+        }
+    }
+}
+
+/// The solver's per-element vectors (all `batch · dim`): `jx = J_fᵀβ`, β, gL, the previous
+/// residual, the previous step and the best β so far.
+pub struct SolverVectors<'a> {
+    pub jx: &'a Tensor,
+    pub x: &'a Tensor,
+    pub gl: &'a Tensor,
+    pub g: &'a Tensor,
+    pub step: &'a Tensor,
+    pub best: &'a Tensor,
+}
+
+impl SolverVectors<'_> {
+    fn check(&self, n: usize) {
+        for (t, what) in [
+            (self.jx, "jx"),
+            (self.x, "x"),
+            (self.gl, "gl"),
+            (self.g, "g"),
+            (self.step, "step"),
+            (self.best, "best"),
+        ] {
+            check(t, n, &format!("solver {what}"));
+        }
+    }
+}
+
+fn solver_hist_window(
     gpu: &Gpu,
-    h: History,
-    count: usize,
+    l: &SolverLayout,
     hist: &Tensor,
-    alpha: f32,
-    x: &Tensor,
-    c: &Tensor,
-    out: &Tensor,
+    b0: usize,
+    nb: usize,
+) -> (Binding, u32) {
+    if l.slots == 0 {
+        (gpu.bind(hist), 0)
+    } else {
+        gpu.window(hist, b0 * l.slots * 2 * l.dim, nb * l.slots * 2 * l.dim)
+    }
+}
+
+/// Per-sample products of one iteration into `scal` (see shaders/solver_dots.wgsl).
+pub fn solver_dots(
+    gpu: &Gpu,
+    l: &SolverLayout,
+    i: SolverIter,
+    hist: &Tensor,
+    v: &SolverVectors,
+    scal: &Tensor,
 ) {
-    check(hist, h.batch * h.slots * h.dim, "history_combine hist");
-    check(x, h.batch * h.dim, "history_combine x");
-    check(out, h.batch * h.dim, "history_combine out");
-    assert_distinct(out, x, "history_combine");
-    for (b0, nb) in sample_chunks(gpu, h) {
-        let (hb, ho) = gpu.window(hist, b0 * h.slots * h.dim, nb * h.slots * h.dim);
-        let (xb, xo) = gpu.window(x, b0 * h.dim, nb * h.dim);
-        let (cb, co) = gpu.window(c, b0 * h.slots, nb * h.slots);
-        let (ob, oo) = gpu.window(out, b0 * h.dim, nb * h.dim);
+    v.check(l.batch * l.dim);
+    check(hist, l.hist_len(), "solver_dots hist");
+    check(scal, l.scal_len(), "solver_dots scal");
+    for (b0, nb) in l.chunks(gpu) {
+        let (hb, ho) = solver_hist_window(gpu, l, hist, b0, nb);
+        let win = |t: &Tensor| gpu.window(t, b0 * l.dim, nb * l.dim);
+        let (jb, vo) = win(v.jx);
+        let ws = [win(v.x), win(v.gl), win(v.g), win(v.step)];
+        assert!(
+            ws.iter().all(|w| w.1 == vo),
+            "solver vectors must share an alignment"
+        );
+        let [xb, lb, gb, sb] = ws.map(|w| w.0);
         gpu.dispatch(
-            "history_combine",
+            "solver_dots",
             Params::new()
                 .u(nb)
-                .u(h.slots)
-                .u(count)
-                .u(h.dim)
+                .u(l.dim)
+                .u(l.slots)
+                .u(i.count)
+                .u(l.mode as u32)
+                .u(i.slot)
                 .u(ho)
-                .u(xo)
-                .u(co)
-                .u(oo)
-                .f(alpha),
-            vec![hb, xb, cb, ob],
-            gpu.groups_1d(nb * h.dim),
+                .u(vo)
+                .u(b0),
+            vec![hb, jb, xb, lb, gb, sb, gpu.bind(scal)],
+            gpu.groups_1d(nb * (i.count + 1)),
         );
     }
 }
 
-/// Writes slot `slot` of the rings: `us[b, slot] = num[b] / den[b]`, `vts[b, slot] = vt[b]`
-/// (non-finite values become 0).
-#[allow(clippy::too_many_arguments)]
-pub fn broyden_update(
+/// The batch-global step of one iteration: residual norm, best iterate, stopping rule, and
+/// Anderson's per-sample least squares (see shaders/solver_track.wgsl). `eps2` is the squared
+/// absolute tolerance on the global residual norm; `reg` Anderson's relative regularisation.
+pub fn solver_track(
     gpu: &Gpu,
-    h: History,
-    slot: usize,
-    num: &Tensor,
-    vt: &Tensor,
-    den: &Tensor,
-    us: &Tensor,
-    vts: &Tensor,
+    l: &SolverLayout,
+    i: SolverIter,
+    threshold: usize,
+    eps2: f32,
+    reg: f32,
+    scal: &Tensor,
 ) {
-    assert!(slot < h.slots);
-    for (b0, nb) in sample_chunks(gpu, h) {
-        let (ub, ho) = gpu.window(us, b0 * h.slots * h.dim, nb * h.slots * h.dim);
-        let (vb, ho2) = gpu.window(vts, b0 * h.slots * h.dim, nb * h.slots * h.dim);
-        let (nb_, xo) = gpu.window(num, b0 * h.dim, nb * h.dim);
-        let (vtb, xo2) = gpu.window(vt, b0 * h.dim, nb * h.dim);
-        let (db, dof) = gpu.window(den, b0, nb);
+    check(scal, l.scal_len(), "solver_track scal");
+    assert!(l.mode != SolverMode::Anderson || l.slots <= ANDERSON_MAX_SLOTS);
+    gpu.dispatch(
+        "solver_track",
+        Params::new()
+            .u(l.batch)
+            .u(l.slots)
+            .u(l.mode as u32)
+            .u(i.it)
+            .u(i.count)
+            .u(i.slot)
+            .u(threshold)
+            .u(l.state_offset())
+            .u(l.gram_offset())
+            .u(l.gamma_offset())
+            .f(eps2)
+            .f(reg),
+        vec![gpu.bind(scal)],
+        [1, 1, 1],
+    );
+}
+
+/// The per-element step of one iteration (see shaders/solver_combine.wgsl); `alpha` is the
+/// fixed-point damping.
+pub fn solver_combine(
+    gpu: &Gpu,
+    l: &SolverLayout,
+    i: SolverIter,
+    alpha: f32,
+    hist: &Tensor,
+    v: &SolverVectors,
+    scal: &Tensor,
+) {
+    v.check(l.batch * l.dim);
+    check(hist, l.hist_len(), "solver_combine hist");
+    check(scal, l.scal_len(), "solver_combine scal");
+    for (b0, nb) in l.chunks(gpu) {
+        let (hb, ho) = solver_hist_window(gpu, l, hist, b0, nb);
+        let win = |t: &Tensor| gpu.window(t, b0 * l.dim, nb * l.dim);
+        let (jb, vo) = win(v.jx);
+        let ws = [win(v.x), win(v.gl), win(v.g), win(v.step), win(v.best)];
         assert!(
-            ho == ho2 && xo == xo2,
-            "history buffers must share an alignment"
+            ws.iter().all(|w| w.1 == vo),
+            "solver vectors must share an alignment"
         );
+        let [xb, lb, gb, sb, bb] = ws.map(|w| w.0);
         gpu.dispatch(
-            "broyden_update",
+            "solver_combine",
             Params::new()
                 .u(nb)
-                .u(h.slots)
-                .u(slot)
-                .u(h.dim)
+                .u(l.dim)
+                .u(l.slots)
+                .u(l.mode as u32)
+                .u(i.count)
+                .u(i.slot)
+                .u(i.store as u32)
                 .u(ho)
-                .u(xo)
-                .u(dof),
-            vec![nb_, vtb, db, ub, vb],
-            gpu.groups_1d(nb * h.dim),
+                .u(vo)
+                .u(b0)
+                .u(l.state_offset())
+                .u(l.gamma_offset())
+                .f(alpha),
+            vec![hb, jb, xb, lb, gb, sb, bb, gpu.bind(scal)],
+            gpu.groups_1d(nb * l.dim),
         );
     }
 }

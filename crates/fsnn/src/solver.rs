@@ -1,9 +1,16 @@
-//! Batched solvers for the adjoint equation β = J_fᵀβ + gL on the GPU (one independent system per
-//! sample), as ALGORITHM.md §3 states them. The caller supplies J_fᵀ as a closure that records
-//! `out = J_fᵀ · x` for a whole batch.
+//! Batched solvers for the adjoint equation β = J_fᵀβ + gL on the GPU (one system per sample,
+//! one global stopping rule), as ALGORITHM.md §3 states them. The caller supplies J_fᵀ as a
+//! closure that records `out = J_fᵀ · x` for a whole batch; it may couple the samples (batch-norm
+//! statistics do in the multi-layer models), so the solver only ever applies it to the batch.
+//!
+//! Every iteration is the product plus three fused kernels (shaders/solver_*.wgsl): the
+//! per-sample products, one workgroup for the batch-global norm, best iterate and stopping rule,
+//! and the per-element step. The stopping decision lives on the GPU: once met, later iterations
+//! change nothing, so the host reads the flag one iteration late (asynchronously, while the next
+//! iteration runs) instead of waiting for every norm; at most one product is wasted per solve.
 
-use crate::gpu::{Gpu, Tensor};
-use crate::ops::{self, History};
+use crate::gpu::{Gpu, PendingRead, Tensor};
+use crate::ops::{self, SolverIter, SolverLayout, SolverMode, SolverVectors};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SolverKind {
@@ -11,6 +18,9 @@ pub enum SolverKind {
     Broyden,
     /// Damped fixed-point iteration β ← ½β + ½(J_fᵀβ + gL).
     FixedPoint,
+    /// Anderson acceleration (type II) with [`ANDERSON_MEMORY`] pairs and regularised least
+    /// squares per sample.
+    Anderson,
 }
 
 impl std::str::FromStr for SolverKind {
@@ -19,13 +29,22 @@ impl std::str::FromStr for SolverKind {
         match s {
             "broyden" => Ok(Self::Broyden),
             "fixed-point" | "fixed_point" | "iter" => Ok(Self::FixedPoint),
-            _ => Err(format!("unknown solver {s:?} (broyden | fixed-point)")),
+            "anderson" => Ok(Self::Anderson),
+            _ => Err(format!(
+                "unknown solver {s:?} (broyden | fixed-point | anderson)"
+            )),
         }
     }
 }
 
 /// Most Broyden updates kept per sample.
 pub const BROYDEN_RING: usize = 27;
+/// Anderson's history length m.
+pub const ANDERSON_MEMORY: usize = 5;
+/// Anderson's Tikhonov term, relative to the Jacobi-scaled Gram matrix (unit diagonal).
+pub const ANDERSON_REG: f32 = 1e-6;
+/// Damping α of the fixed-point iteration.
+const FIXED_POINT_ALPHA: f32 = 0.5;
 
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct SolveStats {
@@ -38,56 +57,41 @@ pub struct SolveStats {
 pub struct Solver {
     pub kind: SolverKind,
     pub threshold: usize,
-    batch: usize,
-    dim: usize,
+    layout: SolverLayout,
     x: Tensor,
-    gx: Tensor,
-    gx_new: Tensor,
-    update: Tensor,
-    dx: Tensor,
-    dgx: Tensor,
-    vt: Tensor,
-    num: Tensor,
-    den: Tensor,
-    coef: Tensor,
+    jx: Tensor,
+    g: Tensor,
+    step: Tensor,
     best: Tensor,
-    us: Option<Tensor>,
-    vts: Option<Tensor>,
-    partials: Tensor,
-    scalar: Tensor,
+    hist: Tensor,
+    scal: Tensor,
 }
 
 impl Solver {
     pub fn new(gpu: &Gpu, kind: SolverKind, threshold: usize, batch: usize, dim: usize) -> Self {
         let n = batch * dim;
-        let slots = BROYDEN_RING.min(threshold.max(1));
-        let (us, vts) = match kind {
-            SolverKind::Broyden => (
-                Some(gpu.zeros(&[batch, slots, dim])),
-                Some(gpu.zeros(&[batch, slots, dim])),
-            ),
-            SolverKind::FixedPoint => (None, None),
+        let (mode, slots) = match kind {
+            SolverKind::Broyden => (SolverMode::Broyden, BROYDEN_RING.min(threshold.max(1))),
+            SolverKind::Anderson => (SolverMode::Anderson, ANDERSON_MEMORY),
+            SolverKind::FixedPoint => (SolverMode::FixedPoint, 0),
+        };
+        let layout = SolverLayout {
+            mode,
+            batch,
+            dim,
+            slots,
         };
         Self {
             kind,
             threshold,
-            batch,
-            dim,
+            layout,
             x: gpu.zeros(&[n]),
-            gx: gpu.zeros(&[n]),
-            gx_new: gpu.zeros(&[n]),
-            update: gpu.zeros(&[n]),
-            dx: gpu.zeros(&[n]),
-            dgx: gpu.zeros(&[n]),
-            vt: gpu.zeros(&[n]),
-            num: gpu.zeros(&[n]),
-            den: gpu.zeros(&[batch]),
-            coef: gpu.zeros(&[batch * slots]),
+            jx: gpu.zeros(&[n]),
+            g: gpu.zeros(&[n]),
+            step: gpu.zeros(&[n]),
             best: gpu.zeros(&[n]),
-            us,
-            vts,
-            partials: gpu.zeros(&[ops::sum_partials_len(n)]),
-            scalar: gpu.zeros(&[1]),
+            hist: gpu.zeros(&[layout.hist_len().max(1)]),
+            scal: gpu.zeros(&[layout.scal_len()]),
         }
     }
 
@@ -101,23 +105,21 @@ impl Solver {
         }
     }
 
-    fn norm(&self, gpu: &Gpu, t: &Tensor) -> f64 {
-        ops::sum(gpu, t, true, &self.partials, &self.scalar);
-        (gpu.read(&self.scalar)[0] as f64).max(0.0).sqrt()
-    }
-
-    /// `out = J_fᵀ x − x + gL`: the residual whose root is β.
-    fn residual(
-        &self,
-        gpu: &Gpu,
-        jt: &mut dyn FnMut(&Tensor, &Tensor),
-        x: &Tensor,
-        gl: &Tensor,
-        out: &Tensor,
-    ) {
-        jt(x, out);
-        ops::axpby(gpu, -1.0, x, 1.0, out);
-        ops::axpby(gpu, 1.0, gl, 1.0, out);
+    /// Records iteration `it` after the product `jx = J_fᵀx` (iteration 0: the setup at β = 0).
+    fn iterate(&self, gpu: &Gpu, gl: &Tensor, it: usize, eps2: f32) {
+        let l = &self.layout;
+        let i = SolverIter::new(l, it);
+        let v = SolverVectors {
+            jx: &self.jx,
+            x: &self.x,
+            gl,
+            g: &self.g,
+            step: &self.step,
+            best: &self.best,
+        };
+        ops::solver_dots(gpu, l, i, &self.hist, &v, &self.scal);
+        ops::solver_track(gpu, l, i, self.threshold, eps2, ANDERSON_REG, &self.scal);
+        ops::solver_combine(gpu, l, i, FIXED_POINT_ALPHA, &self.hist, &v, &self.scal);
     }
 
     /// Solves β = J_fᵀβ + gL into `beta`. Stops when the global residual norm falls under
@@ -130,93 +132,45 @@ impl Solver {
         gl: &Tensor,
         beta: &Tensor,
     ) -> SolveStats {
-        let eps = 2e-10 * ((self.batch * self.dim) as f64).sqrt();
-        let gl_norm = self.norm(gpu, gl).max(1e-30);
-        gpu.fill_zero(&self.x);
-        // At β = 0 the residual is gL itself.
-        gpu.copy(gl, 0, &self.gx, 0, gl.len());
-        gpu.copy(&self.x, 0, &self.best, 0, gl.len());
-        let mut lowest = gl_norm;
-        let mut iterations = 0;
-        match self.kind {
-            SolverKind::FixedPoint => {
-                let mut res = gl_norm;
-                while iterations < self.threshold && res >= eps {
-                    // β ← β + ½ g(β)  ⇔  β ← ½β + ½(J_fᵀβ + gL).
-                    ops::axpby(gpu, 0.5, &self.gx, 1.0, &self.x);
-                    self.residual(gpu, jt, &self.x, gl, &self.gx);
-                    iterations += 1;
-                    res = self.norm(gpu, &self.gx);
-                    if res < lowest {
-                        lowest = res;
-                        gpu.copy(&self.x, 0, &self.best, 0, self.x.len());
-                    }
-                }
+        let l = self.layout;
+        assert_eq!(
+            gl.len(),
+            l.batch * l.dim,
+            "solver: gL of shape {:?}",
+            gl.shape
+        );
+        let eps = 2e-10 * ((l.batch * l.dim) as f64).sqrt();
+        let eps2 = (eps * eps) as f32;
+        // At β = 0, J_fᵀβ = 0 and the residual is gL itself.
+        for t in [&self.x, &self.jx, &self.g, &self.step, &self.best] {
+            gpu.fill_zero(t);
+        }
+        self.iterate(gpu, gl, 0, eps2);
+        let st = l.state_offset();
+        let mut previous: Option<PendingRead> = None;
+        for it in 1..=self.threshold {
+            jt(&self.x, &self.jx);
+            self.iterate(gpu, gl, it, eps2);
+            if it == self.threshold {
+                break;
             }
-            SolverKind::Broyden => {
-                let us = self.us.clone().unwrap();
-                let vts = self.vts.clone().unwrap();
-                let slots = us.shape[1];
-                let h = History {
-                    batch: self.batch,
-                    slots,
-                    dim: self.dim,
-                };
-                // The initial inverse-Jacobian estimate is −I, so the first step is +g.
-                gpu.copy(&self.gx, 0, &self.update, 0, self.gx.len());
-                while iterations < self.threshold {
-                    // Step without line search.
-                    ops::axpby(gpu, 1.0, &self.update, 1.0, &self.x);
-                    self.residual(gpu, jt, &self.x, gl, &self.gx_new);
-                    gpu.copy(&self.update, 0, &self.dx, 0, self.update.len());
-                    gpu.copy(&self.gx_new, 0, &self.dgx, 0, self.gx.len());
-                    ops::axpby(gpu, -1.0, &self.gx, 1.0, &self.dgx);
-                    std::mem::swap(&mut self.gx, &mut self.gx_new);
-                    iterations += 1;
-                    let res = self.norm(gpu, &self.gx);
-                    if res < lowest {
-                        lowest = res;
-                        gpu.copy(&self.x, 0, &self.best, 0, self.x.len());
-                    }
-                    if res < eps || iterations >= self.threshold {
-                        break;
-                    }
-                    let count = (iterations - 1).min(slots);
-                    // vᵀ = Δxᵀ(−I + U Vᵀ) = −Δx + (Δx·U) Vᵀ
-                    ops::history_dot(gpu, h, count, &us, &self.dx, &self.coef);
-                    ops::history_combine(gpu, h, count, &vts, -1.0, &self.dx, &self.coef, &self.vt);
-                    // u = (Δx − (−I + U Vᵀ)Δg) / (vᵀ·Δg)
-                    ops::history_dot(gpu, h, count, &vts, &self.dgx, &self.coef);
-                    ops::history_combine(
-                        gpu, h, count, &us, -1.0, &self.dgx, &self.coef, &self.num,
-                    );
-                    ops::axpby(gpu, 1.0, &self.dx, -1.0, &self.num);
-                    ops::row_dot(
-                        gpu, self.batch, self.dim, &self.vt, &self.dgx, 1.0, 0.0, &self.den,
-                    );
-                    let slot = (iterations - 1) % slots;
-                    ops::broyden_update(gpu, h, slot, &self.num, &self.vt, &self.den, &us, &vts);
-                    // update = −(−I + U Vᵀ) g = g − U (Vᵀ g)
-                    let count = iterations.min(slots);
-                    ops::history_dot(gpu, h, count, &vts, &self.gx, &self.coef);
-                    ops::history_combine(
-                        gpu,
-                        h,
-                        count,
-                        &us,
-                        -1.0,
-                        &self.gx,
-                        &self.coef,
-                        &self.update,
-                    );
-                    ops::scale(gpu, -1.0, &self.update);
-                }
+            let this = gpu.read_async(&self.scal, st + 1, 1);
+            // The previous iteration's flag is ready (or nearly) while this one runs.
+            let stop = previous.take().is_some_and(|p| p.wait(gpu)[0] != 0.0);
+            if stop {
+                this.wait(gpu);
+                break;
             }
+            previous = Some(this);
+        }
+        if let Some(p) = previous {
+            p.wait(gpu);
         }
         gpu.copy(&self.best, 0, beta, 0, beta.len());
+        let s = gpu.read_async(&self.scal, st, 5).wait(gpu);
         SolveStats {
-            iterations,
-            rel_residual: lowest / gl_norm,
+            iterations: s[3] as usize,
+            rel_residual: (s[0].max(0.0) as f64).sqrt() / (s[4].max(0.0) as f64).sqrt().max(1e-30),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! `fsnn bench step`: one IDE training step of a preset on random data, split into its phases,
-//! with peak GPU memory, per-kernel GPU time, and a sweep over T.
+//! `fsnn bench step`: one IDE training step of a preset on random data or on real batches of a
+//! dataset, split into its phases, with peak GPU memory, per-kernel GPU time, and a sweep over T.
 
 use std::path::PathBuf;
 
@@ -39,6 +39,76 @@ pub struct Args {
     pub chart: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+    /// Time steps on real training batches of this dataset (as `fsnn train --dataset` names it;
+    /// each timed step gets its own batch) instead of random inputs: spike density and solver
+    /// iterations depend on the data.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Read the dataset from DIR instead of datasets/<name>.
+    #[arg(long, value_name = "DIR", requires = "dataset")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `count` batches of `batch` samples: real training samples of `--dataset` (a fixed shuffle, the
+/// same for every T and every run of the command), or uniform random inputs with random labels.
+fn batches(
+    a: &Args,
+    cfg: &fsnn::model::ModelConfig,
+    t: usize,
+    count: usize,
+) -> Result<Vec<(Vec<f32>, Vec<u32>)>> {
+    let b = a.batch_size;
+    let mut rng = HostRng::new(t as u64);
+    let Some(name) = &a.dataset else {
+        return Ok((0..count)
+            .map(|_| {
+                let x = (0..b * cfg.sample_len())
+                    .map(|_| rng.uniform(-0.5, 2.5))
+                    .collect();
+                let y = (0..b)
+                    .map(|_| (rng.next_u64() % cfg.classes() as u64) as u32)
+                    .collect();
+                (x, y)
+            })
+            .collect());
+    };
+    let (train, _) = fsnn::batches::load_sources(name, a.data_dir.as_deref(), t)?;
+    if train.sample_len() != cfg.sample_len() {
+        bail!(
+            "--dataset {name}: {} gives {} values per sample; preset {} needs {}",
+            train.describe(),
+            train.sample_len(),
+            a.preset,
+            cfg.sample_len()
+        );
+    }
+    if train.classes() > cfg.classes() {
+        bail!(
+            "--dataset {name} has {} classes; preset {} has {}",
+            train.classes(),
+            a.preset,
+            cfg.classes()
+        );
+    }
+    if train.len() < b {
+        bail!(
+            "--dataset {name}: {} training samples, fewer than --batch-size {b}",
+            train.len()
+        );
+    }
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    Ok((0..count)
+        .map(|k| {
+            let idx: Vec<usize> = (0..b).map(|j| order[(k * b + j) % order.len()]).collect();
+            let mut x = vec![0.0; b * train.sample_len()];
+            train.fill(&idx, k as u64, &mut x);
+            let y = idx.iter().map(|&i| train.label(i)).collect();
+            (x, y)
+        })
+        .collect())
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -82,36 +152,35 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         }
         let base = gpu.memory_bytes().0;
         gpu.reset_peak_memory();
-        let mut net = cfg.build(&gpu, 0)?;
-        let mut rng = HostRng::new(t as u64);
         let b = a.batch_size;
-        let x: Vec<f32> = (0..b * cfg.sample_len())
-            .map(|_| rng.uniform(-0.5, 2.5))
-            .collect();
-        let y: Vec<u32> = (0..b)
-            .map(|_| (rng.next_u64() % cfg.classes() as u64) as u32)
-            .collect();
+        // Warm-up, timed runs, profiled run.
+        let data = batches(a, &cfg, t, a.runs + 2)?;
+        let mut net = cfg.build(&gpu, 0)?;
         // Warm-up: pipelines, buffers and the solver's history are created here.
-        net.train_step(&gpu, &x, &y, 0.01, a.solver, a.threshold, 0)?;
-        let (mut total, mut fwd, mut bwd, mut solve, mut opt, mut iters) =
-            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (x, y) = &data[0];
+        net.train_step(&gpu, x, y, 0.01, a.solver, a.threshold, 0)?;
+        let (mut total, mut fwd, mut bwd, mut solve, mut opt, mut iters, mut resid) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
         let mut last = None;
         for r in 0..a.runs {
+            let (x, y) = &data[r + 1];
             let t0 = std::time::Instant::now();
-            let s = net.train_step(&gpu, &x, &y, 0.01, a.solver, a.threshold, r as u32 + 1)?;
+            let s = net.train_step(&gpu, x, y, 0.01, a.solver, a.threshold, r as u32 + 1)?;
             total.push(t0.elapsed().as_secs_f64() * 1e3);
             fwd.push(s.forward_ms);
             bwd.push(s.backward_ms);
             solve.push(s.solve_ms);
             opt.push(s.optimizer_ms);
             iters.push(s.solve.iterations as f64);
+            resid.push(s.solve.rel_residual);
             last = Some(s);
         }
         let peak = gpu.memory_bytes().1 - base;
         // One more step with per-kernel timing on (timestamps cost a little, so it is not timed above).
         gpu.set_profiling(true);
         let t0 = std::time::Instant::now();
-        net.train_step(&gpu, &x, &y, 0.01, a.solver, a.threshold, 99)?;
+        let (x, y) = &data[a.runs + 1];
+        net.train_step(&gpu, x, y, 0.01, a.solver, a.threshold, 99)?;
         let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
         let prof = gpu.take_profile();
         gpu.set_profiling(false);
@@ -136,6 +205,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
             "samples_per_sec": b as f64 / (ms / 1e3),
             "solver_iters": median(&mut iters),
             "solver_rel_residual": s.solve.rel_residual,
+            "solver_rel_residual_median": median(&mut resid),
             "forward_residual": s.forward_residual,
             "peak_gpu_bytes": peak,
             "profiled_step": {
@@ -160,6 +230,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         "preset": a.preset,
         "solver": format!("{:?}", a.solver),
         "neuron": a.neuron,
+        "dataset": a.dataset,
         "sweep": sweep,
     });
     // The first T's figures also at the top level, for the common single-T call.
@@ -174,6 +245,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         "optimizer_ms",
         "samples_per_sec",
         "solver_iters",
+        "solver_rel_residual_median",
         "peak_gpu_bytes",
     ] {
         out[k] = first[k].clone();
@@ -212,11 +284,16 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{} on {} ({}), batch {}, solver {:?}",
-        a.preset, gpu.ctx.info.name, gpu.ctx.info.driver_info, a.batch_size, a.solver
+        "{} on {} ({}), batch {}, solver {:?}, inputs: {}",
+        a.preset,
+        gpu.ctx.info.name,
+        gpu.ctx.info.driver_info,
+        a.batch_size,
+        a.solver,
+        a.dataset.as_deref().unwrap_or("random")
     );
     println!(
-        "{:>5} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7} {:>10} {:>14}",
+        "{:>5} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7} {:>9} {:>10} {:>14}",
         "T",
         "ms/step",
         "forward",
@@ -224,12 +301,13 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         "grads",
         "optim",
         "iters",
+        "residual",
         "samples/s",
         "peak GPU bytes"
     );
     for s in out["sweep"].as_array().unwrap() {
         println!(
-            "{:>5} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9.2} {:>7.1} {:>10.0} {:>14}",
+            "{:>5} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9.2} {:>7.1} {:>9.2e} {:>10.0} {:>14}",
             s["time_steps"].as_u64().unwrap(),
             s["ms_per_step"].as_f64().unwrap(),
             s["forward_ms"].as_f64().unwrap(),
@@ -237,6 +315,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
             s["param_grad_ms"].as_f64().unwrap(),
             s["optimizer_ms"].as_f64().unwrap(),
             s["solver_iters"].as_f64().unwrap(),
+            s["solver_rel_residual_median"].as_f64().unwrap(),
             s["samples_per_sec"].as_f64().unwrap(),
             s["peak_gpu_bytes"].as_u64().unwrap()
         );

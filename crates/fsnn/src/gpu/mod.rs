@@ -116,6 +116,27 @@ struct ParamsArena {
     capacity: u64,
 }
 
+type MapReceiver = std::sync::mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>;
+
+/// A read in flight (see [`Gpu::read_async`]).
+pub struct PendingRead {
+    staging: wgpu::Buffer,
+    size: u64,
+    index: Option<wgpu::SubmissionIndex>,
+    rx: MapReceiver,
+}
+
+impl PendingRead {
+    /// Waits for the submission that carried the read (not for later ones) and returns the values.
+    pub fn wait(self, gpu: &Gpu) -> Vec<f32> {
+        let _ = gpu.ctx.device.poll(wgpu::PollType::Wait {
+            submission_index: self.index,
+            timeout: None,
+        });
+        bytemuck::pod_collect_to_vec(&gpu.finish_read(self.staging, self.size, self.rx))
+    }
+}
+
 /// Most dispatches recorded into one command buffer before an automatic flush.
 const MAX_DISPATCHES_PER_SUBMIT: usize = 2048;
 
@@ -233,20 +254,7 @@ impl Gpu {
             return Vec::new();
         }
         // The copy into a (reused) staging buffer rides in the same submit as the pending work.
-        let staging = self
-            .staging
-            .lock()
-            .unwrap()
-            .get_mut(&size)
-            .and_then(|v| v.pop())
-            .unwrap_or_else(|| {
-                self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("fsnn readback"),
-                    size,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
-            });
+        let staging = self.staging_buffer(size);
         self.pending.lock().unwrap().ops.push(Op::Readback {
             src: buf.clone(),
             src_offset: offset,
@@ -260,10 +268,31 @@ impl Gpu {
             let _ = tx.send(r);
         });
         self.ctx.wait();
+        self.finish_read(staging, size, rx)
+    }
+
+    fn staging_buffer(&self, size: u64) -> wgpu::Buffer {
+        self.staging
+            .lock()
+            .unwrap()
+            .get_mut(&size)
+            .and_then(|v| v.pop())
+            .unwrap_or_else(|| {
+                self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("fsnn readback"),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+    }
+
+    fn finish_read(&self, staging: wgpu::Buffer, size: u64, rx: MapReceiver) -> Vec<u8> {
         rx.recv()
             .expect("map callback dropped")
             .expect("buffer map failed");
-        let out = slice
+        let out = staging
+            .slice(..)
             .get_mapped_range()
             .expect("readback map failed")
             .to_vec();
@@ -275,6 +304,32 @@ impl Gpu {
             .or_default()
             .push(staging);
         out
+    }
+
+    /// Starts reading `count` f32 values of `t` from element `elem`: records the copy after all
+    /// recorded work and submits without waiting, so the host can record more work while this
+    /// runs. [`PendingRead::wait`] waits for this submission only.
+    pub fn read_async(&self, t: &Tensor, elem: usize, count: usize) -> PendingRead {
+        assert!(count > 0 && elem + count <= t.len());
+        let size = count as u64 * 4;
+        let staging = self.staging_buffer(size);
+        self.pending.lock().unwrap().ops.push(Op::Readback {
+            src: t.buf.clone(),
+            src_offset: elem as u64 * 4,
+            dst: staging.clone(),
+            size,
+        });
+        let index = self.submit(false);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        PendingRead {
+            staging,
+            size,
+            index,
+            rx,
+        }
     }
 
     /// Bytes of GPU buffers alive now, and the peak since the last [`Gpu::reset_peak_memory`].
@@ -455,13 +510,19 @@ impl Gpu {
     /// Submits everything recorded so far and waits for it. With profiling on, each dispatch's
     /// GPU time is recorded under its kernel name.
     pub fn flush(&self) {
+        self.submit(true);
+    }
+
+    /// Submits everything recorded so far, waiting for it when `wait` (always when profiling,
+    /// whose timestamps are read back at once).
+    fn submit(&self, wait: bool) -> Option<wgpu::SubmissionIndex> {
         let (ops, params) = {
             let mut p = self.pending.lock().unwrap();
             p.dispatches = 0;
             (std::mem::take(&mut p.ops), std::mem::take(&mut p.params))
         };
         if ops.is_empty() {
-            return;
+            return None;
         }
         let device = &self.ctx.device;
         let wall = Instant::now();
@@ -585,8 +646,10 @@ impl Gpu {
                 .unwrap()
                 .resolve(&mut enc, names.len() as u32 * 2);
         }
-        self.ctx.queue.submit([enc.finish()]);
-        self.ctx.wait();
+        let index = self.ctx.queue.submit([enc.finish()]);
+        if wait || profiling {
+            self.ctx.wait();
+        }
         drop(arena);
         let wall_ns = wall.elapsed().as_nanos() as u64;
         if profiling {
@@ -601,6 +664,7 @@ impl Gpu {
                 .unwrap()
                 .record_submit(&names, ticks.as_deref(), period, wall_ns);
         }
+        Some(index)
     }
 
     // -------------------------------------------------------------- profiling

@@ -30,6 +30,16 @@ pub enum Solver {
         /// Absolute threshold on the global residual norm.
         eps: Option<f64>,
     },
+    /// Anderson acceleration (type II) with `memory` pairs per sample and the regularised
+    /// least squares of [`anderson`], stopping under the same `eps` rule as Broyden.
+    Anderson {
+        /// Maximum iterations.
+        threshold: usize,
+        /// History length m.
+        memory: usize,
+        /// Absolute threshold on the global residual norm.
+        eps: Option<f64>,
+    },
     /// **\[ref\]** The authors' "iter" solver, `β ← (J_fᵀβ + gL)/2`, run for exactly
     /// `threshold` iterations. It converges to `(2I − J_fᵀ)⁻¹gL`, not the adjoint; offered only
     /// to reproduce their N-MNIST numbers. Its reported residual is against the true system.
@@ -94,6 +104,11 @@ pub fn solve(
         Solver::FixedPoint { threshold, eps: e } => {
             damped_fixed_point(batch, dim, op, gl, threshold, eps(e))
         }
+        Solver::Anderson {
+            threshold,
+            memory,
+            eps: e,
+        } => anderson(batch, dim, op, gl, threshold, memory, eps(e)),
         Solver::FixedPointHalfRef { threshold } => half_fixed_point_ref(op, gl, threshold),
     };
     let rel_residual = relative_residual(op, &beta, gl);
@@ -292,6 +307,103 @@ pub fn damped_fixed_point(
         }
     }
     (beta, it)
+}
+
+/// Anderson's Tikhonov term relative to the Jacobi-scaled Gram matrix (the GPU solver's
+/// `ANDERSON_REG`).
+pub const ANDERSON_REG: f64 = 1e-6;
+
+/// Batched Anderson acceleration (type II, mixing 1) for the fixed point of
+/// `G(β) = J_fᵀβ + gL`, i.e. the root of `g(β) = G(β) − β`. Returns `(β, iterations)`.
+///
+/// With the last `m ≤ memory` differences of iterates `ΔX = [Δβ_j]` and of residuals
+/// `ΔG = [Δg_j]` of one sample, the step is `Δβ = g − (ΔX + ΔG)γ` where `γ` minimises
+/// `‖g − ΔG γ‖²`: the combination of past iterates whose linearised residual is smallest, then
+/// one fixed-point step from it. `γ` comes from the normal equations `ΔGᵀΔG γ = ΔGᵀg`, scaled to
+/// unit diagonal and regularised by [`ANDERSON_REG`] (late differences are tiny and nearly
+/// parallel, so the unscaled system is singular in float32). Same stopping rule and best-iterate
+/// return as [`broyden`]; the tests check it against [`solve_dense`].
+pub fn anderson(
+    batch: usize,
+    dim: usize,
+    op: &dyn Fn(&[f64]) -> Vec<f64>,
+    gl: &[f64],
+    threshold: usize,
+    memory: usize,
+    eps: f64,
+) -> (Vec<f64>, usize) {
+    let mem = memory.max(1);
+    let residual = |beta: &[f64]| -> Vec<f64> {
+        let jb = op(beta);
+        jb.iter()
+            .zip(beta.iter().zip(gl))
+            .map(|(j, (b, g))| j - b + g)
+            .collect()
+    };
+    let mut beta = vec![0.0; batch * dim];
+    let mut g = gl.to_vec();
+    let mut lowest = norm(&g);
+    let mut best = beta.clone();
+    let mut step = g.clone();
+    axpy(1.0, &step, &mut beta);
+    // dxs[n][k], dgs[n][k]: the k-th pair of sample n.
+    let mut dxs = vec![vec![vec![0.0; dim]; mem]; batch];
+    let mut dgs = vec![vec![vec![0.0; dim]; mem]; batch];
+    let mut it = 0;
+    while it < threshold {
+        let g_new = residual(&beta);
+        let y: Vec<f64> = g_new.iter().zip(&g).map(|(a, b)| a - b).collect();
+        g = g_new;
+        it += 1;
+        let objective = norm(&g);
+        if objective < lowest {
+            lowest = objective;
+            best.copy_from_slice(&beta);
+        }
+        if objective < eps || it >= threshold {
+            break;
+        }
+        let slot = (it - 1) % mem;
+        let count = it.min(mem);
+        for n in 0..batch {
+            let r = n * dim..(n + 1) * dim;
+            dxs[n][slot].copy_from_slice(&step[r.clone()]);
+            dgs[n][slot].copy_from_slice(&y[r.clone()]);
+            let gn = &g[r.clone()];
+            let dg = &dgs[n][..count];
+            let d: Vec<f64> = dg
+                .iter()
+                .map(|v| {
+                    let h = dot(v, v);
+                    if h > 0.0 {
+                        1.0 / h.sqrt()
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let mut a = vec![0.0; count * count];
+            for i in 0..count {
+                for j in 0..count {
+                    a[i * count + j] = dot(&dg[i], &dg[j]) * d[i] * d[j];
+                }
+                a[i * count + i] += ANDERSON_REG;
+            }
+            let rhs: Vec<f64> = (0..count).map(|j| dot(&dg[j], gn) * d[j]).collect();
+            let gamma = lu_solve(&a, count, &rhs).unwrap_or_else(|| vec![0.0; count]);
+            let sn = &mut step[r.clone()];
+            sn.copy_from_slice(gn);
+            for j in 0..count {
+                let c = gamma[j] * d[j];
+                if c.is_finite() {
+                    axpy(-c, &dxs[n][j], sn);
+                    axpy(-c, &dgs[n][j], sn);
+                }
+            }
+            axpy(1.0, sn, &mut beta[r]);
+        }
+    }
+    (best, it)
 }
 
 /// **\[ref\]** `β ← (J_fᵀβ + gL)/2` for `threshold` iterations (see [`Solver::FixedPointHalfRef`]).

@@ -239,6 +239,15 @@ fn check_solvers<A: Arch>(what: &str, m: &Model<A>, x: &[f64], y: &[usize], rate
             },
             1e-10,
         ),
+        (
+            "anderson eps 1e-14",
+            Solver::Anderson {
+                threshold: 100,
+                memory: 5,
+                eps: Some(1e-14),
+            },
+            1e-10,
+        ),
     ];
     for (name, solver, bound) in cases {
         let (b, s) = m.adjoint(x, rate, &gl, solver);
