@@ -8,6 +8,7 @@ pub mod batches;
 pub mod cpu;
 pub mod data;
 pub mod gpu;
+pub mod kernels;
 pub mod model;
 pub mod ops;
 pub mod plot;
