@@ -1,4 +1,5 @@
-// out[c, r] = in[r, c] for a rows × cols matrix. The event-driven feedback kernels read the
+// out[c, r] = in[r, c] for a rows × cols matrix, out rows `ld` ≥ rows apart (the padding is
+// left alone). The event-driven feedback kernels read the
 // feedback weight transposed, so the weights one input spike adds to all its outputs are
 // contiguous (for conv: all output channels of one input channel and tap).
 #import common
@@ -6,6 +7,7 @@
 struct Params {
     rows: u32,
     cols: u32,
+    ld: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -19,8 +21,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (i >= p.rows * p.cols) {
         return;
     }
-    // Consecutive invocations write consecutive outputs.
+    // Consecutive invocations write consecutive outputs (within a row).
     let c = i / p.rows;
     let r = i % p.rows;
-    dst[i] = src[r * p.cols + c];
+    dst[c * p.ld + r] = src[r * p.cols + c];
 }

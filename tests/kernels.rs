@@ -822,19 +822,28 @@ fn fc_event_sim_matches_twin_and_dense_path() {
     for &(batch, n, steps, leak, masked, per_step) in &[
         (1usize, 1usize, 3usize, 1.0f32, false, false),
         (3, 37, 5, 0.95, true, false),
+        (2, 258, 4, 0.9, false, false),
         (5, 400, 6, 0.9, true, true),
         (2, 1000, 4, 1.0, false, true),
         (2, 1024, 3, 0.95, true, false),
     ] {
         let name =
             format!("fc_event_sim b={batch} n={n} T={steps} mask={masked} per_step={per_step}");
-        let wt = rng.vec(n * n, -0.6, 0.6);
+        // Wᵀ with rows padded to whole vec4s (zeros), as the kernel reads it.
+        let ld = ops::fc_event_ld(n);
+        let w = rng.vec(n * n, -0.6, 0.6);
+        let mut wt = vec![0.0; n * ld];
+        cpu::transpose_padded(n, n, ld, &w, &mut wt);
         let x = rng.vec(batch * n * if per_step { steps } else { 1 }, -0.5, 2.5);
         let mask = masked.then(|| drop_mask(&mut rng, batch * n));
         let words = ops::spike_words(n);
         let bn = batch * n;
         let (gu, ga, gbits) = (g.zeros(&[bn]), g.zeros(&[bn]), g.zeros(&[batch * words]));
-        let (gwt, gx) = (g.upload(&[n * n], &wt), g.upload(&[x.len()], &x));
+        let gw = g.upload(&[n * n], &w);
+        let gwt = g.zeros(&[n * ld]);
+        ops::transpose_padded(&g, n, n, ld, &gw, &gwt);
+        check(&format!("{name} transpose_padded"), &g.read(&gwt), &wt, 0.0);
+        let gx = g.upload(&[x.len()], &x);
         let gmask = mask.as_ref().map(|m| g.upload(&[bn], m));
         let sim = |t_begin: usize, t_end: usize| ops::FcEventSim {
             n,
@@ -878,9 +887,7 @@ fn fc_event_sim_matches_twin_and_dense_path() {
         check(&format!("{name} rate acc"), &g.read(&ga), &a, 1e-6);
         check_bits(&format!("{name} spikes"), &g.read_u32(&gbits), &bits);
 
-        // The dense path on the GPU, with W = (Wᵀ)ᵀ.
-        let gw = g.zeros(&[n * n]);
-        ops::transpose(&g, n, n, &gwt, &gw);
+        // The dense path on the GPU.
         let (du, da, ds, dfb) = (
             g.zeros(&[bn]),
             g.zeros(&[bn]),

@@ -343,6 +343,7 @@ fn tiny_config(data: &Path, out: &Path, epochs: usize) -> TrainConfig {
         quiet: true,
         profile: false,
         trace: None,
+        kernels: fsnn::kernels::Kernels::Event,
     }
 }
 

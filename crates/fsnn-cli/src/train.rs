@@ -82,6 +82,10 @@ pub struct TrainArgs {
     /// Write the first training step as a Chrome trace (open in Perfetto or chrome://tracing).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Forward simulation: dense products on spike tensors, event-driven (weight rows added for
+    /// the spikes only), or auto (both timed once per adapter, driver and shape; cached).
+    #[arg(long, default_value = "auto")]
+    pub kernels: fsnn::kernels::Kernels,
 }
 
 pub fn net_config(a: &TrainArgs) -> Result<(fsnn::model::ModelConfig, &'static str, SolverKind)> {
@@ -156,6 +160,7 @@ pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
         quiet: a.quiet,
         profile: a.profile,
         trace: a.trace.clone(),
+        kernels: a.kernels,
     };
     train::train(&gpu, net_cfg, &cfg)?;
     eprintln!("metrics: {}", a.out.join("metrics.jsonl").display());

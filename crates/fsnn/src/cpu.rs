@@ -634,9 +634,13 @@ pub fn sn_weight_grad(
 }
 
 pub fn transpose(rows: usize, cols: usize, src: &[f32], dst: &mut [f32]) {
+    transpose_padded(rows, cols, rows, src, dst);
+}
+
+pub fn transpose_padded(rows: usize, cols: usize, ld: usize, src: &[f32], dst: &mut [f32]) {
     for r in 0..rows {
         for c in 0..cols {
-            dst[c * rows + r] = src[r * cols + c];
+            dst[c * ld + r] = src[r * cols + c];
         }
     }
 }
@@ -665,7 +669,7 @@ fn bit(bits: &[u32], i: usize) -> bool {
     bits[i / 32] >> (i % 32) & 1 == 1
 }
 
-/// Twin of `ops::fc_event_sim`: `wt` is `W_effᵀ` (`[n_in, n_out]`).
+/// Twin of `ops::fc_event_sim`: `wt` is `W_effᵀ` (`[n_in, n_out]`, rows `fc_event_ld(n)` apart).
 #[allow(clippy::too_many_arguments)]
 pub fn fc_event_sim(
     s: &crate::ops::FcEventSim,
@@ -677,6 +681,7 @@ pub fn fc_event_sim(
     mask: Option<&[f32]>,
 ) {
     let (n, words) = (s.n, crate::ops::spike_words(s.n));
+    let ld = crate::ops::fc_event_ld(n);
     for b in 0..s.batch {
         for (k, t) in (s.t_begin..s.t_end).enumerate() {
             let prev = bits[b * words..(b + 1) * words].to_vec();
@@ -685,7 +690,7 @@ pub fn fc_event_sim(
                 let fb = (t > 0).then(|| {
                     (0..n)
                         .filter(|&i| bit(&prev, i))
-                        .fold(0.0f32, |a, i| a + wt[i * n + j])
+                        .fold(0.0f32, |a, i| a + wt[i * ld + j])
                 });
                 let m = mask.map_or(1.0, |m| m[b * n + j]);
                 let xv = x[s.x_off + k * s.x_step + b * n + j];

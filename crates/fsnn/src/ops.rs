@@ -1047,12 +1047,26 @@ pub fn sn_weight_grad(
 
 /// `dst[c, r] = src[r, c]` for a `rows × cols` matrix.
 pub fn transpose(gpu: &Gpu, rows: usize, cols: usize, src: &Tensor, dst: &Tensor) {
+    transpose_padded(gpu, rows, cols, rows, src, dst);
+}
+
+/// `dst[c·ld + r] = src[r, c]`: the transpose with its rows `ld ≥ rows` apart; the padding is not
+/// written.
+pub fn transpose_padded(
+    gpu: &Gpu,
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    src: &Tensor,
+    dst: &Tensor,
+) {
+    assert!(ld >= rows, "transpose: row stride {ld} below {rows} rows");
     check(src, rows * cols, "transpose src");
-    check(dst, rows * cols, "transpose dst");
+    check(dst, cols.saturating_sub(1) * ld + rows, "transpose dst");
     assert_distinct(dst, src, "transpose");
     gpu.dispatch(
         "transpose",
-        Params::new().u(rows).u(cols),
+        Params::new().u(rows).u(cols).u(ld),
         vec![gpu.bind(src), gpu.bind(dst)],
         gpu.groups_1d(rows * cols),
     );
@@ -1063,12 +1077,18 @@ pub fn spike_words(n: usize) -> usize {
     n.div_ceil(32)
 }
 
-/// Neurons per sample the fused linear event kernel can hold (`WG · PER` of fc_event_sim.wgsl).
+/// Neurons per sample the fused linear event kernel can hold (`4 · WG · PER` of fc_event_sim.wgsl).
 pub const FC_EVENT_MAX_NEURONS: usize = 1024;
+
+/// Row stride of the fused linear event kernel's `W_effᵀ`: rows padded with zeros to whole vec4s.
+pub fn fc_event_ld(n: usize) -> usize {
+    n.next_multiple_of(4)
+}
 
 /// Steps `t_begin..t_end` of a linear feedback layer's simulation over `n` neurons per sample,
 /// event-driven and fused (see fc_event_sim.wgsl). `bits` (`[batch, spike_words(n)]` u32) holds
-/// the previous step's spikes and receives the last step's; `wt` is `W_effᵀ` (`[n_in, n_out]`);
+/// the previous step's spikes and receives the last step's; `wt` is `W_effᵀ` (`[n_in, n_out]`,
+/// rows [`fc_event_ld`] apart, zero-padded);
 /// step t's input is `x[x_off + (t − t_begin)·x_step + b·n + j]`; `mask` multiplies the
 /// feedback current when given.
 pub struct FcEventSim {
@@ -1101,7 +1121,8 @@ pub fn fc_event_sim(
     check(u, batch * n, "fc_event_sim u");
     check(acc, batch * n, "fc_event_sim acc");
     check(bits, batch * spike_words(n), "fc_event_sim bits");
-    check(wt, n * n, "fc_event_sim wt");
+    let ld = fc_event_ld(n);
+    check(wt, n * ld, "fc_event_sim wt");
     let steps = s.t_end.saturating_sub(s.t_begin);
     if steps > 0 {
         check(
@@ -1122,6 +1143,8 @@ pub fn fc_event_sim(
             .u(s.x_step)
             .u(s.x_off)
             .u(mask.is_some() as u32)
+            .u(ld / 4)
+            .u(0u32)
             .f(s.vth)
             .f(s.leak),
         vec![

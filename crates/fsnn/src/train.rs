@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batches::{for_each_batch, load_sources, BatchSource};
 use crate::gpu::Gpu;
+use crate::kernels::Kernels;
 use crate::model::{HostRng, HostState, Model, ModelConfig, StepStats};
 use crate::solver::SolverKind;
 
@@ -38,6 +39,13 @@ pub struct TrainConfig {
     pub profile: bool,
     /// Write the run's first training step as a Chrome trace to this file.
     pub trace: Option<PathBuf>,
+    /// Forward simulation kernels (dense, event, or auto: measured once and cached).
+    #[serde(default = "default_kernels")]
+    pub kernels: Kernels,
+}
+
+fn default_kernels() -> Kernels {
+    Kernels::Auto
 }
 
 /// Where training stands, stored in every checkpoint so `--resume` continues exactly.
@@ -220,6 +228,12 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
         );
     }
     let mut net = net_cfg.build(gpu, cfg.seed)?;
+    let kernels = net.set_kernels(crate::kernels::resolve(
+        gpu,
+        &net_cfg,
+        cfg.batch_size,
+        cfg.kernels,
+    )?);
     let last = cfg.out.join("last.safetensors");
     let best = cfg.out.join("best.safetensors");
     let metrics_path = cfg.out.join("metrics.jsonl");
@@ -265,6 +279,7 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
         cfg.threshold,
         train_src.describe()
     );
+    eprintln!("forward simulation kernels: {kernels}");
     let n_train = cfg
         .limit_train
         .unwrap_or(train_src.len())

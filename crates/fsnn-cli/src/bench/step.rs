@@ -39,6 +39,9 @@ pub struct Args {
     pub chart: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+    /// Forward simulation: dense | event | auto (measured once per adapter and shape, cached).
+    #[arg(long, default_value = "auto")]
+    pub kernels: fsnn::kernels::Kernels,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -75,6 +78,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         let base = gpu.memory_bytes().0;
         gpu.reset_peak_memory();
         let mut net = cfg.build(&gpu, 0)?;
+        let kernels = net.set_kernels(fsnn::kernels::resolve(&gpu, &cfg, a.batch_size, a.kernels)?);
         let mut rng = HostRng::new(t as u64);
         let b = a.batch_size;
         let x: Vec<f32> = (0..b * cfg.sample_len())
@@ -119,6 +123,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         sweep.push(json!({
             "time_steps": t,
             "batch_size": b,
+            "kernels": kernels.to_string(),
             "ms_per_step": ms,
             "forward_ms": fwd_ms,
             "backward_ms": bwd_ms,
@@ -158,6 +163,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
     for k in [
         "time_steps",
         "batch_size",
+        "kernels",
         "ms_per_step",
         "forward_ms",
         "backward_ms",
@@ -204,8 +210,13 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{} on {} ({}), batch {}, solver {:?}",
-        a.preset, gpu.ctx.info.name, gpu.ctx.info.driver_info, a.batch_size, a.solver
+        "{} on {} ({}), batch {}, solver {:?}, {} forward kernels",
+        a.preset,
+        gpu.ctx.info.name,
+        gpu.ctx.info.driver_info,
+        a.batch_size,
+        a.solver,
+        first["kernels"].as_str().unwrap_or("?")
     );
     println!(
         "{:>5} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7} {:>10} {:>14}",

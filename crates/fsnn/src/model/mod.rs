@@ -230,6 +230,9 @@ struct Work {
     spikes: Tensor,
     /// Event path: the spike bit sets of two consecutive steps (`spikes` is then unused).
     events: Option<[Tensor; 2]>,
+    /// Event path, linear layers whose width is not a multiple of 4: `W_effᵀ` with zero-padded
+    /// rows (otherwise it lives in `sn.grad_eff`).
+    wt_padded: Option<Tensor>,
     fb: Tensor,
     logits: Tensor,
     loss: Tensor,
@@ -424,6 +427,14 @@ impl Net {
                     };
                     [gpu.zeros(&[words]), gpu.zeros(&[words])]
                 }),
+                wt_padded: match self.cfg.arch {
+                    Arch::Fc { hidden, .. }
+                        if self.kernels == Kernels::Event && hidden % 4 != 0 =>
+                    {
+                        Some(gpu.zeros(&[hidden * ops::fc_event_ld(hidden)]))
+                    }
+                    _ => None,
+                },
                 fb: gpu.zeros(&[bn]),
                 logits: gpu.zeros(&[cl]),
                 loss: gpu.zeros(&[batch]),
@@ -606,12 +617,17 @@ impl Net {
         gpu.fill_zero(&w.u);
         gpu.fill_zero(&w.acc);
         let fb_mask = drop.then_some(&w.m_fb);
+        // W_effᵀ for the event kernels, in grad_eff unless its rows need padding: that buffer only
+        // carries data from the backward pass's weight gradient to the spectral-norm backward, so
+        // it is free here and the event path needs no extra weight-sized buffer.
+        let wt = w.wt_padded.as_ref().unwrap_or(&self.sn.grad_eff);
         if w.events.is_some() {
-            // W_effᵀ for the event kernels, in grad_eff: that buffer only carries data from the
-            // backward pass's weight gradient to the spectral-norm backward, so it is free here
-            // and the event path needs no extra weight-sized buffer.
-            let cols = self.sn.weff.len() / arch.channels();
-            ops::transpose(gpu, arch.channels(), cols, &self.sn.weff, &self.sn.grad_eff);
+            let (rows, cols) = (arch.channels(), self.sn.weff.len() / arch.channels());
+            let ld = match arch {
+                Arch::Fc { hidden, .. } => ops::fc_event_ld(hidden),
+                Arch::Conv { .. } => rows,
+            };
+            ops::transpose_padded(gpu, rows, cols, ld, &self.sn.weff, wt);
         }
         let fused = match (&w.events, arch, &w.frames) {
             // Constant input: the whole linear simulation in one dispatch.
@@ -631,7 +647,7 @@ impl Net {
                     &w.u,
                     &w.acc,
                     &bits[0],
-                    &self.sn.grad_eff,
+                    wt,
                     &w.x1,
                     fb_mask,
                 );
@@ -686,7 +702,7 @@ impl Net {
                     &w.u,
                     &w.acc,
                     &bits[0],
-                    &self.sn.grad_eff,
+                    wt,
                     current,
                     fb_mask,
                 ),
@@ -699,7 +715,7 @@ impl Net {
                     &w.acc,
                     &bits[(t + 1) % 2],
                     &bits[t % 2],
-                    &self.sn.grad_eff,
+                    wt,
                     current,
                     fb_mask,
                 ),
