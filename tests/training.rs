@@ -661,9 +661,10 @@ fn trace_of_a_training_step_is_chrome_trace_json() {
         assert_eq!(e["ph"], "X");
         assert!(e["ts"].as_f64().unwrap() >= 0.0 && e["dur"].as_f64().unwrap() >= 0.0);
     }
+    // tiny_config runs the event-driven simulation: one fc_event_sim per forward pass.
     for k in [
         "gemm",
-        "neuron_step",
+        "fc_event_sim",
         "history_dot",
         "broyden_update",
         "bn_stats",
