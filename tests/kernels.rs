@@ -949,6 +949,7 @@ fn conv_event_sim_matches_twin_and_dense_path() {
     for (s, steps, masked) in [
         (shape(2, 5, 9, 11, 5, 5, 2), 4usize, true),
         (shape(1, 3, 6, 37, 70, 3, 1), 1, false),
+        (shape(2, 6, 8, 9, 6, 3, 1), 3, true),
         (shape(1, 4, 5, 33, 3, 3, 0), 1, true),
         (shape(2, 70, 7, 40, 70, 3, 1), 3, false),
         (shape(3, 64, 14, 14, 64, 5, 2), 3, true),
@@ -959,7 +960,12 @@ fn conv_event_sim_matches_twin_and_dense_path() {
         );
         let (oh, ow) = (s.oh(), s.ow());
         let out = s.output_len();
-        let wt = rng.vec(s.weight_len(), -0.6, 0.6);
+        // The weight [cout, cin·kh·kw] and its transpose with rows padded to whole vec4s.
+        let taps = s.cin * s.kh * s.kw;
+        let ld = ops::conv_event_ld(s.cout);
+        let w = rng.vec(s.weight_len(), -0.6, 0.6);
+        let mut wt = vec![0.0; taps * ld];
+        cpu::transpose_padded(s.cout, taps, ld, &w, &mut wt);
         let x = rng.vec(out, -0.5, 2.5);
         let mask = masked.then(|| drop_mask(&mut rng, out));
         let s0 = random_spikes(&mut rng, s.input_len(), 20);
@@ -974,7 +980,11 @@ fn conv_event_sim_matches_twin_and_dense_path() {
             }),
             g.zeros(&[bits0.len().max(out_words)]),
         ];
-        let (gwt, gx) = (g.upload(&[wt.len()], &wt), g.upload(&[out], &x));
+        let gw = g.upload(&[w.len()], &w);
+        let gwt = g.zeros(&[wt.len()]);
+        ops::transpose_padded(&g, s.cout, taps, ld, &gw, &gwt);
+        check(&format!("{name} transpose_padded"), &g.read(&gwt), &wt, 0.0);
+        let gx = g.upload(&[out], &x);
         let gmask = mask.as_ref().map(|m| g.upload(&[out], m));
         let (mut u, mut a) = (vec![0.0; out], vec![0.0; out]);
         let mut cb = [bits0.clone(), vec![0u32; out_words]];
@@ -1023,9 +1033,7 @@ fn conv_event_sim_matches_twin_and_dense_path() {
         if steps == 1 && (s.cin != s.cout || oh != s.h || ow != s.w) {
             continue;
         }
-        // The dense path: the weight [cout, cin·kh·kw] is the transpose of wt.
-        let gw = g.zeros(&[wt.len()]);
-        ops::transpose(&g, s.cin * s.kh * s.kw, s.cout, &gwt, &gw);
+        // The dense path.
         let (du, da, dfb) = (g.zeros(&[out]), g.zeros(&[out]), g.zeros(&[out]));
         let ds = g.upload(&[out], &s0);
         for _ in 0..steps {

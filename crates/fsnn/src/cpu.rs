@@ -704,7 +704,8 @@ pub fn fc_event_sim(
     }
 }
 
-/// Twin of `ops::conv_event_sim`: `wt` is the weight as `[cin·kh·kw, cout]`.
+/// Twin of `ops::conv_event_sim`: `wt` is the weight as `[cin·kh·kw, cout]`, rows
+/// `conv_event_ld(cout)` apart.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_event_sim(
     s: &ConvShape,
@@ -719,6 +720,7 @@ pub fn conv_event_sim(
 ) {
     let (oh, ow) = (s.oh(), s.ow());
     let (in_wpr, out_wpr) = (s.w.div_ceil(32), ow.div_ceil(32));
+    let ld = crate::ops::conv_event_ld(s.cout);
     for b in 0..s.batch {
         for co in 0..s.cout {
             for oy in 0..oh {
@@ -737,7 +739,7 @@ pub fn conv_event_sim(
                                     }
                                     let base = ((b * s.cin + c) * s.h + iy as usize) * in_wpr;
                                     if bit(&in_bits[base..base + in_wpr], ix as usize) {
-                                        f += wt[((c * s.kh + ky) * s.kw + kx) * s.cout + co];
+                                        f += wt[((c * s.kh + ky) * s.kw + kx) * ld + co];
                                     }
                                 }
                             }

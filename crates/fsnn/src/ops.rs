@@ -1164,6 +1164,11 @@ pub fn conv_spike_words(batch: usize, channels: usize, h: usize, w: usize) -> us
     batch * channels * h * w.div_ceil(32)
 }
 
+/// Row stride of [`conv_event_sim`]'s transposed weight: output channels padded to whole vec4s.
+pub fn conv_event_ld(cout: usize) -> usize {
+    cout.next_multiple_of(4)
+}
+
 /// Whether [`conv_event_sim`] handles a feedback convolution of this shape.
 pub fn conv_event_supported(s: &ConvShape) -> bool {
     s.stride == 1 && s.kw <= 32 && s.pad < 32 && s.ow() <= 256 && s.ow() > 0 && s.oh() > 0
@@ -1171,7 +1176,8 @@ pub fn conv_event_supported(s: &ConvShape) -> bool {
 
 /// One step of a conv feedback layer's simulation, event-driven and fused (see
 /// conv_event_sim.wgsl): the feedback current from `in_bits` (the previous step's spikes, when
-/// `has_feedback`) through `wt` (the weight as `[cin·kh·kw, cout]`), masked by `mask` when given,
+/// `has_feedback`) through `wt` (the weight as `[cin·kh·kw, cout]`, rows [`conv_event_ld`] apart,
+/// zero-padded), masked by `mask` when given,
 /// the neuron update of `u`/`acc` with input `x[x_off..]`, and this step's spikes into `out_bits`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_event_sim(
@@ -1205,7 +1211,8 @@ pub fn conv_event_sim(
         "conv_event_sim out_bits",
     );
     assert_distinct(out_bits, in_bits, "conv_event_sim");
-    check(wt, s.weight_len(), "conv_event_sim wt");
+    let ld = conv_event_ld(s.cout);
+    check(wt, s.cin * s.kh * s.kw * ld, "conv_event_sim wt");
     check(x, step.x_offset + out, "conv_event_sim x");
     if let Some(m) = mask {
         check(m, out, "conv_event_sim mask");
@@ -1225,6 +1232,10 @@ pub fn conv_event_sim(
             .u(step.has_feedback as u32)
             .u(mask.is_some() as u32)
             .u(step.x_offset)
+            .u(ld / 4)
+            .u(0u32)
+            .u(0u32)
+            .u(0u32)
             .f(step.vth)
             .f(step.leak),
         vec![
@@ -1236,6 +1247,7 @@ pub fn conv_event_sim(
             gpu.bind(x),
             gpu.bind(mask.unwrap_or(wt)),
         ],
-        [s.cout.div_ceil(64) as u32, oh as u32, s.batch as u32],
+        // 64 output channels per workgroup (4 · VPL · CB in the kernel).
+        [ld.div_ceil(64) as u32, oh as u32, s.batch as u32],
     );
 }

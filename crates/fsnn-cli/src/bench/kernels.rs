@@ -623,7 +623,7 @@ fn event_cases(gpu: &Gpu, b: usize, c: impl Fn(usize) -> usize) -> Vec<Case> {
         gpu.zeros(&[out]),
         tensor(gpu, out, 27),
         tensor(gpu, out, 28),
-        tensor(gpu, s.weight_len(), 29),
+        tensor(gpu, s.cin * s.kh * s.kw * ops::conv_event_ld(s.cout), 29),
     );
     let bytes = 4.0 * (s.weight_len() + 4 * out) as f64;
     v.push(Case {

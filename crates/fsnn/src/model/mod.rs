@@ -230,8 +230,8 @@ struct Work {
     spikes: Tensor,
     /// Event path: the spike bit sets of two consecutive steps (`spikes` is then unused).
     events: Option<[Tensor; 2]>,
-    /// Event path, linear layers whose width is not a multiple of 4: `W_effᵀ` with zero-padded
-    /// rows (otherwise it lives in `sn.grad_eff`).
+    /// Event path, feedback layers whose width (channels) is not a multiple of 4: `W_effᵀ` with
+    /// zero-padded rows (otherwise it lives in `sn.grad_eff`).
     wt_padded: Option<Tensor>,
     fb: Tensor,
     logits: Tensor,
@@ -427,14 +427,10 @@ impl Net {
                     };
                     [gpu.zeros(&[words]), gpu.zeros(&[words])]
                 }),
-                wt_padded: match self.cfg.arch {
-                    Arch::Fc { hidden, .. }
-                        if self.kernels == Kernels::Event && hidden % 4 != 0 =>
-                    {
-                        Some(gpu.zeros(&[hidden * ops::fc_event_ld(hidden)]))
-                    }
-                    _ => None,
-                },
+                wt_padded: (self.kernels == Kernels::Event && c % 4 != 0).then(|| {
+                    let taps = self.sn.weff.len() / c;
+                    gpu.zeros(&[taps * c.next_multiple_of(4)])
+                }),
                 fb: gpu.zeros(&[bn]),
                 logits: gpu.zeros(&[cl]),
                 loss: gpu.zeros(&[batch]),
@@ -625,7 +621,7 @@ impl Net {
             let (rows, cols) = (arch.channels(), self.sn.weff.len() / arch.channels());
             let ld = match arch {
                 Arch::Fc { hidden, .. } => ops::fc_event_ld(hidden),
-                Arch::Conv { .. } => rows,
+                Arch::Conv { .. } => ops::conv_event_ld(rows),
             };
             ops::transpose_padded(gpu, rows, cols, ld, &self.sn.weff, wt);
         }
