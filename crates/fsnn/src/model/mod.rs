@@ -427,7 +427,7 @@ impl Net {
                     };
                     [gpu.zeros(&[words]), gpu.zeros(&[words])]
                 }),
-                wt_padded: (self.kernels == Kernels::Event && c % 4 != 0).then(|| {
+                wt_padded: (self.kernels == Kernels::Event && !c.is_multiple_of(4)).then(|| {
                     let taps = self.sn.weff.len() / c;
                     gpu.zeros(&[taps * c.next_multiple_of(4)])
                 }),
