@@ -45,6 +45,9 @@ impl fmt::Display for Kernels {
     }
 }
 
+/// Most simulation steps of the passes `Auto` times.
+pub const MEASURE_STEPS: usize = 4;
+
 /// What `Auto` measured for one adapter, driver and shape.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Choice {
@@ -118,7 +121,7 @@ pub fn resolve(gpu: &Gpu, cfg: &ModelConfig, batch: usize, requested: Kernels) -
     }
     let c = measure(gpu, net_cfg, batch)?;
     eprintln!(
-        "kernels auto: dense {:.1} ms, event {:.1} ms per forward pass -> {} (cached in {})",
+        "kernels auto: dense {:.1} ms, event {:.1} ms per forward pass of at most {MEASURE_STEPS} steps -> {} (cached in {})",
         c.dense_ms,
         c.event_ms,
         c.kernels,
@@ -136,8 +139,13 @@ pub fn resolve(gpu: &Gpu, cfg: &ModelConfig, batch: usize, requested: Kernels) -
     Ok(c.kernels)
 }
 
-/// Median wall time of forward passes with each kernel choice, alternating between the two.
+/// Median wall time of forward passes with each kernel choice, alternating between the two. The
+/// passes simulate at most [`MEASURE_STEPS`] steps: the paths differ per step, and a full T=30
+/// conv pass would make the one-off measurement take minutes on a software driver.
 pub fn measure(gpu: &Gpu, cfg: &NetConfig, batch: usize) -> Result<Choice> {
+    let mut cfg = cfg.clone();
+    cfg.time_steps = cfg.time_steps.min(MEASURE_STEPS);
+    let cfg = &cfg;
     let mut rng = HostRng::new(7);
     let x: Vec<f32> = (0..batch * cfg.sample_len())
         .map(|_| rng.uniform(-0.5, 2.5))
