@@ -868,3 +868,284 @@ fn spectral_norm_weight_and_grad() {
         );
     }
 }
+
+/// Dropout-like masks: 0 or 1/(1−p).
+fn drop_mask(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| if rng.below(5) == 0 { 0.0 } else { 1.25 })
+        .collect()
+}
+
+fn random_spikes(rng: &mut Rng, n: usize, density: u32) -> Vec<f32> {
+    (0..n)
+        .map(|_| if rng.below(100) < density { 1.0 } else { 0.0 })
+        .collect()
+}
+
+fn check_bits(name: &str, got: &[u32], want: &[u32]) {
+    let differ = got.iter().zip(want).filter(|(a, b)| a != b).count();
+    let ones: u32 = want.iter().map(|w| w.count_ones()).sum();
+    println!(
+        "{name:<48} {differ} of {} spike words differ ({ones} spikes)",
+        want.len()
+    );
+    assert_eq!(got, want, "{name}: spike bits differ");
+}
+
+#[test]
+fn transpose_odd_sizes() {
+    let g = gpu();
+    let mut rng = Rng::new(31);
+    for &(r, c) in &[(1usize, 1usize), (37, 53), (64, 1600), (129, 65)] {
+        let a = rng.vec(r * c, -1.0, 1.0);
+        let (ga, gt) = (g.upload(&[r * c], &a), g.zeros(&[r * c]));
+        ops::transpose(&g, r, c, &ga, &gt);
+        let mut t = vec![0.0; r * c];
+        cpu::transpose(r, c, &a, &mut t);
+        check(&format!("transpose {r}x{c}"), &g.read(&gt), &t, 0.0);
+    }
+}
+
+/// The fused linear event simulation against its twin, and against the dense path (GEMM on 0/1
+/// spike tensors, mask_mul, neuron_step): the same spikes and bit-identical potentials.
+#[test]
+fn fc_event_sim_matches_twin_and_dense_path() {
+    let g = gpu();
+    let mut rng = Rng::new(32);
+    for &(batch, n, steps, leak, masked, per_step) in &[
+        (1usize, 1usize, 3usize, 1.0f32, false, false),
+        (3, 37, 5, 0.95, true, false),
+        (2, 258, 4, 0.9, false, false),
+        (5, 400, 6, 0.9, true, true),
+        (2, 1000, 4, 1.0, false, true),
+        (2, 1024, 3, 0.95, true, false),
+    ] {
+        let name =
+            format!("fc_event_sim b={batch} n={n} T={steps} mask={masked} per_step={per_step}");
+        // Wᵀ with rows padded to whole vec4s (zeros), as the kernel reads it.
+        let ld = ops::fc_event_ld(n);
+        let w = rng.vec(n * n, -0.6, 0.6);
+        let mut wt = vec![0.0; n * ld];
+        cpu::transpose_padded(n, n, ld, &w, &mut wt);
+        let x = rng.vec(batch * n * if per_step { steps } else { 1 }, -0.5, 2.5);
+        let mask = masked.then(|| drop_mask(&mut rng, batch * n));
+        let words = ops::spike_words(n);
+        let bn = batch * n;
+        let (gu, ga, gbits) = (g.zeros(&[bn]), g.zeros(&[bn]), g.zeros(&[batch * words]));
+        let gw = g.upload(&[n * n], &w);
+        let gwt = g.zeros(&[n * ld]);
+        ops::transpose_padded(&g, n, n, ld, &gw, &gwt);
+        check(&format!("{name} transpose_padded"), &g.read(&gwt), &wt, 0.0);
+        let gx = g.upload(&[x.len()], &x);
+        let gmask = mask.as_ref().map(|m| g.upload(&[bn], m));
+        let sim = |t_begin: usize, t_end: usize| ops::FcEventSim {
+            n,
+            batch,
+            t_begin,
+            t_end,
+            x_step: if per_step { bn } else { 0 },
+            x_off: if per_step { t_begin * bn } else { 0 },
+            vth: 2.0,
+            leak,
+        };
+        // Per-step input is run one dispatch per step, constant input in one.
+        let chunks: Vec<(usize, usize)> = if per_step {
+            (0..steps).map(|t| (t, t + 1)).collect()
+        } else {
+            vec![(0, steps)]
+        };
+        let (mut u, mut a, mut bits) = (vec![0.0; bn], vec![0.0; bn], vec![0u32; batch * words]);
+        for &(t0, t1) in &chunks {
+            ops::fc_event_sim(
+                &g,
+                &sim(t0, t1),
+                &gu,
+                &ga,
+                &gbits,
+                &gwt,
+                &gx,
+                gmask.as_ref(),
+            );
+            cpu::fc_event_sim(
+                &sim(t0, t1),
+                &mut u,
+                &mut a,
+                &mut bits,
+                &wt,
+                &x,
+                mask.as_deref(),
+            );
+        }
+        check(&format!("{name} u"), &g.read(&gu), &u, 1e-6);
+        check(&format!("{name} rate acc"), &g.read(&ga), &a, 1e-6);
+        check_bits(&format!("{name} spikes"), &g.read_u32(&gbits), &bits);
+
+        // The dense path on the GPU.
+        let (du, da, ds, dfb) = (
+            g.zeros(&[bn]),
+            g.zeros(&[bn]),
+            g.zeros(&[bn]),
+            g.zeros(&[bn]),
+        );
+        for t in 0..steps {
+            if t > 0 {
+                ops::gemm(&g, Op::N, Op::T, batch, n, n, 1.0, &ds, &gw, 0.0, &dfb);
+                if let Some(m) = &gmask {
+                    ops::mask_mul(&g, m, &dfb);
+                }
+            }
+            let step = NeuronStep {
+                vth: 2.0,
+                leak,
+                has_feedback: t > 0,
+                x_offset: if per_step { t * bn } else { 0 },
+            };
+            ops::neuron_step(&g, &du, &da, &ds, &gx, &dfb, step);
+        }
+        check(
+            &format!("{name} u, dense path"),
+            &g.read(&gu),
+            &g.read(&du),
+            0.0,
+        );
+        check(
+            &format!("{name} acc, dense path"),
+            &g.read(&ga),
+            &g.read(&da),
+            0.0,
+        );
+        check_bits(
+            &format!("{name} spikes, dense path"),
+            &g.read_u32(&gbits),
+            &cpu::pack_rows(&g.read(&ds), n),
+        );
+    }
+}
+
+/// The fused conv event step against its twin, and a few steps against the dense path (conv2d on
+/// 0/1 spike tensors, mask_mul, neuron_step) where input and output shapes agree.
+#[test]
+fn conv_event_sim_matches_twin_and_dense_path() {
+    let g = gpu();
+    let mut rng = Rng::new(33);
+    let shape = |batch, cin, h, w, cout, k, pad| ConvShape {
+        batch,
+        cin,
+        h,
+        w,
+        cout,
+        kh: k,
+        kw: k,
+        stride: 1,
+        pad,
+    };
+    for (s, steps, masked) in [
+        (shape(2, 5, 9, 11, 5, 5, 2), 4usize, true),
+        (shape(1, 3, 6, 37, 70, 3, 1), 1, false),
+        (shape(2, 6, 8, 9, 6, 3, 1), 3, true),
+        (shape(1, 4, 5, 33, 3, 3, 0), 1, true),
+        (shape(2, 70, 7, 40, 70, 3, 1), 3, false),
+        (shape(3, 64, 14, 14, 64, 5, 2), 3, true),
+    ] {
+        let name = format!(
+            "conv_event_sim b={} {}→{} {}x{} k={} p={} T={steps} mask={masked}",
+            s.batch, s.cin, s.cout, s.h, s.w, s.kh, s.pad
+        );
+        let (oh, ow) = (s.oh(), s.ow());
+        let out = s.output_len();
+        // The weight [cout, cin·kh·kw] and its transpose with rows padded to whole vec4s.
+        let taps = s.cin * s.kh * s.kw;
+        let ld = ops::conv_event_ld(s.cout);
+        let w = rng.vec(s.weight_len(), -0.6, 0.6);
+        let mut wt = vec![0.0; taps * ld];
+        cpu::transpose_padded(s.cout, taps, ld, &w, &mut wt);
+        let x = rng.vec(out, -0.5, 2.5);
+        let mask = masked.then(|| drop_mask(&mut rng, out));
+        let s0 = random_spikes(&mut rng, s.input_len(), 20);
+        let bits0 = cpu::pack_rows(&s0, s.w);
+        let out_words = ops::conv_spike_words(s.batch, s.cout, oh, ow);
+        let (gu, ga) = (g.zeros(&[out]), g.zeros(&[out]));
+        let gb = [
+            g.upload_u32(&[bits0.len().max(out_words)], &{
+                let mut b = bits0.clone();
+                b.resize(bits0.len().max(out_words), 0);
+                b
+            }),
+            g.zeros(&[bits0.len().max(out_words)]),
+        ];
+        let gw = g.upload(&[w.len()], &w);
+        let gwt = g.zeros(&[wt.len()]);
+        ops::transpose_padded(&g, s.cout, taps, ld, &gw, &gwt);
+        check(&format!("{name} transpose_padded"), &g.read(&gwt), &wt, 0.0);
+        let gx = g.upload(&[out], &x);
+        let gmask = mask.as_ref().map(|m| g.upload(&[out], m));
+        let (mut u, mut a) = (vec![0.0; out], vec![0.0; out]);
+        let mut cb = [bits0.clone(), vec![0u32; out_words]];
+        let step = NeuronStep {
+            vth: 2.0,
+            leak: 0.95,
+            has_feedback: true,
+            x_offset: 0,
+        };
+        for t in 0..steps {
+            let (i, o) = (t % 2, (t + 1) % 2);
+            ops::conv_event_sim(
+                &g,
+                &s,
+                step,
+                &gu,
+                &ga,
+                &gb[i],
+                &gb[o],
+                &gwt,
+                &gx,
+                gmask.as_ref(),
+            );
+            let inb = cb[i].clone();
+            cb[o].resize(out_words, 0);
+            cpu::conv_event_sim(
+                &s,
+                step,
+                &mut u,
+                &mut a,
+                &inb,
+                &mut cb[o],
+                &wt,
+                &x,
+                mask.as_deref(),
+            );
+        }
+        let last = steps % 2;
+        check(&format!("{name} u"), &g.read(&gu), &u, 1e-6);
+        check(&format!("{name} rate acc"), &g.read(&ga), &a, 1e-6);
+        check_bits(
+            &format!("{name} spikes"),
+            &g.read_u32(&gb[last])[..out_words],
+            &cb[last][..out_words],
+        );
+        if steps == 1 && (s.cin != s.cout || oh != s.h || ow != s.w) {
+            continue;
+        }
+        // The dense path.
+        let (du, da, dfb) = (g.zeros(&[out]), g.zeros(&[out]), g.zeros(&[out]));
+        let ds = g.upload(&[out], &s0);
+        for _ in 0..steps {
+            ops::conv2d(&g, &s, &ds, &gw, 0.0, &dfb);
+            if let Some(m) = &gmask {
+                ops::mask_mul(&g, m, &dfb);
+            }
+            ops::neuron_step(&g, &du, &da, &ds, &gx, &dfb, step);
+        }
+        check(
+            &format!("{name} u, dense path"),
+            &g.read(&gu),
+            &g.read(&du),
+            0.0,
+        );
+        check_bits(
+            &format!("{name} spikes, dense path"),
+            &g.read_u32(&gb[last])[..out_words],
+            &cpu::pack_rows(&g.read(&ds), ow),
+        );
+    }
+}

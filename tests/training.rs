@@ -1,6 +1,7 @@
 //! The GPU training step against the f64 CPU twin of the whole method (reference module), and the
 //! training loop's files: checkpoints, resume, bad input.
 
+use fsnn::kernels::Kernels;
 use fsnn::model::{Arch, ModelConfig, Net, NetConfig, FB_S, FB_W};
 use fsnn::reference::{convnet, fc, feedback};
 use fsnn::solver::SolverKind;
@@ -146,6 +147,23 @@ fn compare_step<A: feedback::Arch>(
         assert!(worst < 1e-5, "simulations disagree");
         (x64, rate)
     };
+    // The dense path on the same batch: the same spikes, so the same rate to the last bit.
+    assert_eq!(net.kernels(), Kernels::Event);
+    let mut dense = Net::new(&g, cfg.clone(), seed);
+    dense.set_kernels(Kernels::Dense);
+    if let Some(s) = fb_scale {
+        g.write(&dense.params[FB_S].value, &[s]);
+    }
+    dense
+        .train_step(&g, &x, &labels, 0.0, SolverKind::Broyden, 60, 1)
+        .unwrap();
+    let differ = count_differences(&net.rate(&g), &dense.rate(&g));
+    println!(
+        "{}: event vs dense simulation: {differ} of {} rates differ",
+        cfg.preset,
+        batch * cfg.arch.neurons()
+    );
+    assert_eq!(differ, 0, "event and dense simulations disagree");
     let labels_us: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
     let (loss, grads, _) = reference.loss_and_implicit_grads(&x64, &labels_us, &rate);
     println!(
@@ -189,6 +207,89 @@ fn compare_step<A: feedback::Arch>(
     }
     let _ = FB_W;
     worst
+}
+
+fn count_differences(a: &[f32], b: &[f32]) -> usize {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count()
+}
+
+/// Event and dense forward simulations at the presets' shapes with dropout on (masks drawn from
+/// the step's seed): bit-identical rates, loss and parameter gradients.
+#[test]
+fn event_and_dense_simulations_agree_with_dropout() {
+    let g = gpu();
+    let fc = NetConfig {
+        preset: "fc400-like".into(),
+        arch: Arch::Fc {
+            input: 49,
+            hidden: 400,
+        },
+        classes: 10,
+        time_steps: 5,
+        vth: 2.0,
+        leak: 0.95,
+        dropout: 0.2,
+        time_varying: false,
+    };
+    let conv = NetConfig {
+        preset: "conv64-like".into(),
+        arch: Arch::Conv {
+            cin: 1,
+            h: 28,
+            w: 28,
+            channels: 8,
+            k_in: 5,
+            stride_in: 2,
+            pad_in: 2,
+            k_fb: 5,
+        },
+        classes: 10,
+        time_steps: 8,
+        vth: 2.0,
+        leak: 0.95,
+        dropout: 0.2,
+        time_varying: false,
+    };
+    for (cfg, batch) in [(fc, 32usize), (conv, 6)] {
+        let mut rng = Rng::new(77);
+        let x = rng.vec(batch * cfg.sample_len(), -1.0, 2.0);
+        let labels: Vec<u32> = (0..batch).map(|_| rng.below(cfg.classes as u32)).collect();
+        let mut out = Vec::new();
+        for k in [Kernels::Event, Kernels::Dense] {
+            let mut net = Net::new(&g, cfg.clone(), 4);
+            net.set_kernels(k);
+            assert_eq!(net.kernels(), k);
+            let mut losses = Vec::new();
+            // Two steps: the second runs on weights the first one updated.
+            for seed in [3, 4] {
+                let st = net
+                    .train_step(&g, &x, &labels, 0.05, SolverKind::Broyden, 30, seed)
+                    .unwrap();
+                losses.push(st.loss_sum);
+            }
+            let grads: Vec<f32> = net.params.iter().flat_map(|p| g.read(&p.grad)).collect();
+            out.push((net.rate(&g), losses, grads));
+        }
+        let (e, d) = (&out[0], &out[1]);
+        let rates = count_differences(&e.0, &d.0);
+        let grads = count_differences(&e.2, &d.2);
+        let mean_rate = e.0.iter().map(|&v| v as f64).sum::<f64>() / e.0.len() as f64;
+        println!(
+            "{}: event vs dense, dropout 0.2, 2 steps: {rates} of {} rates differ (mean rate {mean_rate:.3}), {grads} of {} gradient values differ, losses {:?} vs {:?}",
+            cfg.preset,
+            e.0.len(),
+            e.2.len(),
+            e.1,
+            d.1
+        );
+        assert_eq!(rates, 0);
+        assert_eq!(e.1, d.1);
+        assert_eq!(grads, 0);
+    }
 }
 
 #[test]
@@ -393,6 +494,7 @@ fn tiny_config(data: &Path, out: &Path, epochs: usize) -> TrainConfig {
         checkpoint_every: 0,
         force: false,
         resize: None,
+        kernels: Kernels::Event,
     }
 }
 
@@ -611,9 +713,10 @@ fn trace_of_a_training_step_is_chrome_trace_json() {
         assert_eq!(e["ph"], "X");
         assert!(e["ts"].as_f64().unwrap() >= 0.0 && e["dur"].as_f64().unwrap() >= 0.0);
     }
+    // tiny_config runs the event-driven simulation: one fc_event_sim per forward pass.
     for k in [
         "gemm",
-        "neuron_step",
+        "fc_event_sim",
         "solver_dots",
         "solver_track",
         "solver_combine",

@@ -99,6 +99,10 @@ pub struct TrainArgs {
     /// Write the first training step as a Chrome trace (open in Perfetto or chrome://tracing).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Forward simulation: dense products on spike tensors, event-driven (weight rows added for
+    /// the spikes only), or auto (both timed once per adapter, driver and shape; cached).
+    #[arg(long, default_value = "auto")]
+    pub kernels: fsnn::kernels::Kernels,
 }
 
 /// `WxH` → (width, height).
@@ -231,6 +235,7 @@ pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
         quiet: a.quiet,
         profile: a.profile,
         trace: a.trace.clone(),
+        kernels: a.kernels,
     };
     // Flags are checked before the adapter starts, so a typo fails at once.
     cfg.validate()?;

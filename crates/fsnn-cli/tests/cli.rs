@@ -104,6 +104,10 @@ fn bench_kernels_quick_json() {
         "conv2d_input_grad",
         "conv_transpose2d",
         "neuron_step",
+        "fc_event_sim",
+        "fc_dense_step",
+        "conv_event_sim",
+        "conv_dense_step",
     ] {
         assert!(names.contains(&want), "{want} not benchmarked: {names:?}");
     }
@@ -151,8 +155,11 @@ fn bench_step_json_names_every_kernel_of_the_step() {
         "8",
         "--runs",
         "1",
+        "--kernels",
+        "dense",
         "--json",
     ]);
+    assert_eq!(v["kernels"], "dense");
     for key in [
         "peak_gpu_bytes",
         "ms_per_step",
@@ -1052,5 +1059,57 @@ fn bench_step_on_real_batches_of_a_dataset() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{}", stderr.trim());
     assert!(!out.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--kernels auto` times both simulations once, stores the choice under FSNN_CACHE_DIR keyed by
+/// adapter, driver and shape, and the next run reuses it without measuring.
+#[test]
+fn bench_step_kernels_auto_measures_once_and_caches() {
+    let dir = std::env::temp_dir().join(format!("fsnn-kernels-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_fsnn"))
+            .args([
+                "bench",
+                "step",
+                "--preset",
+                "fc400",
+                "--time-steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--runs",
+                "1",
+                "--kernels",
+                "auto",
+                "--json",
+            ])
+            .env_remove("FSNN_ADAPTER")
+            .env("FSNN_CACHE_DIR", &dir)
+            .output()
+            .expect("cannot run fsnn");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "fsnn failed:\n{stderr}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v, stderr)
+    };
+    let (v1, err1) = run();
+    assert!(
+        err1.contains("kernels auto: dense"),
+        "no measurement: {err1}"
+    );
+    let cache: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("kernels.json")).unwrap()).unwrap();
+    let entries = cache.as_object().expect("cache is an object");
+    assert_eq!(entries.len(), 1, "{cache}");
+    let (key, choice) = entries.iter().next().unwrap();
+    assert!(key.contains("batch=8") && key.contains("T=2"), "{key}");
+    positive(&choice["dense_ms"], "dense_ms");
+    positive(&choice["event_ms"], "event_ms");
+    assert_eq!(v1["kernels"], choice["kernels"]);
+    let (v2, err2) = run();
+    assert!(!err2.contains("kernels auto:"), "measured again: {err2}");
+    assert_eq!(v2["kernels"], choice["kernels"]);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -828,3 +828,145 @@ pub fn sn_weight_grad(
         .collect();
     (dw, if g.abs() <= 1.0 { dot / sigma } else { 0.0 })
 }
+
+pub fn transpose(rows: usize, cols: usize, src: &[f32], dst: &mut [f32]) {
+    transpose_padded(rows, cols, rows, src, dst);
+}
+
+pub fn transpose_padded(rows: usize, cols: usize, ld: usize, src: &[f32], dst: &mut [f32]) {
+    for r in 0..rows {
+        for c in 0..cols {
+            dst[c * ld + r] = src[r * cols + c];
+        }
+    }
+}
+
+/// The neuron update shared by the event-driven simulations; `fb` is the unmasked feedback sum.
+fn event_neuron(
+    u: &mut f32,
+    acc: &mut f32,
+    x: f32,
+    fb: Option<f32>,
+    m: f32,
+    vth: f32,
+    leak: f32,
+) -> bool {
+    let mut v = *u + x;
+    if let Some(f) = fb {
+        v += f * m;
+    }
+    let s = if v >= vth { 1.0 } else { 0.0 };
+    *u = (v - vth * s) * leak;
+    *acc = leak * *acc + s;
+    s != 0.0
+}
+
+fn bit(bits: &[u32], i: usize) -> bool {
+    bits[i / 32] >> (i % 32) & 1 == 1
+}
+
+/// Twin of `ops::fc_event_sim`: `wt` is `W_effᵀ` (`[n_in, n_out]`, rows `fc_event_ld(n)` apart).
+#[allow(clippy::too_many_arguments)]
+pub fn fc_event_sim(
+    s: &crate::ops::FcEventSim,
+    u: &mut [f32],
+    acc: &mut [f32],
+    bits: &mut [u32],
+    wt: &[f32],
+    x: &[f32],
+    mask: Option<&[f32]>,
+) {
+    let (n, words) = (s.n, crate::ops::spike_words(s.n));
+    let ld = crate::ops::fc_event_ld(n);
+    for b in 0..s.batch {
+        for (k, t) in (s.t_begin..s.t_end).enumerate() {
+            let prev = bits[b * words..(b + 1) * words].to_vec();
+            let mut next = vec![0u32; words];
+            for j in 0..n {
+                let fb = (t > 0).then(|| {
+                    (0..n)
+                        .filter(|&i| bit(&prev, i))
+                        .fold(0.0f32, |a, i| a + wt[i * ld + j])
+                });
+                let m = mask.map_or(1.0, |m| m[b * n + j]);
+                let xv = x[s.x_off + k * s.x_step + b * n + j];
+                let o = b * n + j;
+                if event_neuron(&mut u[o], &mut acc[o], xv, fb, m, s.vth, s.leak) {
+                    next[j / 32] |= 1 << (j % 32);
+                }
+            }
+            bits[b * words..(b + 1) * words].copy_from_slice(&next);
+        }
+    }
+}
+
+/// Twin of `ops::conv_event_sim`: `wt` is the weight as `[cin·kh·kw, cout]`, rows
+/// `conv_event_ld(cout)` apart.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_event_sim(
+    s: &ConvShape,
+    step: NeuronStep,
+    u: &mut [f32],
+    acc: &mut [f32],
+    in_bits: &[u32],
+    out_bits: &mut [u32],
+    wt: &[f32],
+    x: &[f32],
+    mask: Option<&[f32]>,
+) {
+    let (oh, ow) = (s.oh(), s.ow());
+    let (in_wpr, out_wpr) = (s.w.div_ceil(32), ow.div_ceil(32));
+    let ld = crate::ops::conv_event_ld(s.cout);
+    for b in 0..s.batch {
+        for co in 0..s.cout {
+            for oy in 0..oh {
+                let mut row = vec![0u32; out_wpr];
+                for ox in 0..ow {
+                    let fb = step.has_feedback.then(|| {
+                        let mut f = 0.0f32;
+                        for c in 0..s.cin {
+                            for ky in 0..s.kh {
+                                for kx in 0..s.kw {
+                                    let iy = (oy + ky) as isize - s.pad as isize;
+                                    let ix = (ox + kx) as isize - s.pad as isize;
+                                    if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let base = ((b * s.cin + c) * s.h + iy as usize) * in_wpr;
+                                    if bit(&in_bits[base..base + in_wpr], ix as usize) {
+                                        f += wt[((c * s.kh + ky) * s.kw + kx) * ld + co];
+                                    }
+                                }
+                            }
+                        }
+                        f
+                    });
+                    let i = ((b * s.cout + co) * oh + oy) * ow + ox;
+                    let m = mask.map_or(1.0, |m| m[i]);
+                    let xv = x[step.x_offset + i];
+                    if event_neuron(&mut u[i], &mut acc[i], xv, fb, m, step.vth, step.leak) {
+                        row[ox / 32] |= 1 << (ox % 32);
+                    }
+                }
+                let ob = ((b * s.cout + co) * oh + oy) * out_wpr;
+                out_bits[ob..ob + out_wpr].copy_from_slice(&row);
+            }
+        }
+    }
+}
+
+/// Packs 0/1 spikes of `[rows, width]` into bit sets of `ceil(width/32)` words per row.
+pub fn pack_rows(spikes: &[f32], width: usize) -> Vec<u32> {
+    let wpr = width.div_ceil(32);
+    let rows = spikes.len() / width;
+    let mut out = vec![0u32; rows * wpr];
+    for r in 0..rows {
+        for c in 0..width {
+            if spikes[r * width + c] != 0.0 {
+                out[r * wpr + c / 32] |= 1 << (c % 32);
+            }
+        }
+    }
+    out
+}

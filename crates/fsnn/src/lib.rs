@@ -9,6 +9,7 @@ pub mod checks;
 pub mod cpu;
 pub mod data;
 pub mod gpu;
+pub mod kernels;
 pub mod model;
 pub mod ops;
 pub mod plot;

@@ -1164,3 +1164,212 @@ pub fn sn_weight_grad(
         gpu.groups_1d(n),
     );
 }
+
+// ------------------------------------------------------------------ events
+
+/// `dst[c, r] = src[r, c]` for a `rows × cols` matrix.
+pub fn transpose(gpu: &Gpu, rows: usize, cols: usize, src: &Tensor, dst: &Tensor) {
+    transpose_padded(gpu, rows, cols, rows, src, dst);
+}
+
+/// `dst[c·ld + r] = src[r, c]`: the transpose with its rows `ld ≥ rows` apart; the padding is not
+/// written.
+pub fn transpose_padded(
+    gpu: &Gpu,
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    src: &Tensor,
+    dst: &Tensor,
+) {
+    assert!(ld >= rows, "transpose: row stride {ld} below {rows} rows");
+    check(src, rows * cols, "transpose src");
+    check(dst, cols.saturating_sub(1) * ld + rows, "transpose dst");
+    assert_distinct(dst, src, "transpose");
+    gpu.dispatch(
+        "transpose",
+        Params::new().u(rows).u(cols).u(ld),
+        vec![gpu.bind(src), gpu.bind(dst)],
+        gpu.groups_1d(rows * cols),
+    );
+}
+
+/// Words of a bit set of `n` spikes.
+pub fn spike_words(n: usize) -> usize {
+    n.div_ceil(32)
+}
+
+/// Neurons per sample the fused linear event kernel can hold (`4 · WG · PER` of fc_event_sim.wgsl).
+pub const FC_EVENT_MAX_NEURONS: usize = 1024;
+
+/// Row stride of the fused linear event kernel's `W_effᵀ`: rows padded with zeros to whole vec4s.
+pub fn fc_event_ld(n: usize) -> usize {
+    n.next_multiple_of(4)
+}
+
+/// Steps `t_begin..t_end` of a linear feedback layer's simulation over `n` neurons per sample,
+/// event-driven and fused (see fc_event_sim.wgsl). `bits` (`[batch, spike_words(n)]` u32) holds
+/// the previous step's spikes and receives the last step's; `wt` is `W_effᵀ` (`[n_in, n_out]`,
+/// rows [`fc_event_ld`] apart, zero-padded);
+/// step t's input is `x[x_off + (t − t_begin)·x_step + b·n + j]`; `mask` multiplies the
+/// feedback current when given.
+pub struct FcEventSim {
+    pub n: usize,
+    pub batch: usize,
+    pub t_begin: usize,
+    pub t_end: usize,
+    pub x_step: usize,
+    pub x_off: usize,
+    pub vth: f32,
+    pub leak: f32,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn fc_event_sim(
+    gpu: &Gpu,
+    s: &FcEventSim,
+    u: &Tensor,
+    acc: &Tensor,
+    bits: &Tensor,
+    wt: &Tensor,
+    x: &Tensor,
+    mask: Option<&Tensor>,
+) {
+    let (n, batch) = (s.n, s.batch);
+    assert!(
+        n > 0 && n <= FC_EVENT_MAX_NEURONS,
+        "fc_event_sim: {n} neurons per sample, at most {FC_EVENT_MAX_NEURONS} supported"
+    );
+    check(u, batch * n, "fc_event_sim u");
+    check(acc, batch * n, "fc_event_sim acc");
+    check(bits, batch * spike_words(n), "fc_event_sim bits");
+    let ld = fc_event_ld(n);
+    check(wt, n * ld, "fc_event_sim wt");
+    let steps = s.t_end.saturating_sub(s.t_begin);
+    if steps > 0 {
+        check(
+            x,
+            s.x_off + (steps - 1) * s.x_step + batch * n,
+            "fc_event_sim x",
+        );
+    }
+    if let Some(m) = mask {
+        check(m, batch * n, "fc_event_sim mask");
+    }
+    gpu.dispatch(
+        "fc_event_sim",
+        Params::new()
+            .u(n)
+            .u(s.t_begin)
+            .u(s.t_end)
+            .u(s.x_step)
+            .u(s.x_off)
+            .u(mask.is_some() as u32)
+            .u(ld / 4)
+            .u(0u32)
+            .f(s.vth)
+            .f(s.leak),
+        vec![
+            gpu.bind(u),
+            gpu.bind(acc),
+            gpu.bind(bits),
+            gpu.bind(wt),
+            gpu.bind(x),
+            gpu.bind(mask.unwrap_or(wt)),
+        ],
+        [batch as u32, 1, 1],
+    );
+}
+
+/// Words of the spike bit sets of a conv layer's output: one set per (sample, channel, row).
+pub fn conv_spike_words(batch: usize, channels: usize, h: usize, w: usize) -> usize {
+    batch * channels * h * w.div_ceil(32)
+}
+
+/// Row stride of [`conv_event_sim`]'s transposed weight: output channels padded to whole vec4s.
+pub fn conv_event_ld(cout: usize) -> usize {
+    cout.next_multiple_of(4)
+}
+
+/// Whether [`conv_event_sim`] handles a feedback convolution of this shape.
+pub fn conv_event_supported(s: &ConvShape) -> bool {
+    s.stride == 1 && s.kw <= 32 && s.pad < 32 && s.ow() <= 256 && s.ow() > 0 && s.oh() > 0
+}
+
+/// One step of a conv feedback layer's simulation, event-driven and fused (see
+/// conv_event_sim.wgsl): the feedback current from `in_bits` (the previous step's spikes, when
+/// `has_feedback`) through `wt` (the weight as `[cin·kh·kw, cout]`, rows [`conv_event_ld`] apart,
+/// zero-padded), masked by `mask` when given,
+/// the neuron update of `u`/`acc` with input `x[x_off..]`, and this step's spikes into `out_bits`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_event_sim(
+    gpu: &Gpu,
+    s: &ConvShape,
+    step: NeuronStep,
+    u: &Tensor,
+    acc: &Tensor,
+    in_bits: &Tensor,
+    out_bits: &Tensor,
+    wt: &Tensor,
+    x: &Tensor,
+    mask: Option<&Tensor>,
+) {
+    assert!(
+        conv_event_supported(s),
+        "conv_event_sim: unsupported shape {s:?} (stride 1, kw ≤ 32, pad < 32, width ≤ 256)"
+    );
+    let (oh, ow) = (s.oh(), s.ow());
+    let out = s.output_len();
+    check(u, out, "conv_event_sim u");
+    check(acc, out, "conv_event_sim acc");
+    check(
+        in_bits,
+        conv_spike_words(s.batch, s.cin, s.h, s.w),
+        "conv_event_sim in_bits",
+    );
+    check(
+        out_bits,
+        conv_spike_words(s.batch, s.cout, oh, ow),
+        "conv_event_sim out_bits",
+    );
+    assert_distinct(out_bits, in_bits, "conv_event_sim");
+    let ld = conv_event_ld(s.cout);
+    check(wt, s.cin * s.kh * s.kw * ld, "conv_event_sim wt");
+    check(x, step.x_offset + out, "conv_event_sim x");
+    if let Some(m) = mask {
+        check(m, out, "conv_event_sim mask");
+    }
+    gpu.dispatch(
+        "conv_event_sim",
+        Params::new()
+            .u(s.cin)
+            .u(s.h)
+            .u(s.w)
+            .u(s.cout)
+            .u(oh)
+            .u(ow)
+            .u(s.kh)
+            .u(s.kw)
+            .u(s.pad)
+            .u(step.has_feedback as u32)
+            .u(mask.is_some() as u32)
+            .u(step.x_offset)
+            .u(ld / 4)
+            .u(0u32)
+            .u(0u32)
+            .u(0u32)
+            .f(step.vth)
+            .f(step.leak),
+        vec![
+            gpu.bind(u),
+            gpu.bind(acc),
+            gpu.bind(in_bits),
+            gpu.bind(out_bits),
+            gpu.bind(wt),
+            gpu.bind(x),
+            gpu.bind(mask.unwrap_or(wt)),
+        ],
+        // 64 output channels per workgroup (4 · VPL · CB in the kernel).
+        [ld.div_ceil(64) as u32, oh as u32, s.batch as u32],
+    );
+}

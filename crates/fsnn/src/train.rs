@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batches::{for_each_batch, load_sources_sized, BatchSource};
 use crate::gpu::Gpu;
+use crate::kernels::Kernels;
 use crate::model::{HostRng, HostState, Model, ModelConfig};
 use crate::solver::SolverKind;
 
@@ -48,6 +49,13 @@ pub struct TrainConfig {
     /// Resize every image of a `folder:` dataset to (width, height).
     #[serde(default)]
     pub resize: Option<(u32, u32)>,
+    /// Forward simulation kernels (dense, event, or auto: measured once and cached).
+    #[serde(default = "default_kernels")]
+    pub kernels: Kernels,
+}
+
+fn default_kernels() -> Kernels {
+    Kernels::Auto
 }
 
 /// Training settings that may change between a run and its `--resume` without changing what it
@@ -63,6 +71,8 @@ const RESUMABLE_KEYS: &[&str] = &[
     "checkpoint_every",
     "force",
     "eval_batch",
+    // Both simulation kernels give bit-identical spikes, rates and gradients.
+    "kernels",
 ];
 
 impl TrainConfig {
@@ -637,6 +647,12 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
         .min(train_src.len());
 
     let mut net = net_cfg.build(gpu, cfg.seed)?;
+    let kernels = net.set_kernels(crate::kernels::resolve(
+        gpu,
+        &net_cfg,
+        cfg.batch_size,
+        cfg.kernels,
+    )?);
     let mut state = TrainState::default();
     let mut history: Vec<String> = Vec::new();
     if cfg.resume {
@@ -769,6 +785,7 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
     let mut session_steps = 0usize;
     let mut session_step_secs = 0.0f64;
     let mut eval_secs: Option<f64> = None;
+    eprintln!("forward simulation kernels: {kernels}");
     let mut all = Vec::new();
     for epoch in state.epoch..cfg.epochs {
         let t0 = Instant::now();
@@ -1087,6 +1104,7 @@ mod tests {
             checkpoint_every: 100,
             force: false,
             resize: None,
+            kernels: Kernels::Auto,
         };
         let saved: serde_json::Value =
             serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();

@@ -307,6 +307,7 @@ fn cases(gpu: &Gpu, quick: bool) -> Vec<Case> {
             record: Box::new(move |g| ops::neuron_step(g, &u, &acc, &s, &x, &fb, step)),
         });
     }
+    v.extend(event_cases(gpu, b, c));
 
     {
         let s = BnShape {
@@ -501,4 +502,161 @@ pub fn run(global: &Global, args: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Random spike bit sets of `rows` rows of `width` neurons at `percent` % density.
+fn spike_bits(rows: usize, width: usize, percent: u64, seed: u64) -> Vec<u32> {
+    let mut r = fsnn::model::HostRng::new(seed);
+    let spikes: Vec<f32> = (0..rows * width)
+        .map(|_| {
+            if r.next_u64() % 100 < percent {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    fsnn::cpu::pack_rows(&spikes, width)
+}
+
+/// Spike density of the event cases: fc400 and conv64 on real data fire about this often.
+const EVENT_DENSITY: u64 = 14;
+
+/// One simulation step of fc400 and conv64 on the event path (feedback from the previous step's
+/// spikes at 14 % density, masked, plus the neuron update), with the dense path's step beside it
+/// (GEMM or conv on a 0/1 float tensor, mask_mul, neuron_step). FLOPs are the dense product's
+/// (2·M·N·K), so GFLOP/s and % of peak of the event rows are effective rates.
+fn event_cases(gpu: &Gpu, b: usize, c: impl Fn(usize) -> usize) -> Vec<Case> {
+    let mut v = Vec::new();
+    let density = EVENT_DENSITY;
+    // fc400: one step of the fused linear kernel (bits restored before each run, since the kernel
+    // replaces them with the step's own spikes).
+    let n = c(400);
+    let ld = ops::fc_event_ld(n);
+    let pristine = spike_bits(b, n, density, 21);
+    let bits0 = gpu.upload_u32(&[pristine.len()], &pristine);
+    let bits = gpu.zeros(&[pristine.len()]);
+    let (u, acc) = (gpu.zeros(&[b * n]), gpu.zeros(&[b * n]));
+    let (wt, x, m) = (
+        tensor(gpu, n * ld, 22),
+        tensor(gpu, b * n, 23),
+        tensor(gpu, b * n, 24),
+    );
+    let sim = ops::FcEventSim {
+        n,
+        batch: b,
+        t_begin: 1,
+        t_end: 2,
+        x_step: 0,
+        x_off: 0,
+        vth: 1.0,
+        leak: 0.95,
+    };
+    let dense_flops = 2.0 * (b * n * n) as f64;
+    v.push(Case {
+        name: "fc_event_sim",
+        shape: format!("{b}x{n}, 1 step"),
+        note: "fc400 step, event path (one fused dispatch), 14% spikes",
+        flops: dense_flops,
+        bytes: 4.0 * (n * n + 4 * b * n) as f64,
+        record: Box::new(move |g| {
+            g.copy(&bits0, 0, &bits, 0, bits0.len());
+            ops::fc_event_sim(g, &sim, &u, &acc, &bits, &wt, &x, Some(&m));
+        }),
+    });
+    let spikes: Vec<f32> = (0..b * n)
+        .map(|i| (pristine[i / n * n.div_ceil(32) + (i % n) / 32] >> (i % 32) & 1) as f32)
+        .collect();
+    let (sp, w, fb) = (
+        gpu.upload(&[b * n], &spikes),
+        tensor(gpu, n * n, 25),
+        gpu.zeros(&[b * n]),
+    );
+    let (u, acc, x, m, s_out) = (
+        gpu.zeros(&[b * n]),
+        gpu.zeros(&[b * n]),
+        tensor(gpu, b * n, 23),
+        tensor(gpu, b * n, 24),
+        gpu.zeros(&[b * n]),
+    );
+    let step = NeuronStep {
+        vth: 1.0,
+        leak: 0.95,
+        has_feedback: true,
+        x_offset: 0,
+    };
+    v.push(Case {
+        name: "fc_dense_step",
+        shape: format!("{b}x{n}, 1 step"),
+        note: "fc400 step, dense path: gemm_nt + mask_mul + neuron_step",
+        flops: dense_flops,
+        bytes: 4.0 * (n * n + 4 * b * n) as f64,
+        record: Box::new(move |g| {
+            ops::gemm(g, Op::N, Op::T, b, n, n, 1.0, &sp, &w, 0.0, &fb);
+            ops::mask_mul(g, &m, &fb);
+            ops::neuron_step(g, &u, &acc, &s_out, &x, &fb, step);
+        }),
+    });
+
+    // conv64: one fused step against conv2d + mask_mul + neuron_step.
+    let s = ConvShape {
+        batch: b,
+        cin: c(64),
+        h: 14,
+        w: 14,
+        cout: c(64),
+        kh: 5,
+        kw: 5,
+        stride: 1,
+        pad: 2,
+    };
+    let out = s.output_len();
+    let rows = s.batch * s.cin * s.h;
+    let in_bits = spike_bits(rows, s.w, density, 26);
+    let spikes: Vec<f32> = (0..s.input_len())
+        .map(|i| (in_bits[i / s.w] >> (i % s.w) & 1) as f32)
+        .collect();
+    let gin = gpu.upload_u32(&[in_bits.len()], &in_bits);
+    let gout = gpu.zeros(&[ops::conv_spike_words(b, s.cout, s.oh(), s.ow())]);
+    let (u, acc, x, m, wt) = (
+        gpu.zeros(&[out]),
+        gpu.zeros(&[out]),
+        tensor(gpu, out, 27),
+        tensor(gpu, out, 28),
+        tensor(gpu, s.cin * s.kh * s.kw * ops::conv_event_ld(s.cout), 29),
+    );
+    let bytes = 4.0 * (s.weight_len() + 4 * out) as f64;
+    v.push(Case {
+        name: "conv_event_sim",
+        shape: conv_tag(&s),
+        note: "conv64 step, event path (one fused dispatch), 14% spikes",
+        flops: s.flops(),
+        bytes,
+        record: Box::new(move |g| {
+            ops::conv_event_sim(g, &s, step, &u, &acc, &gin, &gout, &wt, &x, Some(&m))
+        }),
+    });
+    let (sp, w, fb, u, acc, x, m, s_out) = (
+        gpu.upload(&[s.input_len()], &spikes),
+        tensor(gpu, s.weight_len(), 29),
+        gpu.zeros(&[out]),
+        gpu.zeros(&[out]),
+        gpu.zeros(&[out]),
+        tensor(gpu, out, 27),
+        tensor(gpu, out, 28),
+        gpu.zeros(&[out]),
+    );
+    v.push(Case {
+        name: "conv_dense_step",
+        shape: conv_tag(&s),
+        note: "conv64 step, dense path: conv2d + mask_mul + neuron_step",
+        flops: s.flops(),
+        bytes,
+        record: Box::new(move |g| {
+            ops::conv2d(g, &s, &sp, &w, 0.0, &fb);
+            ops::mask_mul(g, &m, &fb);
+            ops::neuron_step(g, &u, &acc, &s_out, &x, &fb, step);
+        }),
+    });
+    v
 }

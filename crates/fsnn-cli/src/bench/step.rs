@@ -47,6 +47,9 @@ pub struct Args {
     /// Read the dataset from DIR instead of datasets/<name>.
     #[arg(long, value_name = "DIR", requires = "dataset")]
     pub data_dir: Option<PathBuf>,
+    /// Forward simulation: dense | event | auto (measured once per adapter and shape, cached).
+    #[arg(long, default_value = "auto")]
+    pub kernels: fsnn::kernels::Kernels,
 }
 
 /// `count` batches of `batch` samples: real training samples of `--dataset` (a fixed shuffle, the
@@ -156,6 +159,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         // Warm-up, timed runs, profiled run.
         let data = batches(a, &cfg, t, a.runs + 2)?;
         let mut net = cfg.build(&gpu, 0)?;
+        let kernels = net.set_kernels(fsnn::kernels::resolve(&gpu, &cfg, a.batch_size, a.kernels)?);
         // Warm-up: pipelines, buffers and the solver's history are created here.
         let (x, y) = &data[0];
         net.train_step(&gpu, x, y, 0.01, a.solver, a.threshold, 0)?;
@@ -196,6 +200,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         sweep.push(json!({
             "time_steps": t,
             "batch_size": b,
+            "kernels": kernels.to_string(),
             "ms_per_step": ms,
             "forward_ms": fwd_ms,
             "backward_ms": bwd_ms,
@@ -237,6 +242,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
     for k in [
         "time_steps",
         "batch_size",
+        "kernels",
         "ms_per_step",
         "forward_ms",
         "backward_ms",
@@ -284,13 +290,14 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{} on {} ({}), batch {}, solver {:?}, inputs: {}",
+        "{} on {} ({}), batch {}, solver {:?}, inputs: {}, {} forward kernels",
         a.preset,
         gpu.ctx.info.name,
         gpu.ctx.info.driver_info,
         a.batch_size,
         a.solver,
-        a.dataset.as_deref().unwrap_or("random")
+        a.dataset.as_deref().unwrap_or("random"),
+        first["kernels"].as_str().unwrap_or("?")
     );
     println!(
         "{:>5} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7} {:>9} {:>10} {:>14}",

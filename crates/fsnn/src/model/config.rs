@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::multi::{MultiConfig, MultiNet};
 use super::{HostState, Net, NetConfig, StepStats};
 use crate::gpu::Gpu;
+use crate::kernels::Kernels;
 use crate::solver::SolverKind;
 
 /// A single-layer network (FC or conv feedback) or a multi-layer one (transposed-conv feedback).
@@ -34,10 +35,16 @@ pub trait Model {
     fn load_host(&mut self, gpu: &Gpu, state: &HostState, source: &str) -> Result<()>;
     /// Rates of the classifier's layer for the last batch.
     fn rate(&self, gpu: &Gpu) -> Vec<f32>;
+    /// Selects the forward simulation's kernels (resolve `Auto` first with
+    /// [`crate::kernels::resolve`]) and returns the ones in use: models or shapes without an event
+    /// path stay dense.
+    fn set_kernels(&mut self, _kernels: Kernels) -> Kernels {
+        Kernels::Dense
+    }
 }
 
 macro_rules! forward_model {
-    ($t:ty) => {
+    ($t:ty $(, $extra:item)*) => {
         impl Model for $t {
             fn train_step(
                 &mut self,
@@ -63,10 +70,17 @@ macro_rules! forward_model {
             fn rate(&self, gpu: &Gpu) -> Vec<f32> {
                 <$t>::rate(self, gpu)
             }
+            $($extra)*
         }
     };
 }
-forward_model!(Net);
+forward_model!(
+    Net,
+    fn set_kernels(&mut self, kernels: Kernels) -> Kernels {
+        Net::set_kernels(self, kernels);
+        self.kernels()
+    }
+);
 forward_model!(MultiNet);
 
 impl ModelConfig {

@@ -14,6 +14,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::gpu::{Gpu, Tensor};
+use crate::kernels::Kernels;
 use crate::ops::{self, BnShape, ConvShape, NeuronStep, Op};
 use crate::solver::{SolveStats, Solver, SolverKind};
 
@@ -227,6 +228,11 @@ struct Work {
     u: Tensor,
     acc: Tensor,
     spikes: Tensor,
+    /// Event path: the spike bit sets of two consecutive steps (`spikes` is then unused).
+    events: Option<[Tensor; 2]>,
+    /// Event path, feedback layers whose width (channels) is not a multiple of 4: `W_effᵀ` with
+    /// zero-padded rows (otherwise it lives in `sn.grad_eff`).
+    wt_padded: Option<Tensor>,
     fb: Tensor,
     logits: Tensor,
     loss: Tensor,
@@ -266,6 +272,8 @@ pub struct Net {
     pub running_var: Tensor,
     /// Spectral normalisation of the feedback weight.
     pub sn: SpectralNorm,
+    /// Dense or event-driven forward simulation (both give the same spikes).
+    kernels: Kernels,
     work: Option<Work>,
 }
 
@@ -338,9 +346,37 @@ impl Net {
             running_mean: gpu.zeros(&[c]),
             running_var: gpu.upload(&[c], &vec![1.0; c]),
             sn,
+            kernels: Kernels::Event,
             work: None,
             cfg,
         }
+    }
+
+    /// Whether the event-driven simulation handles this architecture.
+    pub fn events_supported(cfg: &NetConfig) -> bool {
+        match cfg.arch {
+            Arch::Fc { hidden, .. } => hidden <= ops::FC_EVENT_MAX_NEURONS,
+            Arch::Conv { .. } => ops::conv_event_supported(&cfg.arch.fb_conv(1).unwrap()),
+        }
+    }
+
+    /// Selects the forward simulation's kernels; `Event` falls back to `Dense` where the event
+    /// kernels do not handle the architecture. `Auto` must be resolved by the caller
+    /// ([`crate::kernels::resolve`]); here it means `Event`.
+    pub fn set_kernels(&mut self, k: Kernels) {
+        let k = match k {
+            Kernels::Event | Kernels::Auto if Self::events_supported(&self.cfg) => Kernels::Event,
+            _ => Kernels::Dense,
+        };
+        if k != self.kernels {
+            self.kernels = k;
+            self.work = None;
+        }
+    }
+
+    /// The kernels the forward simulation uses.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     fn work(&mut self, gpu: &Gpu, batch: usize, solver: Option<(SolverKind, usize)>) -> &mut Work {
@@ -376,7 +412,25 @@ impl Net {
                 m_fb: gpu.zeros(&[bn]),
                 u: gpu.zeros(&[bn]),
                 acc: gpu.zeros(&[bn]),
-                spikes: gpu.zeros(&[bn]),
+                spikes: gpu.zeros(&[if self.kernels == Kernels::Event {
+                    1
+                } else {
+                    bn
+                }]),
+                events: (self.kernels == Kernels::Event).then(|| {
+                    let words = match self.cfg.arch {
+                        Arch::Fc { hidden, .. } => batch * ops::spike_words(hidden),
+                        Arch::Conv { .. } => {
+                            let s = self.cfg.arch.fb_conv(batch).unwrap();
+                            ops::conv_spike_words(batch, s.cin, s.h, s.w)
+                        }
+                    };
+                    [gpu.zeros(&[words]), gpu.zeros(&[words])]
+                }),
+                wt_padded: (self.kernels == Kernels::Event && !c.is_multiple_of(4)).then(|| {
+                    let taps = self.sn.weff.len() / c;
+                    gpu.zeros(&[taps * c.next_multiple_of(4)])
+                }),
                 fb: gpu.zeros(&[bn]),
                 logits: gpu.zeros(&[cl]),
                 loss: gpu.zeros(&[batch]),
@@ -558,7 +612,46 @@ impl Net {
         let il = arch.input_len();
         gpu.fill_zero(&w.u);
         gpu.fill_zero(&w.acc);
-        for t in 0..cfg.time_steps {
+        let fb_mask = drop.then_some(&w.m_fb);
+        // W_effᵀ for the event kernels, in grad_eff unless its rows need padding: that buffer only
+        // carries data from the backward pass's weight gradient to the spectral-norm backward, so
+        // it is free here and the event path needs no extra weight-sized buffer.
+        let wt = w.wt_padded.as_ref().unwrap_or(&self.sn.grad_eff);
+        if w.events.is_some() {
+            let (rows, cols) = (arch.channels(), self.sn.weff.len() / arch.channels());
+            let ld = match arch {
+                Arch::Fc { hidden, .. } => ops::fc_event_ld(hidden),
+                Arch::Conv { .. } => ops::conv_event_ld(rows),
+            };
+            ops::transpose_padded(gpu, rows, cols, ld, &self.sn.weff, wt);
+        }
+        let fused = match (&w.events, arch, &w.frames) {
+            // Constant input: the whole linear simulation in one dispatch.
+            (Some(bits), Arch::Fc { hidden, .. }, None) => {
+                ops::fc_event_sim(
+                    gpu,
+                    &ops::FcEventSim {
+                        n: hidden,
+                        batch,
+                        t_begin: 0,
+                        t_end: cfg.time_steps,
+                        x_step: 0,
+                        x_off: 0,
+                        vth: cfg.vth,
+                        leak: cfg.leak,
+                    },
+                    &w.u,
+                    &w.acc,
+                    &bits[0],
+                    wt,
+                    &w.x1,
+                    fb_mask,
+                );
+                true
+            }
+            _ => false,
+        };
+        for t in 0..if fused { 0 } else { cfg.time_steps } {
             // Time-varying input: F_x of this step's frame, normalised with the statistics of the
             // mean frame's F_x (the ones the fixed-point equation uses).
             let current = match &w.frames {
@@ -583,26 +676,55 @@ impl Net {
                 }
                 None => &w.x1,
             };
-            if t > 0 {
-                self.feedback(gpu, batch, &w.spikes, &w.fb);
-                if drop {
-                    ops::mask_mul(gpu, &w.m_fb, &w.fb);
+            let step = NeuronStep {
+                vth: cfg.vth,
+                leak: cfg.leak,
+                has_feedback: t > 0,
+                x_offset: 0,
+            };
+            match (&w.events, arch) {
+                (Some(bits), Arch::Fc { hidden, .. }) => ops::fc_event_sim(
+                    gpu,
+                    &ops::FcEventSim {
+                        n: hidden,
+                        batch,
+                        t_begin: t,
+                        t_end: t + 1,
+                        x_step: 0,
+                        x_off: 0,
+                        vth: cfg.vth,
+                        leak: cfg.leak,
+                    },
+                    &w.u,
+                    &w.acc,
+                    &bits[0],
+                    wt,
+                    current,
+                    fb_mask,
+                ),
+                // Step t reads step t−1's spikes from one bit set and writes its own to the other.
+                (Some(bits), Arch::Conv { .. }) => ops::conv_event_sim(
+                    gpu,
+                    &arch.fb_conv(batch).unwrap(),
+                    step,
+                    &w.u,
+                    &w.acc,
+                    &bits[(t + 1) % 2],
+                    &bits[t % 2],
+                    wt,
+                    current,
+                    fb_mask,
+                ),
+                (None, _) => {
+                    if t > 0 {
+                        self.feedback(gpu, batch, &w.spikes, &w.fb);
+                        if drop {
+                            ops::mask_mul(gpu, &w.m_fb, &w.fb);
+                        }
+                    }
+                    ops::neuron_step(gpu, &w.u, &w.acc, &w.spikes, current, &w.fb, step);
                 }
             }
-            ops::neuron_step(
-                gpu,
-                &w.u,
-                &w.acc,
-                &w.spikes,
-                current,
-                &w.fb,
-                NeuronStep {
-                    vth: cfg.vth,
-                    leak: cfg.leak,
-                    has_feedback: t > 0,
-                    x_offset: 0,
-                },
-            );
         }
         ops::scale(gpu, 1.0 / cfg.rate_norm(), &w.acc);
         let cl = &self.params[CL_W].value;

@@ -1,0 +1,187 @@
+//! Which kernels the forward simulation runs: dense products on 0/1 spike tensors, or the
+//! event-driven kernels that add weight rows for the spikes only (`ops::fc_event_sim`,
+//! `ops::conv_event_sim`). Both give the same spikes; which is faster depends on the adapter, so
+//! `Auto` measures both once per adapter, driver and shape and remembers the answer on disk.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::gpu::Gpu;
+use crate::model::{HostRng, ModelConfig, Net, NetConfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernels {
+    Dense,
+    Event,
+    Auto,
+}
+
+impl FromStr for Kernels {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "dense" => Ok(Kernels::Dense),
+            "event" => Ok(Kernels::Event),
+            "auto" => Ok(Kernels::Auto),
+            _ => Err(format!("unknown kernels {s:?} (dense | event | auto)")),
+        }
+    }
+}
+
+impl fmt::Display for Kernels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kernels::Dense => "dense",
+            Kernels::Event => "event",
+            Kernels::Auto => "auto",
+        })
+    }
+}
+
+/// Most simulation steps of the passes `Auto` times.
+pub const MEASURE_STEPS: usize = 4;
+
+/// What `Auto` measured for one adapter, driver and shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Choice {
+    pub kernels: Kernels,
+    pub dense_ms: f64,
+    pub event_ms: f64,
+}
+
+/// The file `Auto` keeps its measurements in: `$FSNN_CACHE_DIR`, else `$XDG_CACHE_HOME/fsnn`, else
+/// `~/.cache/fsnn`, else the system's temporary directory.
+pub fn cache_path() -> PathBuf {
+    let dir = std::env::var_os("FSNN_CACHE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(|d| PathBuf::from(d).join("fsnn"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache").join("fsnn"))
+        })
+        .unwrap_or_else(|| std::env::temp_dir().join("fsnn"));
+    dir.join("kernels.json")
+}
+
+/// The cache key: adapter, backend, driver and its version, and everything the simulation's cost
+/// depends on (architecture, T, batch, input kind).
+pub fn cache_key(gpu: &Gpu, cfg: &NetConfig, batch: usize) -> String {
+    let i = &gpu.ctx.info;
+    format!(
+        "{} | {} | {} {} | {:?} T={} batch={} time_varying={}",
+        i.name,
+        i.backend,
+        i.driver,
+        i.driver_info,
+        cfg.arch,
+        cfg.time_steps,
+        batch,
+        cfg.time_varying
+    )
+}
+
+fn load_cache(path: &Path) -> BTreeMap<String, Choice> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// The forward simulation's kernels for this model on this adapter: `requested` unless it is
+/// `Auto`, which times both paths once (a few forward passes on random input at the model's
+/// shape) and caches the faster in [`cache_path`]. Models without an event path get `Dense`.
+pub fn resolve(gpu: &Gpu, cfg: &ModelConfig, batch: usize, requested: Kernels) -> Result<Kernels> {
+    let ModelConfig::Single(net_cfg) = cfg else {
+        return Ok(Kernels::Dense);
+    };
+    if !Net::events_supported(net_cfg) {
+        return Ok(Kernels::Dense);
+    }
+    if requested != Kernels::Auto {
+        return Ok(requested);
+    }
+    let path = cache_path();
+    let key = cache_key(gpu, net_cfg, batch);
+    let mut cache = load_cache(&path);
+    if let Some(c) = cache.get(&key) {
+        return Ok(c.kernels);
+    }
+    let c = measure(gpu, net_cfg, batch)?;
+    eprintln!(
+        "kernels auto: dense {:.1} ms, event {:.1} ms per forward pass of at most {MEASURE_STEPS} steps -> {} (cached in {})",
+        c.dense_ms,
+        c.event_ms,
+        c.kernels,
+        path.display()
+    );
+    cache.insert(key, c.clone());
+    // A cache that cannot be written only costs the measurement next time.
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let tmp = path.with_extension(format!("json.{}", std::process::id()));
+    if std::fs::write(&tmp, serde_json::to_vec_pretty(&cache)?).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
+    Ok(c.kernels)
+}
+
+/// Median wall time of forward passes with each kernel choice, alternating between the two. The
+/// passes simulate at most [`MEASURE_STEPS`] steps: the paths differ per step, and a full T=30
+/// conv pass would make the one-off measurement take minutes on a software driver.
+pub fn measure(gpu: &Gpu, cfg: &NetConfig, batch: usize) -> Result<Choice> {
+    let mut cfg = cfg.clone();
+    cfg.time_steps = cfg.time_steps.min(MEASURE_STEPS);
+    let cfg = &cfg;
+    let mut rng = HostRng::new(7);
+    let x: Vec<f32> = (0..batch * cfg.sample_len())
+        .map(|_| rng.uniform(-0.5, 2.5))
+        .collect();
+    let y: Vec<u32> = (0..batch)
+        .map(|i| (i % cfg.classes.max(1)) as u32)
+        .collect();
+    let mut nets = [Kernels::Dense, Kernels::Event].map(|k| {
+        let mut n = Net::new(gpu, cfg.clone(), 0);
+        n.set_kernels(k);
+        n
+    });
+    // Warm-up: pipelines and buffers.
+    for n in &mut nets {
+        n.eval_batch(gpu, &x, &y)?;
+    }
+    let mut ms = [Vec::new(), Vec::new()];
+    for _ in 0..3 {
+        for (k, n) in nets.iter_mut().enumerate() {
+            let t = Instant::now();
+            n.eval_batch(gpu, &x, &y)?;
+            ms[k].push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (dense_ms, event_ms) = (med(&mut ms[0]), med(&mut ms[1]));
+    Ok(Choice {
+        kernels: if event_ms <= dense_ms {
+            Kernels::Event
+        } else {
+            Kernels::Dense
+        },
+        dense_ms,
+        event_ms,
+    })
+}
