@@ -47,6 +47,9 @@ pub struct Args {
     /// Read the dataset from DIR instead of datasets/<name>.
     #[arg(long, value_name = "DIR", requires = "dataset")]
     pub data_dir: Option<PathBuf>,
+    /// Multi-layer presets: authors | consistent adjoint (as `fsnn train --adjoint`).
+    #[arg(long, value_name = "authors|consistent")]
+    pub adjoint: Option<fsnn::model::multi::AdjointForm>,
     /// Forward simulation: dense | event | auto (measured once per adapter and shape, cached).
     #[arg(long, default_value = "auto")]
     pub kernels: fsnn::kernels::Kernels,
@@ -153,6 +156,17 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
             "lif" => {}
             n => bail!("unknown neuron {n:?} (if | lif)"),
         }
+        if let Some(form) = a.adjoint {
+            match &mut cfg {
+                fsnn::model::ModelConfig::Multi(m) => m.adjoint = form,
+                fsnn::model::ModelConfig::Single(_) => {
+                    bail!(
+                        "--adjoint applies to multi-layer presets; {} is single-layer",
+                        a.preset
+                    )
+                }
+            }
+        }
         let base = gpu.memory_bytes().0;
         gpu.reset_peak_memory();
         let b = a.batch_size;
@@ -234,6 +248,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         },
         "preset": a.preset,
         "solver": format!("{:?}", a.solver),
+        "adjoint": a.adjoint.map(|f| f.name()),
         "neuron": a.neuron,
         "dataset": a.dataset,
         "sweep": sweep,
