@@ -167,13 +167,16 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
                 }
             }
         }
+        // `auto` may time both simulations on models of their own first: that is not the step's
+        // memory, so it happens before the peak is reset.
+        let choice = fsnn::kernels::resolve(&gpu, &cfg, a.batch_size, a.kernels)?;
         let base = gpu.memory_bytes().0;
         gpu.reset_peak_memory();
         let b = a.batch_size;
         // Warm-up, timed runs, profiled run.
         let data = batches(a, &cfg, t, a.runs + 2)?;
         let mut net = cfg.build(&gpu, 0)?;
-        let kernels = net.set_kernels(fsnn::kernels::resolve(&gpu, &cfg, a.batch_size, a.kernels)?);
+        let kernels = net.set_kernels(choice);
         // Warm-up: pipelines, buffers and the solver's history are created here.
         let (x, y) = &data[0];
         net.train_step(&gpu, x, y, 0.01, a.solver, a.threshold, 0)?;
