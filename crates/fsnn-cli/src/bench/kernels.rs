@@ -185,17 +185,7 @@ fn cases(gpu: &Gpu, quick: bool) -> Vec<Case> {
             (c(400), c(784), b),
         ),
     ];
-    let conv64 = ConvShape {
-        batch: b,
-        cin: c(64),
-        h: 14,
-        w: 14,
-        cout: c(64),
-        kh: 5,
-        kw: 5,
-        stride: 1,
-        pad: 2,
-    };
+    let conv64 = conv64_feedback(b, c(64));
     v.extend(conv_cases(
         gpu,
         conv64,
@@ -599,17 +589,7 @@ fn event_cases(gpu: &Gpu, b: usize, c: impl Fn(usize) -> usize) -> Vec<Case> {
     });
 
     // conv64: one fused step against conv2d + mask_mul + neuron_step.
-    let s = ConvShape {
-        batch: b,
-        cin: c(64),
-        h: 14,
-        w: 14,
-        cout: c(64),
-        kh: 5,
-        kw: 5,
-        stride: 1,
-        pad: 2,
-    };
+    let s = conv64_feedback(b, c(64));
     let out = s.output_len();
     let rows = s.batch * s.cin * s.h;
     let in_bits = spike_bits(rows, s.w, density, 26);
@@ -659,4 +639,19 @@ fn event_cases(gpu: &Gpu, b: usize, c: impl Fn(usize) -> usize) -> Vec<Case> {
         }),
     });
     v
+}
+
+/// conv64's feedback convolution: `ch` → `ch` channels, 5×5, stride 1, "same" padding on 14×14.
+fn conv64_feedback(batch: usize, ch: usize) -> ConvShape {
+    ConvShape {
+        batch,
+        cin: ch,
+        h: 14,
+        w: 14,
+        cout: ch,
+        kh: 5,
+        kw: 5,
+        stride: 1,
+        pad: 2,
+    }
 }

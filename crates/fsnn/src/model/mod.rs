@@ -625,28 +625,24 @@ impl Net {
             };
             ops::transpose_padded(gpu, rows, cols, ld, &self.sn.weff, wt);
         }
+        // Linear event simulation of the steps `ts`, all in one dispatch.
+        let fc_sim = |n: usize, bits: &[Tensor; 2], ts: std::ops::Range<usize>, x: &Tensor| {
+            let sim = ops::FcEventSim {
+                n,
+                batch,
+                t_begin: ts.start,
+                t_end: ts.end,
+                x_step: 0,
+                x_off: 0,
+                vth: cfg.vth,
+                leak: cfg.leak,
+            };
+            ops::fc_event_sim(gpu, &sim, &w.u, &w.acc, &bits[0], wt, x, fb_mask);
+        };
         let fused = match (&w.events, arch, &w.frames) {
             // Constant input: the whole linear simulation in one dispatch.
             (Some(bits), Arch::Fc { hidden, .. }, None) => {
-                ops::fc_event_sim(
-                    gpu,
-                    &ops::FcEventSim {
-                        n: hidden,
-                        batch,
-                        t_begin: 0,
-                        t_end: cfg.time_steps,
-                        x_step: 0,
-                        x_off: 0,
-                        vth: cfg.vth,
-                        leak: cfg.leak,
-                    },
-                    &w.u,
-                    &w.acc,
-                    &bits[0],
-                    wt,
-                    &w.x1,
-                    fb_mask,
-                );
+                fc_sim(hidden, bits, 0..cfg.time_steps, &w.x1);
                 true
             }
             _ => false,
@@ -683,25 +679,7 @@ impl Net {
                 x_offset: 0,
             };
             match (&w.events, arch) {
-                (Some(bits), Arch::Fc { hidden, .. }) => ops::fc_event_sim(
-                    gpu,
-                    &ops::FcEventSim {
-                        n: hidden,
-                        batch,
-                        t_begin: t,
-                        t_end: t + 1,
-                        x_step: 0,
-                        x_off: 0,
-                        vth: cfg.vth,
-                        leak: cfg.leak,
-                    },
-                    &w.u,
-                    &w.acc,
-                    &bits[0],
-                    wt,
-                    current,
-                    fb_mask,
-                ),
+                (Some(bits), Arch::Fc { hidden, .. }) => fc_sim(hidden, bits, t..t + 1, current),
                 // Step t reads step t−1's spikes from one bit set and writes its own to the other.
                 (Some(bits), Arch::Conv { .. }) => ops::conv_event_sim(
                     gpu,
