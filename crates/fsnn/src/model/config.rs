@@ -35,12 +35,48 @@ pub trait Model {
     fn load_host(&mut self, gpu: &Gpu, state: &HostState, source: &str) -> Result<()>;
     /// Rates of the classifier's layer for the last batch.
     fn rate(&self, gpu: &Gpu) -> Vec<f32>;
+    /// Logits of the last batch, `[batch, classes]`.
+    fn logits(&self, _gpu: &Gpu) -> Vec<f32> {
+        Vec::new()
+    }
+    /// Firing rates of every spiking layer for the last batch, `[batch, neurons_l]` each.
+    fn layer_rates(&self, gpu: &Gpu) -> Vec<Vec<f32>> {
+        vec![self.rate(gpu)]
+    }
+    /// An evaluation-mode batch (running statistics, no dropout) that also records every
+    /// spiking layer's spikes for the first `samples` samples of the batch.
+    fn record(
+        &mut self,
+        _gpu: &Gpu,
+        _x: &[f32],
+        _labels: &[u32],
+        _samples: usize,
+    ) -> Result<Recording> {
+        anyhow::bail!("this model cannot record spikes")
+    }
+    /// ‖f(a) − a‖ / ‖a‖ per spiking layer at the last batch's rates, with the statistics and
+    /// masks of that batch's forward pass.
+    fn residual(&mut self, _gpu: &Gpu) -> Result<f64> {
+        anyhow::bail!("this model cannot evaluate its residual")
+    }
     /// Selects the forward simulation's kernels (resolve `Auto` first with
     /// [`crate::kernels::resolve`]) and returns the ones in use: models or shapes without an event
     /// path stay dense.
     fn set_kernels(&mut self, _kernels: Kernels) -> Kernels {
         Kernels::Dense
     }
+}
+
+/// What [`Model::record`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct Recording {
+    pub stats: StepStats,
+    /// `spikes[l][t]`: layer l's spikes at step t, `[samples, neurons_l]`, each 0 or 1.
+    pub spikes: Vec<Vec<Vec<u8>>>,
+    /// Rates of every layer for the whole batch, `[batch, neurons_l]`.
+    pub rates: Vec<Vec<f32>>,
+    /// Logits of the whole batch, `[batch, classes]`.
+    pub logits: Vec<f32>,
 }
 
 macro_rules! forward_model {

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod multi;
 pub mod presets;
+pub mod spec;
 pub mod spectral;
 
 pub use config::{Model, ModelConfig};
