@@ -1,8 +1,9 @@
 //! The multi-layer GPU model (transposed-conv feedback, BN inside the loop) against the f64
 //! reference: simulation, the paper's gradient recipe, and the preset counts.
 
+use fsnn::model::config::as_multi;
 use fsnn::model::multi::{AdjointForm, ConvSpec, MultiConfig, MultiNet};
-use fsnn::model::presets;
+use fsnn::model::spec;
 use fsnn::reference::adjoint::Solver;
 use fsnn::reference::multilayer as reference;
 use fsnn::solver::SolverKind;
@@ -214,10 +215,7 @@ fn multilayer_eval_runs_the_power_step_and_matches_reference() {
 #[test]
 fn alexnet_f_feedback_scale_is_learnable_from_the_first_step() {
     let g = gpu();
-    let mut cfg = match presets::find("alexnet-f").unwrap().config {
-        fsnn::model::ModelConfig::Multi(c) => c,
-        _ => unreachable!(),
-    };
+    let mut cfg = as_multi(&spec::preset("alexnet-f").unwrap()).unwrap();
     cfg.time_steps = 4;
     cfg.dropout = 0.0;
     let mut net = MultiNet::new(&g, cfg.clone(), 0).unwrap();
@@ -298,15 +296,16 @@ fn cifar_presets_have_the_papers_counts() {
         ("cifarnet-f", 11_840_011, 232_448),
         ("cifarnet-f-100", 14_789_221, 232_448),
     ] {
-        let p = presets::find(name).unwrap();
+        let p = spec::preset(name).unwrap();
         println!(
             "{name}: {} parameters, {} neurons",
-            p.config.param_count(),
-            p.config.paper_neurons()
+            p.param_count(),
+            p.paper_neurons()
         );
-        assert_eq!(p.config.param_count(), params, "{name} parameters");
+        assert_eq!(p.param_count(), params, "{name} parameters");
+        assert_eq!(as_multi(&p).unwrap().param_count(), params, "{name} engine");
         assert_eq!(
-            p.config.paper_neurons(),
+            p.paper_neurons(),
             neurons,
             "{name} neurons (with the 3×32×32 inputs)"
         );
@@ -394,18 +393,17 @@ fn cifar_uses_published_constants_and_folders_their_own_statistics() {
     }
 }
 
-/// The adjoint form travels with the model description into checkpoints; one written before the
-/// choice existed was trained with the consistent form and reads back as such.
+/// The adjoint form travels with the model description into checkpoints and into the engine.
+/// (Old descriptions without it read as consistent: model::legacy's tests.)
 #[test]
-fn adjoint_form_is_recorded_and_old_descriptions_read_as_consistent() {
-    let cfg = presets::find("alexnet-f").unwrap().config;
-    let mut json = serde_json::to_value(&cfg).unwrap();
+fn adjoint_form_is_recorded_and_reaches_the_engine() {
+    let spec = spec::preset("alexnet-f").unwrap();
+    let json = serde_json::to_value(&spec).unwrap();
     assert_eq!(json["adjoint"], "authors");
-    let back: fsnn::model::ModelConfig = serde_json::from_value(json.clone()).unwrap();
-    assert_eq!(back, cfg);
-    json.as_object_mut().unwrap().remove("adjoint");
-    match serde_json::from_value(json).unwrap() {
-        fsnn::model::ModelConfig::Multi(m) => assert_eq!(m.adjoint, AdjointForm::Consistent),
-        _ => panic!("not a multi-layer description"),
-    }
+    let back: fsnn::model::NetworkSpec = serde_json::from_value(json).unwrap();
+    assert_eq!(back, spec);
+    assert_eq!(as_multi(&spec).unwrap().adjoint, AdjointForm::Authors);
+    let mut c = spec.clone();
+    c.adjoint = AdjointForm::Consistent;
+    assert_eq!(as_multi(&c).unwrap().adjoint, AdjointForm::Consistent);
 }

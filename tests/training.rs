@@ -2,7 +2,9 @@
 //! training loop's files: checkpoints, resume, bad input.
 
 use fsnn::kernels::Kernels;
-use fsnn::model::{Arch, ModelConfig, Net, NetConfig, FB_S, FB_W};
+use fsnn::model::config::as_single;
+use fsnn::model::spec::{self, NetworkSpec, OpSpec};
+use fsnn::model::{Arch, Net, NetConfig, FB_S, FB_W};
 use fsnn::reference::{convnet, fc, feedback};
 use fsnn::solver::SolverKind;
 use fsnn_tests::{gpu, Rng};
@@ -498,16 +500,19 @@ fn tiny_config(data: &Path, out: &Path, epochs: usize) -> TrainConfig {
     }
 }
 
-fn small_fc() -> NetConfig {
-    let ModelConfig::Single(mut cfg) = fsnn::model::presets::find("fc400").unwrap().config else {
-        unreachable!()
+/// fc400 with 40 hidden neurons.
+fn small_fc() -> NetworkSpec {
+    fc_hidden(40)
+}
+
+fn fc_hidden(hidden: usize) -> NetworkSpec {
+    let mut s = spec::preset("fc400").unwrap();
+    s.layers[0].ops[0] = OpSpec::Linear {
+        out: hidden,
+        bias: true,
     };
-    cfg.arch = Arch::Fc {
-        input: 784,
-        hidden: 40,
-    };
-    cfg.preset = "fc40".into();
-    cfg
+    s.name = "fc40".into();
+    s
 }
 
 #[test]
@@ -518,12 +523,7 @@ fn training_learns_writes_metrics_and_resumes_exactly() {
     let g = gpu();
     // Straight through: 3 epochs.
     let full = tmp.path().join("full");
-    let m_full = train::train(
-        &g,
-        ModelConfig::Single(small_fc()),
-        &tiny_config(&data, &full, 3),
-    )
-    .unwrap();
+    let m_full = train::train(&g, small_fc(), &tiny_config(&data, &full, 3)).unwrap();
     assert_eq!(m_full.len(), 3);
     let last = m_full.last().unwrap();
     println!(
@@ -562,15 +562,10 @@ fn training_learns_writes_metrics_and_resumes_exactly() {
     assert!(full.join("metrics.png").exists() && full.join("best.safetensors").exists());
     // 2 epochs, then --resume for the third: the same numbers.
     let split = tmp.path().join("split");
-    train::train(
-        &g,
-        ModelConfig::Single(small_fc()),
-        &tiny_config(&data, &split, 2),
-    )
-    .unwrap();
+    train::train(&g, small_fc(), &tiny_config(&data, &split, 2)).unwrap();
     let mut cfg = tiny_config(&data, &split, 3);
     cfg.resume = true;
-    let m_resumed = train::train(&g, ModelConfig::Single(small_fc()), &cfg).unwrap();
+    let m_resumed = train::train(&g, small_fc(), &cfg).unwrap();
     assert_eq!(m_resumed.len(), 1);
     println!(
         "epoch 3 straight: loss {:.6} acc {:.4}; resumed: loss {:.6} acc {:.4}",
@@ -590,32 +585,24 @@ fn checkpoint_of_another_model_is_refused_by_name() {
     write_synthetic_idx(&data, 64, 50);
     let g = gpu();
     let out = tmp.path().join("run");
-    train::train(
-        &g,
-        ModelConfig::Single(small_fc()),
-        &tiny_config(&data, &out, 1),
-    )
-    .unwrap();
-    let mut other = small_fc();
-    other.arch = Arch::Fc {
-        input: 784,
-        hidden: 41,
-    };
+    train::train(&g, small_fc(), &tiny_config(&data, &out, 1)).unwrap();
+    let other = fc_hidden(41);
     let mut cfg = tiny_config(&data, &out, 2);
     cfg.resume = true;
     let err = format!(
         "{:#}",
-        train::train(&g, ModelConfig::Single(other.clone()), &cfg)
-            .expect_err("resumed a checkpoint of another shape")
+        train::train(&g, other.clone(), &cfg).expect_err("resumed a checkpoint of another shape")
     );
     println!("{err}");
     assert!(
-        err.contains("last.safetensors") && err.contains("checkpoint is of model"),
+        err.contains("last.safetensors")
+            && err.contains("checkpoint is of another model")
+            && err.contains("layers differ"),
         "{err}"
     );
     // Loading its tensors into a differently shaped net names the tensor and both shapes.
     let (_, _, host) = train::load_checkpoint(&out.join("last.safetensors")).unwrap();
-    let mut net = Net::new(&g, other, 0);
+    let mut net = Net::new(&g, as_single(&other).unwrap(), 0);
     let err = format!("{:#}", net.load_host(&g, &host, "ckpt").err().unwrap());
     assert!(
         err.contains("fx.weight") && err.contains("[40, 784]") && err.contains("[41, 784]"),
@@ -635,12 +622,7 @@ fn non_finite_loss_stops_and_keeps_last_good_checkpoint() {
     write_synthetic_idx(&data, 96, 50);
     let g = gpu();
     let out = tmp.path().join("run");
-    train::train(
-        &g,
-        ModelConfig::Single(small_fc()),
-        &tiny_config(&data, &out, 1),
-    )
-    .unwrap();
+    train::train(&g, small_fc(), &tiny_config(&data, &out, 1)).unwrap();
     let before = std::fs::read(out.join("last.safetensors")).unwrap();
     let mut cfg = tiny_config(&data, &out, 2);
     cfg.resume = true;
@@ -649,8 +631,7 @@ fn non_finite_loss_stops_and_keeps_last_good_checkpoint() {
     cfg.force = true;
     let err = format!(
         "{:#}",
-        train::train(&g, ModelConfig::Single(small_fc()), &cfg)
-            .expect_err("an exploding run must stop")
+        train::train(&g, small_fc(), &cfg).expect_err("an exploding run must stop")
     );
     println!("{err}");
     assert!(
@@ -670,7 +651,7 @@ fn training_memory_does_not_grow_with_time_steps() {
     let g = fsnn_tests::private_gpu();
     let mut sizes = Vec::new();
     for t in [5usize, 30, 100] {
-        let mut cfg = small_fc();
+        let mut cfg = as_single(&small_fc()).unwrap();
         cfg.time_steps = t;
         let before = g.memory_bytes().0;
         g.reset_peak_memory();
@@ -703,7 +684,7 @@ fn trace_of_a_training_step_is_chrome_trace_json() {
     let trace = tmp.path().join("step.trace.json");
     cfg.trace = Some(trace.clone());
     cfg.profile = true;
-    train::train(&g, ModelConfig::Single(small_fc()), &cfg).unwrap();
+    train::train(&g, small_fc(), &cfg).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
     let events = v["traceEvents"].as_array().expect("traceEvents array");
     let names: std::collections::BTreeSet<&str> =
@@ -744,31 +725,33 @@ fn nmnist_subset_trains_end_to_end_with_time_varying_input() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let g = gpu();
-    let cfg = NetConfig {
-        preset: "nmnist-tiny".into(),
-        arch: Arch::Conv {
-            cin: 2,
-            h: 34,
-            w: 34,
-            channels: 4,
-            k_in: 5,
-            stride_in: 2,
-            pad_in: 2,
-            k_fb: 3,
-        },
-        classes: 10,
-        time_steps: 4,
-        vth: 2.0,
-        leak: 0.95,
-        dropout: 0.2,
-        time_varying: true,
-    };
+    let cfg = NetworkSpec::from_toml(
+        r#"
+name = "nmnist-tiny"
+classes = 10
+[input]
+shape = [2, 34, 34]
+time_varying = true
+[neuron]
+time_steps = 4
+vth = 2.0
+leak = 0.95
+dropout = 0.2
+[[layers]]
+ops = [{ kind = "conv", out = 4, k = 5, stride = 2, pad = 2 }, { kind = "batchnorm" }]
+[feedback]
+kind = "conv"
+k = 3
+pad = 1
+"#,
+    )
+    .unwrap();
     let mut tc = tiny_config(&dir, &tmp.path().join("run"), 1);
     tc.dataset = "nmnist".into();
     tc.limit_train = Some(64);
     tc.limit_test = Some(40);
     tc.solver = SolverKind::FixedPoint;
-    let m = train::train(&g, ModelConfig::Single(cfg), &tc).unwrap();
+    let m = train::train(&g, cfg, &tc).unwrap();
     println!("nmnist tiny: {:?}", m[0]);
     assert!(m[0].train_loss.is_finite() && m[0].test_loss.is_finite());
     assert!(tmp.path().join("run/last.safetensors").exists());
@@ -795,35 +778,36 @@ fn image_folder_trains_a_multilayer_model_end_to_end() {
         }
     }
     let g = gpu();
-    let c = |cout, stride| fsnn::model::multi::ConvSpec {
-        cout,
-        k: 3,
-        stride,
-        pad: 1,
-    };
-    let cfg = fsnn::model::multi::MultiConfig {
-        preset: "folder-tiny".into(),
-        cin: 3,
-        h: 8,
-        w: 8,
-        fx: c(4, 1),
-        layers: vec![c(4, 2)],
-        fb_k: 3,
-        fb_stride: 2,
-        fb_pad: 1,
-        fb_output_pad: 1,
-        classes: 2,
-        time_steps: 4,
-        vth: 2.0,
-        leak: 0.99,
-        dropout: 0.0,
-        adjoint: Default::default(),
-    };
+    let cfg = NetworkSpec::from_toml(
+        r#"
+name = "folder-tiny"
+classes = 2
+adjoint = "consistent"
+[input]
+shape = [3, 8, 8]
+[neuron]
+time_steps = 4
+vth = 2.0
+leak = 0.99
+dropout = 0.0
+[[layers]]
+ops = [{ kind = "conv", out = 4, k = 3, pad = 1 }, { kind = "batchnorm" }]
+[[layers]]
+ops = [{ kind = "conv", out = 4, k = 3, stride = 2, pad = 1 }, { kind = "batchnorm" }]
+[feedback]
+kind = "conv_transpose"
+k = 3
+stride = 2
+pad = 1
+output_pad = 1
+"#,
+    )
+    .unwrap();
     let mut tc = tiny_config(&root, &tmp.path().join("run"), 3);
     tc.dataset = format!("folder:{}", root.display());
     tc.data_dir = None;
     tc.batch_size = 8;
-    let m = train::train(&g, ModelConfig::Multi(cfg), &tc).unwrap();
+    let m = train::train(&g, cfg, &tc).unwrap();
     println!("folder tiny: {:?}", m.last().unwrap());
     assert!(m.iter().all(|e| e.train_loss.is_finite()));
 }

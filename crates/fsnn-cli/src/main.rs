@@ -4,6 +4,7 @@
 
 mod bench;
 mod info;
+mod inspect;
 mod report;
 mod train;
 
@@ -42,8 +43,11 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Evaluate a checkpoint on its test set.
     Eval(train::EvalArgs),
-    /// List the model presets.
+    /// List the model presets (each a model file; --show NAME prints one).
     Presets(train::PresetsArgs),
+    /// Firing rates, silent/saturated neurons, the equilibrium residual against T, spike rasters
+    /// and rate histograms of a checkpoint's network.
+    Inspect(inspect::Args),
 }
 
 fn main() {
@@ -86,5 +90,6 @@ fn run() -> Result<()> {
         Command::Train(args) => train::run_train(&global, &args),
         Command::Eval(args) => train::run_eval(&global, &args),
         Command::Presets(args) => train::run_presets(&args),
+        Command::Inspect(args) => inspect::run(&global, &args),
     }
 }

@@ -1,12 +1,11 @@
 //! `fsnn train`, `fsnn eval` and `fsnn presets`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
 use fsnn::gpu::Gpu;
-use fsnn::model::multi::AdjointForm;
-use fsnn::model::{presets, ModelConfig};
+use fsnn::model::spec::{self, AdjointForm, NetworkSpec, TrainDefaults};
 use fsnn::solver::SolverKind;
 use fsnn::train::{self, TrainConfig};
 
@@ -14,10 +13,13 @@ use crate::Global;
 
 #[derive(ClapArgs)]
 pub struct TrainArgs {
-    /// Model preset (see `fsnn presets`).
-    #[arg(long, default_value = "fc400")]
-    pub preset: String,
-    /// mnist | fashion-mnist | cifar10 | cifar100 | nmnist | folder:PATH. Default: the preset's.
+    /// Model preset (see `fsnn presets`). Default: fc400, or with --resume the checkpoint's model.
+    #[arg(long, conflicts_with = "model")]
+    pub preset: Option<String>,
+    /// Train the network a model file describes (TOML; see README "Writing a model file").
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// mnist | fashion-mnist | cifar10 | cifar100 | nmnist | folder:PATH. Default: the model's.
     #[arg(long)]
     pub dataset: Option<String>,
     /// Read the dataset from DIR instead of datasets/<name> (no download).
@@ -57,9 +59,10 @@ pub struct TrainArgs {
     /// Variational dropout probability.
     #[arg(long)]
     pub dropout: Option<f32>,
-    /// Multi-layer models: how the adjoint solve linearises f. `authors` (default): inner BNs
-    /// in training mode, at f(rate), as the authors' code and the published CIFAR numbers;
-    /// `consistent`: running statistics, at the rate. Recorded in the checkpoint.
+    /// Multi-layer models: how the adjoint solve linearises f. `authors`: inner BNs in training
+    /// mode, at f(rate), as the authors' code and the published CIFAR numbers; `consistent`:
+    /// running statistics, at the rate. Default: the model's `adjoint`. Recorded in the
+    /// checkpoint.
     #[arg(long, value_name = "authors|consistent")]
     pub adjoint: Option<AdjointForm>,
     #[arg(long, default_value_t = 0)]
@@ -106,7 +109,7 @@ pub struct TrainArgs {
 }
 
 /// `WxH` → (width, height).
-fn parse_size(s: &str) -> Result<(u32, u32), String> {
+pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let (w, h) = s
         .split_once(['x', 'X', '×'])
         .ok_or_else(|| format!("expected WxH such as 32x32, got {s:?}"))?;
@@ -152,76 +155,143 @@ fn fresh_run_folder() -> PathBuf {
     dir
 }
 
-pub fn net_config(a: &TrainArgs) -> Result<(ModelConfig, &'static str, SolverKind)> {
-    let p = presets::find(&a.preset)?;
-    let mut cfg = p.config;
-    let (time_steps, vth, leak, dropout) = cfg.neuron_mut();
-    if let Some(n) = &a.neuron {
-        match n.as_str() {
-            "if" => *leak = 1.0,
-            "lif" => {
-                if *leak == 1.0 {
-                    *leak = 0.95
+/// The model a command names: `--model FILE`, else `--preset NAME`, else `default`.
+pub fn base_spec(preset: Option<&str>, model: Option<&Path>, default: &str) -> Result<NetworkSpec> {
+    match (model, preset) {
+        (Some(path), _) => NetworkSpec::from_file(path),
+        (None, Some(name)) => spec::preset(name),
+        (None, None) => spec::preset(default),
+    }
+}
+
+/// Command-line neuron overrides (`--neuron`, `--leak`, `--time-steps`, `--vth`, `--dropout`)
+/// applied to a description.
+pub struct NeuronFlags {
+    pub neuron: Option<String>,
+    pub leak: Option<f32>,
+    pub time_steps: Option<usize>,
+    pub vth: Option<f32>,
+    pub dropout: Option<f32>,
+}
+
+impl NeuronFlags {
+    pub fn apply(&self, spec: &mut NetworkSpec) -> Result<()> {
+        let n = &mut spec.neuron;
+        if let Some(kind) = &self.neuron {
+            match kind.as_str() {
+                "if" => n.leak = 1.0,
+                "lif" => {
+                    if n.leak == 1.0 {
+                        n.leak = 0.95
+                    }
                 }
+                _ => bail!("unknown neuron {kind:?} (if | lif)"),
             }
-            _ => bail!("unknown neuron {n:?} (if | lif)"),
         }
-    }
-    if let Some(l) = a.leak {
-        if !(l > 0.0 && l <= 1.0) {
-            bail!("--leak must be in (0, 1], got {l}");
+        if let Some(l) = self.leak {
+            if !(l > 0.0 && l <= 1.0) {
+                bail!("--leak must be in (0, 1], got {l}");
+            }
+            if self.neuron.as_deref() == Some("if") && l != 1.0 {
+                bail!("--neuron if has no leak; drop --leak or use --neuron lif");
+            }
+            n.leak = l;
         }
-        if a.neuron.as_deref() == Some("if") && l != 1.0 {
-            bail!("--neuron if has no leak; drop --leak or use --neuron lif");
+        if let Some(t) = self.time_steps {
+            if t == 0 {
+                bail!("--time-steps must be at least 1");
+            }
+            n.time_steps = t;
         }
-        *leak = l;
-    }
-    if let Some(t) = a.time_steps {
-        if t == 0 {
-            bail!("--time-steps must be at least 1");
+        if let Some(v) = self.vth {
+            n.vth = v;
         }
-        *time_steps = t;
+        if let Some(d) = self.dropout {
+            n.dropout = d;
+        }
+        fsnn::checks::neuron(None, n.time_steps, n.vth, n.leak, n.dropout)
     }
-    if let Some(v) = a.vth {
-        *vth = v;
-    }
-    if let Some(d) = a.dropout {
-        *dropout = d;
-    }
-    fsnn::checks::neuron(None, *time_steps, *vth, *leak, *dropout)?;
-    if let Some(form) = a.adjoint {
-        match &mut cfg {
-            ModelConfig::Multi(m) => m.adjoint = form,
-            ModelConfig::Single(_) => bail!(
+}
+
+/// `--adjoint` applied to a description: only models with BN inside the loop (N ≥ 2) have a
+/// choice.
+pub fn apply_adjoint(spec: &mut NetworkSpec, form: Option<AdjointForm>) -> Result<()> {
+    if let Some(form) = form {
+        if spec.depth() < 2 {
+            bail!(
                 "--adjoint applies to multi-layer models (alexnet-f, cifarnet-f); {} has one \
                  spiking layer and no BN inside its loop",
-                a.preset
-            ),
+                spec.name
+            );
         }
+        spec.adjoint = form;
     }
-    Ok((cfg, p.default_dataset, a.solver.unwrap_or(p.default_solver)))
+    Ok(())
+}
+
+/// The run's model with the command line's overrides, and the training defaults to use: the
+/// model's `[train]` section, or, resuming without --preset/--model, the checkpoint's model and
+/// the settings that run was started with.
+pub fn net_config(a: &TrainArgs) -> Result<(NetworkSpec, TrainDefaults)> {
+    let checkpoint = a
+        .out
+        .as_ref()
+        .map(|o| o.join("last.safetensors"))
+        .filter(|p| a.resume && a.preset.is_none() && a.model.is_none() && p.exists());
+    let (mut cfg, defaults) = match checkpoint {
+        Some(path) => {
+            let ck = train::read_checkpoint(&path)?;
+            let mut d = ck.model.train.clone();
+            if let Some(saved) = &ck.train_config {
+                if let Some(v) = saved["dataset"].as_str() {
+                    d.dataset = v.to_string();
+                }
+                if let Ok(v) = serde_json::from_value(saved["solver"].clone()) {
+                    d.solver = v;
+                }
+                if let Ok(v) = serde_json::from_value(saved["schedule"].clone()) {
+                    d.schedule = v;
+                }
+                if let Some(v) = saved["warmup"].as_u64() {
+                    d.warmup = v as usize;
+                }
+            }
+            (ck.model, d)
+        }
+        None => {
+            let s = base_spec(a.preset.as_deref(), a.model.as_deref(), "fc400")?;
+            let d = s.train.clone();
+            (s, d)
+        }
+    };
+    NeuronFlags {
+        neuron: a.neuron.clone(),
+        leak: a.leak,
+        time_steps: a.time_steps,
+        vth: a.vth,
+        dropout: a.dropout,
+    }
+    .apply(&mut cfg)?;
+    apply_adjoint(&mut cfg, a.adjoint)?;
+    Ok((cfg, defaults))
 }
 
 pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
-    let (net_cfg, default_ds, solver) = net_config(a)?;
-    let preset = presets::find(&a.preset)?;
     let out = match &a.out {
         Some(o) => o.clone(),
         None if a.resume => bail!("--resume needs --out: the folder of the run to continue"),
         None => fresh_run_folder(),
     };
+    let (net_cfg, defaults) = net_config(a)?;
     let cfg = TrainConfig {
-        dataset: a.dataset.clone().unwrap_or_else(|| default_ds.to_string()),
+        dataset: a.dataset.clone().unwrap_or(defaults.dataset),
         data_dir: a.data_dir.clone(),
         epochs: a.epochs,
         lr: a.lr,
         batch_size: a.batch_size,
-        schedule: a
-            .schedule
-            .clone()
-            .unwrap_or_else(|| preset.schedule.to_vec()),
-        warmup: a.warmup.unwrap_or(preset.warmup),
-        solver,
+        schedule: a.schedule.clone().unwrap_or(defaults.schedule),
+        warmup: a.warmup.unwrap_or(defaults.warmup),
+        solver: a.solver.unwrap_or(defaults.solver),
         threshold: a.threshold,
         seed: a.seed,
         out: out.clone(),
@@ -289,7 +359,7 @@ pub struct EvalArgs {
     /// A checkpoint written by `fsnn train` (last.safetensors or best.safetensors).
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Default: the preset's dataset.
+    /// Default: the dataset the checkpoint's run trained on (else the model's).
     #[arg(long)]
     pub dataset: Option<String>,
     #[arg(long, value_name = "DIR")]
@@ -313,19 +383,20 @@ pub fn run_eval(g: &Global, a: &EvalArgs) -> Result<()> {
     if a.limit_test == Some(0) {
         bail!("--limit-test must be at least 1, got 0");
     }
-    let (cfg, state, host) = train::load_checkpoint(&a.checkpoint)?;
-    let ds = a.dataset.clone().unwrap_or_else(|| {
-        presets::find(cfg.preset())
-            .map(|p| p.default_dataset.to_string())
-            .unwrap_or_else(|_| "mnist".into())
-    });
+    let ck = train::read_checkpoint(&a.checkpoint)?;
+    let (cfg, state, host) = (&ck.model, &ck.state, &ck.host);
+    let ds = a.dataset.clone().unwrap_or_else(|| checkpoint_dataset(&ck));
     let gpu = Gpu::new(&g.adapter)?;
-    fsnn::checks::fits_gpu(&gpu, &cfg, a.eval_batch, "--eval-batch")?;
-    let (_, test) =
-        fsnn::batches::load_sources_sized(&ds, a.data_dir.as_deref(), cfg.time_steps(), a.resize)?;
-    train::check_eval_source(&ds, &a.checkpoint, &cfg, test.as_ref())?;
-    let mut net = cfg.build(&gpu, 0)?;
-    net.load_host(&gpu, &host, &a.checkpoint.display().to_string())?;
+    fsnn::checks::fits_gpu(&gpu, cfg, a.eval_batch, "--eval-batch")?;
+    let (_, test) = fsnn::batches::load_sources_sized(
+        &ds,
+        a.data_dir.as_deref(),
+        cfg.neuron.time_steps,
+        a.resize,
+    )?;
+    train::check_eval_source(&ds, &a.checkpoint, cfg, test.as_ref())?;
+    let mut net = fsnn::build(cfg, &gpu, 0)?;
+    net.load_host(&gpu, host, &a.checkpoint.display().to_string())?;
     let (loss, acc) = train::evaluate(
         &gpu,
         net.as_mut(),
@@ -336,7 +407,7 @@ pub fn run_eval(g: &Global, a: &EvalArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"checkpoint": a.checkpoint, "preset": cfg.preset(), "dataset": ds, "epoch": state.epoch, "test_loss": loss, "test_acc": acc, "samples": a.limit_test.unwrap_or(test.len()).min(test.len())})
+            serde_json::json!({"checkpoint": a.checkpoint, "preset": cfg.name, "model": cfg.name, "dataset": ds, "epoch": state.epoch, "test_loss": loss, "test_acc": acc, "samples": a.limit_test.unwrap_or(test.len()).min(test.len())})
         );
     } else {
         println!(
@@ -349,25 +420,49 @@ pub fn run_eval(g: &Global, a: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// The dataset a checkpoint's run trained on, else its model's default.
+pub fn checkpoint_dataset(ck: &train::Checkpoint) -> String {
+    ck.train_config
+        .as_ref()
+        .and_then(|c| c["dataset"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| ck.model.train.dataset.clone())
+}
+
 #[derive(ClapArgs)]
 pub struct PresetsArgs {
     #[arg(long)]
     pub json: bool,
+    /// Print this preset's model file (a starting point for one of your own).
+    #[arg(long, value_name = "PRESET")]
+    pub show: Option<String>,
 }
 
 pub fn run_presets(a: &PresetsArgs) -> Result<()> {
-    let list: Vec<serde_json::Value> = presets::all()
+    if let Some(name) = &a.show {
+        spec::preset(name)?;
+        let (_, text) = spec::PRESET_FILES
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("a preset has a file");
+        print!("{text}");
+        return Ok(());
+    }
+    let presets = spec::presets();
+    let list: Vec<serde_json::Value> = presets
         .iter()
         .map(|p| {
             serde_json::json!({
                 "name": p.name,
                 "description": p.description,
-                "dataset": p.default_dataset,
-                "neurons": p.config.paper_neurons(),
-                "spiking_neurons": p.config.spiking_neurons(),
-                "params": p.config.param_count(),
-                "time_steps": p.config.time_steps(),
-                "classes": p.config.classes(),
+                "dataset": p.train.dataset,
+                "file": format!("models/{}.toml", p.name),
+                "layers": p.depth(),
+                "neurons": p.paper_neurons(),
+                "spiking_neurons": p.neurons(),
+                "params": p.param_count(),
+                "time_steps": p.neuron.time_steps,
+                "classes": p.classes,
             })
         })
         .collect();
@@ -378,16 +473,21 @@ pub fn run_presets(a: &PresetsArgs) -> Result<()> {
             "{:<17} {:<14} {:>11} {:>8}  model",
             "preset", "dataset", "params", "neurons"
         );
-        for p in presets::all() {
+        for p in &presets {
             println!(
                 "{:<17} {:<14} {:>11} {:>8}  {}",
                 p.name,
-                p.default_dataset,
-                p.config.param_count(),
-                p.config.paper_neurons(),
+                p.train.dataset,
+                p.param_count(),
+                p.paper_neurons(),
                 p.description
             );
         }
+        println!(
+            "\nEach preset is a model file, models/<preset>.toml in the repository (built into \
+             fsnn; print one with `fsnn presets --show NAME`).\nTrain a file of your own with \
+             `fsnn train --model FILE`."
+        );
     }
     Ok(())
 }

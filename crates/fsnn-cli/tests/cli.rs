@@ -248,6 +248,201 @@ fn presets_table_has_a_header_and_the_default_dataset() {
         .split_whitespace()
         .collect();
     assert_eq!(fc[..4], ["fc400", "fashion-mnist", "478811", "1184"]);
+    assert!(
+        text.contains("models/<preset>.toml") && text.contains("--model FILE"),
+        "{text}"
+    );
+    // --show prints the preset's model file, which parses back to the preset.
+    let out = fsnn(&["presets", "--show", "alexnet-f"]);
+    assert!(out.status.success());
+    let file = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        fsnn::model::spec::NetworkSpec::from_toml(&file).unwrap(),
+        fsnn::model::spec::preset("alexnet-f").unwrap()
+    );
+}
+
+/// A model file of its own: bad ones fail with one message naming the file and the problem; a
+/// good one trains; `eval`, `--resume` and `inspect` need no model flags (the checkpoint holds
+/// the description).
+#[test]
+fn model_files_train_and_checkpoints_carry_them() {
+    let tmp = tmpdir("modelfile");
+    let t = tmp.path();
+    let data = t.join("data");
+    write_idx(&data, 48, 28, 32, 28);
+    let d = data.to_str().unwrap();
+    let good = "name = \"fc24\"\nclasses = 10\n[input]\nshape = [784]\n[neuron]\ntime_steps = 2\n\
+                vth = 2.0\nleak = 0.95\ndropout = 0.2\n[[layers]]\n\
+                ops = [{ kind = \"linear\", out = 24 }, { kind = \"batchnorm\" }]\n\
+                [feedback]\nkind = \"linear\"\n[train]\ndataset = \"mnist\"\nschedule = [30]\n";
+    let file = t.join("fc24.toml");
+    std::fs::write(&file, good).unwrap();
+    let bad = t.join("bad.toml");
+    std::fs::write(
+        &bad,
+        good.replace(
+            "{ kind = \"batchnorm\" }",
+            "{ kind = \"conv\", out = 4, k = 3 }",
+        ),
+    )
+    .unwrap();
+    let out = t.join("run");
+    let o = out.to_str().unwrap();
+    let err = fails_with(
+        &["train", "--model", bad.to_str().unwrap(), "--out", o],
+        "layer 1, op 2 (conv)",
+    );
+    assert!(err.contains("bad.toml") && err.contains("[24]"), "{err}");
+    fails_with(
+        &["train", "--model", "/nonexistent/m.toml", "--out", o],
+        "/nonexistent/m.toml",
+    );
+    fails_with(
+        &[
+            "train",
+            "--model",
+            file.to_str().unwrap(),
+            "--preset",
+            "fc400",
+        ],
+        "cannot be used with",
+    );
+    let train = |epochs: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data-dir",
+            d,
+            "--out",
+            o,
+            "--epochs",
+            epochs,
+            "--batch-size",
+            "16",
+            "--eval-batch",
+            "16",
+            "--quiet",
+        ];
+        args.extend(extra);
+        ok(&args, t, &[])
+    };
+    let log = train("1", &["--model", file.to_str().unwrap()]);
+    assert!(log.contains("fc24: 19715 parameters"), "{log}");
+    // Resume: the model, dataset and schedule come from the checkpoint.
+    let log = train("2", &["--resume"]);
+    assert!(log.contains("resuming") && log.contains("fc24"), "{log}");
+    assert_eq!(metrics_values(&out).len(), 2);
+    // ... and a different model is refused naming what differs.
+    let err = fails_with(
+        &[
+            "train",
+            "--data-dir",
+            d,
+            "--out",
+            o,
+            "--epochs",
+            "3",
+            "--batch-size",
+            "16",
+            "--eval-batch",
+            "16",
+            "--quiet",
+            "--resume",
+            "--time-steps",
+            "3",
+        ],
+        "checkpoint is of another model",
+    );
+    assert!(err.contains("neuron.time_steps 2 → 3"), "{err}");
+    let ck = out.join("last.safetensors");
+    let ck = ck.to_str().unwrap();
+    let v = json(&["eval", "--checkpoint", ck, "--data-dir", d, "--json"]);
+    assert_eq!(
+        (v["model"].as_str(), v["dataset"].as_str()),
+        (Some("fc24"), Some("mnist"))
+    );
+    assert_eq!(v["samples"], 32);
+
+    // inspect: text, JSON and plots.
+    let plots = t.join("plots");
+    let out = fsnn_env(
+        &[
+            "inspect",
+            "--checkpoint",
+            ck,
+            "--data-dir",
+            d,
+            "--batch",
+            "16",
+            "--time-steps",
+            "3,8",
+        ],
+        t,
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("fc24 (T=2)") && text.contains("[24]") && text.contains("T=8"),
+        "{text}"
+    );
+    let v = json(&[
+        "inspect",
+        "--checkpoint",
+        ck,
+        "--data-dir",
+        d,
+        "--batch",
+        "16",
+        "--samples",
+        "3",
+        "--time-steps",
+        "3,8",
+        "--json",
+        "--plot",
+        plots.to_str().unwrap(),
+    ]);
+    let layers = v["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 1);
+    let l = &layers[0];
+    assert_eq!(
+        (l["layer"].as_u64(), l["neurons"].as_u64()),
+        (Some(1), Some(24))
+    );
+    for k in [
+        "mean_rate",
+        "silent",
+        "saturated",
+        "always_silent",
+        "always_saturated",
+    ] {
+        let x = l[k].as_f64().unwrap_or_else(|| panic!("{k}: {l}"));
+        assert!((0.0..=1.0).contains(&x), "{k} = {x}");
+    }
+    let ts: Vec<u64> = v["residuals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["time_steps"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ts, [2, 3, 8]);
+    assert!(plots.join("layer1_rates.png").exists());
+    let rates = image::open(plots.join("layer1_rates.png")).unwrap();
+    assert!(rates.width() > 100 && rates.height() > 100);
+    if v["recorded_samples"] == 3 {
+        assert!(plots.join("layer1_raster.png").exists());
+        for r in v["residuals"].as_array().unwrap() {
+            let x = r["residual"].as_f64().unwrap_or_else(|| panic!("{r}"));
+            assert!(x.is_finite() && x >= 0.0, "{r}");
+        }
+    } else {
+        println!("spikes not recorded: {}", v["note"]);
+    }
 }
 
 #[test]
@@ -467,66 +662,90 @@ fn checkpoints_claiming_bad_sizes_or_values_are_clear_errors() {
     let tmp = tmpdir("ckpt");
     let data = tmp.path().join("data");
     write_idx(&data, 8, 28, 8, 20);
-    let preset = |name: &str| {
-        serde_json::to_value(fsnn::model::presets::find(name).unwrap().config).unwrap()
-    };
+    let preset =
+        |name: &str| serde_json::to_value(fsnn::model::spec::preset(name).unwrap()).unwrap();
     let fc = preset("fc400");
     let conv = preset("conv64");
     let multi = preset("alexnet-f");
-    let set = |base: &serde_json::Value, path: &[&str], v: serde_json::Value| {
+    // `at` is a JSON pointer (/layers/0/ops/0/out).
+    let set = |base: &serde_json::Value, at: &str, v: serde_json::Value| {
         let mut m = base.clone();
-        let mut at = &mut m;
-        for k in &path[..path.len() - 1] {
-            at = at.get_mut(*k).unwrap();
-        }
-        at[path[path.len() - 1]] = v;
+        *m.pointer_mut(at).unwrap_or_else(|| panic!("{at}")) = v;
         m
     };
+    // What checkpoints held before model files: converted on reading, checked the same way.
+    let legacy_fc: serde_json::Value = serde_json::from_str(
+        r#"{"kind":"Single","preset":"fc400","arch":{"Fc":{"input":784,"hidden":400}},"classes":10,"time_steps":5,"vth":2.0,"leak":0.95,"dropout":0.2,"time_varying":false}"#,
+    )
+    .unwrap();
     let cases = [
         (
-            set(&fc, &["time_steps"], 0.into()),
+            set(&fc, "/neuron/time_steps", 0.into()),
             "time_steps must be in 1..=10000, got 0",
         ),
         (
-            set(&fc, &["time_steps"], 1_000_000_000u64.into()),
+            set(&fc, "/neuron/time_steps", 1_000_000_000u64.into()),
             "time_steps must be in 1..=10000, got 1000000000",
         ),
         (
-            set(&fc, &["vth"], (-1.0).into()),
+            set(&fc, "/neuron/vth", (-1.0).into()),
             "vth must be a finite number > 0, got -1",
         ),
         (
-            set(&fc, &["leak"], 0.0.into()),
+            set(&fc, "/neuron/leak", 0.0.into()),
             "leak must be in (0, 1], got 0",
         ),
         (
-            set(&fc, &["arch", "Fc", "hidden"], (1u64 << 40).into()),
-            "hidden must be in 1..=16777216",
+            set(&fc, "/layers/0/ops/0/out", (1u64 << 40).into()),
+            "layer 1, op 1 (linear) out must be in 1..=16777216",
         ),
         (
-            set(&fc, &["arch", "Fc", "hidden"], 1_000_000u64.into()),
+            set(&fc, "/layers/0/ops/0/out", 1_000_000u64.into()),
             "parameters; at most 268435456 are supported",
         ),
         (
-            set(&conv, &["arch", "Conv", "stride_in"], 0.into()),
+            set(&conv, "/layers/0/ops/0/stride", 0.into()),
             "stride must be in 1..=256, got 0",
         ),
         (
-            set(&conv, &["arch", "Conv", "k_in"], 99.into()),
-            "kernel 99 does not fit a 28×28 input",
+            set(&conv, "/layers/0/ops/0/k", 99.into()),
+            "kernel 99 is larger than the padded 28×28 input",
         ),
         (
-            set(&conv, &["arch", "Conv", "k_fb"], 4.into()),
-            "k_fb must be odd",
+            set(&conv, "/feedback/k", 4.into()),
+            "feedback: maps the last spiking layer [64, 14, 14] to [64, 15, 15]",
         ),
         (
-            set(&multi, &["layers"], serde_json::json!([])),
+            set(&multi, "/layers", serde_json::json!([])),
             "layers must be in 1..=64, got 0",
         ),
-        (set(&multi, &["fb_stride"], 1.into()), "the feedback maps"),
+        (
+            set(&multi, "/feedback/stride", 1.into()),
+            "feedback (conv_transpose): output_pad = 1 must be less than stride = 1",
+        ),
+        (
+            set(&multi, "/feedback/output_pad", 0.into()),
+            "feedback: maps the last spiking layer [256, 8, 8] to [96, 15, 15]",
+        ),
+        (
+            {
+                let mut m = fc.clone();
+                m["colour"] = "red".into();
+                m
+            },
+            "bad model metadata",
+        ),
         (
             serde_json::json!({"kind": "Single", "preset": 3}),
             "bad model metadata",
+        ),
+        (
+            set(&legacy_fc, "/time_steps", 0.into()),
+            "time_steps must be in 1..=10000, got 0",
+        ),
+        (
+            set(&legacy_fc, "/arch/Fc/hidden", (1u64 << 40).into()),
+            "out must be in 1..=16777216",
         ),
     ];
     for (i, (model, want)) in cases.iter().enumerate() {
@@ -546,23 +765,26 @@ fn checkpoints_claiming_bad_sizes_or_values_are_clear_errors() {
         );
         assert!(err.contains(&format!("bad{i}.safetensors")), "{err}");
     }
-    // A well-formed checkpoint on a dataset of another shape: one message naming both.
-    let ck = tmp.path().join("fc400.safetensors");
-    checkpoint_claiming(&ck, &fc);
+    // A well-formed checkpoint (of today's format, and of the one before model files) on a
+    // dataset of another shape: one message naming both.
     let data20 = tmp.path().join("data20");
     write_idx(&data20, 8, 20, 8, 20);
-    fails_with(
-        &[
-            "eval",
-            "--checkpoint",
-            ck.to_str().unwrap(),
-            "--dataset",
-            "mnist",
-            "--data-dir",
-            data20.to_str().unwrap(),
-        ],
-        "model fc400 takes 784 values per sample and 10 classes; dataset mnist gives 400 values",
-    );
+    for (name, model) in [("fc400", &fc), ("legacy", &legacy_fc)] {
+        let ck = tmp.path().join(format!("{name}.safetensors"));
+        checkpoint_claiming(&ck, model);
+        fails_with(
+            &[
+                "eval",
+                "--checkpoint",
+                ck.to_str().unwrap(),
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                data20.to_str().unwrap(),
+            ],
+            "model fc400 takes 784 values per sample and 10 classes; dataset mnist gives 400 values",
+        );
+    }
 }
 
 #[test]

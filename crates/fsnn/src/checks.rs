@@ -6,8 +6,7 @@
 use anyhow::{bail, Result};
 
 use crate::gpu::Gpu;
-use crate::model::multi::{ConvSpec, MultiConfig};
-use crate::model::{Arch, ModelConfig};
+use crate::model::spec::{FeedbackSpec, NetworkSpec, OpSpec};
 
 /// Most simulation time steps: the paper's longest runs use 100; a checkpoint claiming 10⁹ would
 /// otherwise run for days per batch.
@@ -61,59 +60,96 @@ pub fn neuron(
     Ok(())
 }
 
-/// A model description as read from `source` (a checkpoint): neuron values in range, every layer
-/// geometry well-formed, and sizes bounded.
-pub fn model_config(cfg: &ModelConfig, source: &str) -> Result<()> {
-    let (t, v, l, d) = {
-        let mut c = cfg.clone();
-        let (t, v, l, d) = c.neuron_mut();
-        (*t, *v, *l, *d)
-    };
-    neuron(Some(source), t, v, l, d)?;
-    let bad = |msg: String| -> Result<()> { bail!("{source}: model metadata: {msg}") };
-    match cfg {
-        ModelConfig::Single(c) => {
-            in_range(source, "classes", c.classes, 1, MAX_FEATURES)?;
-            match c.arch {
-                Arch::Fc { input, hidden } => {
-                    in_range(source, "input", input, 1, MAX_FEATURES)?;
-                    in_range(source, "hidden", hidden, 1, MAX_FEATURES)?;
+/// A model description as read from `source` (a checkpoint or a model file): neuron values in
+/// range, every dimension bounded (so no product of them overflows), the description valid
+/// ([`NetworkSpec::validate`]), and the whole network of bounded size.
+pub fn model_spec(spec: &NetworkSpec, source: &str) -> Result<()> {
+    let n = spec.neuron;
+    neuron(Some(source), n.time_steps, n.vth, n.leak, n.dropout)?;
+    in_range(source, "classes", spec.classes, 1, MAX_FEATURES)?;
+    in_range(source, "layers", spec.layers.len(), 1, MAX_LAYERS)?;
+    let dims = &spec.input.shape;
+    match dims.len() {
+        1 => in_range(source, "input features", dims[0], 1, MAX_FEATURES)?,
+        3 => {
+            in_range(source, "input channels", dims[0], 1, MAX_CHANNELS)?;
+            in_range(source, "input height", dims[1], 1, MAX_SPATIAL)?;
+            in_range(source, "input width", dims[2], 1, MAX_SPATIAL)?;
+        }
+        _ => bail!(
+            "{source}: model metadata: input shape {dims:?} must be [features] or [channels, height, width]"
+        ),
+    }
+    in_range(
+        source,
+        "input values",
+        dims.iter().product(),
+        1,
+        MAX_FEATURES,
+    )?;
+    for (li, layer) in spec.layers.iter().enumerate() {
+        in_range(
+            source,
+            &format!("layer {} operators", li + 1),
+            layer.ops.len(),
+            1,
+            MAX_LAYERS,
+        )?;
+        for (oi, op) in layer.ops.iter().enumerate() {
+            let at = format!("layer {}, op {} ({})", li + 1, oi + 1, op.kind());
+            match *op {
+                OpSpec::Linear { out, .. } => {
+                    in_range(source, &format!("{at} out"), out, 1, MAX_FEATURES)?
                 }
-                Arch::Conv {
-                    cin,
-                    h,
-                    w,
-                    channels,
-                    k_in,
-                    stride_in,
-                    pad_in,
-                    k_fb,
+                OpSpec::Conv {
+                    out,
+                    k,
+                    stride,
+                    pad,
+                    ..
                 } => {
-                    in_range(source, "cin", cin, 1, MAX_CHANNELS)?;
-                    in_range(source, "channels", channels, 1, MAX_CHANNELS)?;
-                    in_range(source, "k_fb", k_fb, 1, MAX_KERNEL)?;
-                    if k_fb % 2 == 0 {
-                        return bad(format!("k_fb must be odd (\"same\" padding), got {k_fb}"));
-                    }
-                    let spec = ConvSpec {
-                        cout: channels,
-                        k: k_in,
-                        stride: stride_in,
-                        pad: pad_in,
-                    };
-                    conv_out(source, "input conv", (h, w), &spec)?;
+                    in_range(source, &format!("{at} channels"), out, 1, MAX_CHANNELS)?;
+                    kernel(source, &at, k, stride, pad)?;
                 }
+                OpSpec::AvgPool { k } => in_range(source, &format!("{at} k"), k, 1, MAX_KERNEL)?,
+                OpSpec::BatchNorm {} => {}
             }
         }
-        ModelConfig::Multi(c) => multi(c, source)?,
     }
-    let params = cfg.param_count();
+    match spec.feedback {
+        FeedbackSpec::Linear {} => {}
+        FeedbackSpec::Conv { k, stride, pad } => kernel(source, "feedback", k, stride, pad)?,
+        FeedbackSpec::ConvTranspose {
+            k,
+            stride,
+            pad,
+            output_pad,
+        } => {
+            kernel(source, "feedback", k, stride, pad)?;
+            in_range(source, "feedback output_pad", output_pad, 0, MAX_KERNEL)?;
+        }
+    }
+    spec.validate()
+        .map_err(|e| anyhow::anyhow!("{source}: model metadata: {e:#}"))?;
+    let bad = |msg: String| -> Result<()> { bail!("{source}: model metadata: {msg}") };
+    // Every operator's output, not only each layer's, is bounded before parameters are counted.
+    for ops in spec.resolve() {
+        for op in ops {
+            let len = op.output.len();
+            if len > MAX_NEURONS {
+                return bad(format!(
+                    "an operator's output has {len} values per sample; at most {MAX_NEURONS} are supported"
+                ));
+            }
+        }
+    }
+    let params = spec.param_count();
     if params > MAX_PARAMS {
         return bad(format!(
             "{params} parameters; at most {MAX_PARAMS} are supported"
         ));
     }
-    let neurons = cfg.spiking_neurons();
+    let neurons = spec.neurons();
     if neurons > MAX_NEURONS {
         return bad(format!(
             "{neurons} spiking neurons per sample; at most {MAX_NEURONS} are supported"
@@ -122,51 +158,10 @@ pub fn model_config(cfg: &ModelConfig, source: &str) -> Result<()> {
     Ok(())
 }
 
-fn multi(c: &MultiConfig, source: &str) -> Result<()> {
-    in_range(source, "classes", c.classes, 1, MAX_FEATURES)?;
-    in_range(source, "cin", c.cin, 1, MAX_CHANNELS)?;
-    in_range(source, "layers", c.layers.len(), 1, MAX_LAYERS)?;
-    let mut hw = conv_out(source, "fx", (c.h, c.w), &c.fx)?;
-    for (i, l) in c.layers.iter().enumerate() {
-        hw = conv_out(source, &format!("layer {}", i + 2), hw, l)?;
-    }
-    in_range(source, "fb_k", c.fb_k, 1, MAX_KERNEL)?;
-    in_range(source, "fb_stride", c.fb_stride, 1, MAX_KERNEL)?;
-    in_range(source, "fb_pad", c.fb_pad, 0, MAX_KERNEL)?;
-    in_range(source, "fb_output_pad", c.fb_output_pad, 0, MAX_KERNEL)?;
-    for (h, what) in [(hw.0, "height"), (hw.1, "width")] {
-        if (h - 1) * c.fb_stride + c.fb_k + c.fb_output_pad < 2 * c.fb_pad {
-            bail!("{source}: model metadata: the feedback's output {what} is negative");
-        }
-    }
-    c.validate()
-        .map_err(|e| anyhow::anyhow!("{source}: model metadata: {e}"))
-}
-
-/// Output size of a convolution on `(h, w)`, after checking its parameters.
-fn conv_out(
-    source: &str,
-    what: &str,
-    (h, w): (usize, usize),
-    s: &ConvSpec,
-) -> Result<(usize, usize)> {
-    in_range(source, &format!("{what} height"), h, 1, MAX_SPATIAL)?;
-    in_range(source, &format!("{what} width"), w, 1, MAX_SPATIAL)?;
-    in_range(source, &format!("{what} channels"), s.cout, 1, MAX_CHANNELS)?;
-    in_range(source, &format!("{what} kernel"), s.k, 1, MAX_KERNEL)?;
-    in_range(source, &format!("{what} stride"), s.stride, 1, MAX_KERNEL)?;
-    in_range(source, &format!("{what} padding"), s.pad, 0, MAX_KERNEL)?;
-    if h + 2 * s.pad < s.k || w + 2 * s.pad < s.k {
-        bail!(
-            "{source}: model metadata: {what}: kernel {} does not fit a {h}×{w} input with padding {}",
-            s.k,
-            s.pad
-        );
-    }
-    Ok((
-        (h + 2 * s.pad - s.k) / s.stride + 1,
-        (w + 2 * s.pad - s.k) / s.stride + 1,
-    ))
+fn kernel(source: &str, what: &str, k: usize, stride: usize, pad: usize) -> Result<()> {
+    in_range(source, &format!("{what} kernel"), k, 1, MAX_KERNEL)?;
+    in_range(source, &format!("{what} stride"), stride, 1, MAX_KERNEL)?;
+    in_range(source, &format!("{what} padding"), pad, 0, MAX_KERNEL)
 }
 
 fn in_range(source: &str, what: &str, v: usize, lo: usize, hi: usize) -> Result<()> {
@@ -178,35 +173,28 @@ fn in_range(source: &str, what: &str, v: usize, lo: usize, hi: usize) -> Result<
 
 /// Whether the model's per-batch buffers fit the adapter's storage-binding limit at `batch`
 /// samples; `flag` names the batch-size flag the user can lower.
-pub fn fits_gpu(gpu: &Gpu, cfg: &ModelConfig, batch: usize, flag: &str) -> Result<()> {
+pub fn fits_gpu(gpu: &Gpu, cfg: &NetworkSpec, batch: usize, flag: &str) -> Result<()> {
     let limit = gpu.ctx.max_binding_bytes();
-    let largest_param = match cfg {
-        ModelConfig::Single(c) => c
-            .param_shapes()
-            .iter()
-            .map(|(_, s)| s.iter().product::<usize>())
-            .max(),
-        ModelConfig::Multi(c) => c
-            .param_shapes()
-            .iter()
-            .map(|(_, s)| s.iter().product::<usize>())
-            .max(),
-    }
-    .unwrap_or(0) as u64
+    let largest_param = cfg
+        .param_shapes()
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .max()
+        .unwrap_or(0) as u64
         * 4;
     if largest_param > limit {
         bail!(
             "model {}: a parameter tensor of {largest_param} bytes exceeds the adapter's buffer limit of {limit} bytes",
-            cfg.preset()
+            cfg.name
         );
     }
-    let per_sample = cfg.spiking_neurons().max(cfg.sample_len()) as u64 * 4;
+    let per_sample = cfg.neurons().max(cfg.sample_len()) as u64 * 4;
     let bytes = per_sample.saturating_mul(batch as u64);
     if bytes > limit {
         bail!(
             "{flag} {batch}: one batch of {} needs {bytes} bytes in one buffer, more than the \
              adapter's limit of {limit}; the most that fits is {}",
-            cfg.preset(),
+            cfg.name,
             limit / per_sample.max(1)
         );
     }

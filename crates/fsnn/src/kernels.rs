@@ -13,7 +13,9 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::gpu::Gpu;
-use crate::model::{HostRng, ModelConfig, Net, NetConfig};
+use crate::model::config::as_single;
+use crate::model::spec::NetworkSpec;
+use crate::model::{HostRng, Net, NetConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -103,10 +105,11 @@ fn load_cache(path: &Path) -> BTreeMap<String, Choice> {
 /// The forward simulation's kernels for this model on this adapter: `requested` unless it is
 /// `Auto`, which times both paths once (a few forward passes on random input at the model's
 /// shape) and caches the faster in [`cache_path`]. Models without an event path get `Dense`.
-pub fn resolve(gpu: &Gpu, cfg: &ModelConfig, batch: usize, requested: Kernels) -> Result<Kernels> {
-    let ModelConfig::Single(net_cfg) = cfg else {
+pub fn resolve(gpu: &Gpu, cfg: &NetworkSpec, batch: usize, requested: Kernels) -> Result<Kernels> {
+    let Some(net_cfg) = as_single(cfg) else {
         return Ok(Kernels::Dense);
     };
+    let net_cfg = &net_cfg;
     if !Net::events_supported(net_cfg) {
         return Ok(Kernels::Dense);
     }

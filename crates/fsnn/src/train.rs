@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::batches::{for_each_batch, load_sources_sized, BatchSource};
 use crate::gpu::Gpu;
 use crate::kernels::Kernels;
-use crate::model::{HostRng, HostState, Model, ModelConfig};
+use crate::model::spec::NetworkSpec;
+use crate::model::{HostRng, HostState, Model};
 use crate::solver::SolverKind;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -264,10 +265,12 @@ fn write_atomic(path: &Path, bytes: &[u8], fault: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes a safetensors checkpoint atomically (temporary file in the same folder, then rename).
+/// Writes a safetensors checkpoint atomically (temporary file in the same folder, then rename):
+/// the tensors of `host` ([`Model::to_host`]), the model's description (so that
+/// [`read_checkpoint`] alone can rebuild it) and where training stood.
 pub fn save_checkpoint(
     path: &Path,
-    cfg: &ModelConfig,
+    cfg: &NetworkSpec,
     state: &TrainState,
     host: &HostState,
 ) -> Result<()> {
@@ -277,7 +280,7 @@ pub fn save_checkpoint(
 /// [`save_checkpoint`] with extra metadata entries (the run's settings and metrics history).
 pub fn save_checkpoint_with(
     path: &Path,
-    cfg: &ModelConfig,
+    cfg: &NetworkSpec,
     state: &TrainState,
     host: &HostState,
     extra: &[(&str, String)],
@@ -308,14 +311,15 @@ pub fn save_checkpoint_with(
 }
 
 /// Reads a checkpoint: the model it belongs to, where training stood, and its tensors.
-pub fn load_checkpoint(path: &Path) -> Result<(ModelConfig, TrainState, HostState)> {
+pub fn load_checkpoint(path: &Path) -> Result<(NetworkSpec, TrainState, HostState)> {
     let c = read_checkpoint(path)?;
     Ok((c.model, c.state, c.host))
 }
 
 /// Everything a checkpoint holds.
 pub struct Checkpoint {
-    pub model: ModelConfig,
+    /// The network's description (checkpoints written before model files are converted).
+    pub model: NetworkSpec,
     pub state: TrainState,
     pub host: HostState,
     /// The settings of the run that wrote it (absent in checkpoints of older versions).
@@ -340,15 +344,15 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
             path.display()
         )
     })?;
-    // Checkpoints written before multi-layer models existed hold a bare single-layer config.
-    let cfg: ModelConfig = serde_json::from_str(meta_json)
-        .or_else(|e| {
-            serde_json::from_str::<crate::model::NetConfig>(meta_json)
-                .map(ModelConfig::Single)
-                .map_err(|_| e)
-        })
-        .with_context(|| format!("{}: bad model metadata", path.display()))?;
-    crate::checks::model_config(&cfg, &path.display().to_string())?;
+    // Checkpoints written before model files hold the old engine's description: it converts to
+    // the network description that names the same parameters.
+    let cfg: NetworkSpec = if crate::model::legacy::is_legacy(meta_json) {
+        crate::model::legacy::to_spec(meta_json)
+    } else {
+        serde_json::from_str(meta_json).map_err(anyhow::Error::from)
+    }
+    .with_context(|| format!("{}: bad model metadata", path.display()))?;
+    crate::checks::model_spec(&cfg, &path.display().to_string())?;
     let state: TrainState = m
         .get("fsnn.train_state")
         .map(|s| serde_json::from_str(s))
@@ -515,7 +519,7 @@ fn fmt_secs(s: f64) -> String {
 /// Checks that the dataset's splits fit each other and the model, before any training.
 fn check_sources(
     dataset: &str,
-    net_cfg: &ModelConfig,
+    net_cfg: &NetworkSpec,
     train: &dyn BatchSource,
     test: &dyn BatchSource,
 ) -> Result<()> {
@@ -537,19 +541,19 @@ fn check_sources(
     let expect = net_cfg.sample_len();
     if train.sample_len() != expect {
         bail!(
-            "dataset {dataset} gives {} values per sample ({}); preset {} needs {expect}",
+            "dataset {dataset} gives {} values per sample ({}); model {} needs {expect}",
             train.sample_len(),
             train.describe(),
-            net_cfg.preset()
+            net_cfg.name
         );
     }
     for (split, src) in [("training", train), ("test", test)] {
-        if src.classes() > net_cfg.classes() {
+        if src.classes() > net_cfg.classes {
             bail!(
-                "dataset {dataset} ({split} split) has {} classes; preset {} has {}",
+                "dataset {dataset} ({split} split) has {} classes; model {} has {}",
                 src.classes(),
-                net_cfg.preset(),
-                net_cfg.classes()
+                net_cfg.name,
+                net_cfg.classes
             );
         }
     }
@@ -560,19 +564,19 @@ fn check_sources(
 pub fn check_eval_source(
     dataset: &str,
     checkpoint: &Path,
-    net_cfg: &ModelConfig,
+    net_cfg: &NetworkSpec,
     test: &dyn BatchSource,
 ) -> Result<()> {
     if test.is_empty() {
         bail!("dataset {dataset}: the test split is empty");
     }
-    if test.sample_len() != net_cfg.sample_len() || test.classes() > net_cfg.classes() {
+    if test.sample_len() != net_cfg.sample_len() || test.classes() > net_cfg.classes {
         bail!(
             "{}: model {} takes {} values per sample and {} classes; dataset {dataset} gives {} values ({}) and {} classes",
             checkpoint.display(),
-            net_cfg.preset(),
+            net_cfg.name,
             net_cfg.sample_len(),
-            net_cfg.classes(),
+            net_cfg.classes,
             test.sample_len(),
             test.describe(),
             test.classes()
@@ -598,10 +602,11 @@ impl Drop for TrainingFlag {
     }
 }
 
-/// Trains a model as `cfg` says, writing metrics and checkpoints under `cfg.out`.
-pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<EpochMetrics>> {
+/// Trains the network `net_cfg` describes as `cfg` says, writing metrics and checkpoints under
+/// `cfg.out`.
+pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<EpochMetrics>> {
     cfg.validate()?;
-    crate::checks::model_config(&net_cfg, &format!("model {}", net_cfg.preset()))?;
+    crate::checks::model_spec(&net_cfg, &format!("model {}", net_cfg.name))?;
     crate::checks::fits_gpu(gpu, &net_cfg, cfg.batch_size, "--batch-size")?;
     crate::checks::fits_gpu(gpu, &net_cfg, cfg.eval_batch, "--eval-batch")?;
     let last = cfg.out.join("last.safetensors");
@@ -632,7 +637,7 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
     let (train_src, test_src) = load_sources_sized(
         &cfg.dataset,
         cfg.data_dir.as_deref(),
-        net_cfg.time_steps(),
+        net_cfg.neuron.time_steps,
         cfg.resize,
     )?;
     check_sources(
@@ -646,7 +651,7 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
         .unwrap_or(train_src.len())
         .min(train_src.len());
 
-    let mut net = net_cfg.build(gpu, cfg.seed)?;
+    let mut net = crate::model::build(&net_cfg, gpu, cfg.seed)?;
     let kernels = net.set_kernels(crate::kernels::resolve(
         gpu,
         &net_cfg,
@@ -657,7 +662,8 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
     let mut history: Vec<String> = Vec::new();
     if cfg.resume {
         let ck = read_checkpoint(&last)?;
-        if let (ModelConfig::Multi(saved), ModelConfig::Multi(now)) = (&ck.model, &net_cfg) {
+        {
+            let (saved, now) = (&ck.model, &net_cfg);
             let same_otherwise = {
                 let mut n = now.clone();
                 n.adjoint = saved.adjoint;
@@ -675,10 +681,11 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
         }
         if ck.model != net_cfg {
             bail!(
-                "{}: checkpoint is of model {:?}, this run asks for {:?}",
+                "{}: the checkpoint is of another model ({}) than this run asks for ({}){}",
                 last.display(),
-                ck.model,
-                net_cfg
+                ck.model.name,
+                net_cfg.name,
+                spec_difference(&ck.model, &net_cfg)
             );
         }
         if let Some(saved) = &ck.train_config {
@@ -761,19 +768,20 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
     let saved_cfg = serde_json::to_string(cfg)?;
     eprintln!(
         "{}: {} parameters, {} neurons ({} spiking per sample), T={}, {} vth={} leak={}, solver {:?} (threshold {}{}); data: {}",
-        net_cfg.preset(),
+        net_cfg.name,
         net_cfg.param_count(),
         net_cfg.paper_neurons(),
-        net_cfg.spiking_neurons(),
-        net_cfg.time_steps(),
-        if net_cfg.leak() == 1.0 { "IF" } else { "LIF" },
-        net_cfg.vth(),
-        net_cfg.leak(),
+        net_cfg.neurons(),
+        net_cfg.neuron.time_steps,
+        if net_cfg.neuron.leak == 1.0 { "IF" } else { "LIF" },
+        net_cfg.neuron.vth,
+        net_cfg.neuron.leak,
         cfg.solver,
         cfg.threshold,
-        match &net_cfg {
-            ModelConfig::Multi(m) => format!(", adjoint {}", m.adjoint.name()),
-            ModelConfig::Single(_) => String::new(),
+        if net_cfg.depth() > 1 {
+            format!(", adjoint {}", net_cfg.adjoint.name())
+        } else {
+            String::new()
         },
         train_src.describe()
     );
@@ -1040,6 +1048,41 @@ pub fn train(gpu: &Gpu, net_cfg: ModelConfig, cfg: &TrainConfig) -> Result<Vec<E
     let history = read_metrics(&metrics_path)?;
     crate::plot::plot_metrics(&history, &cfg.out.join("metrics.png"))?;
     Ok(all)
+}
+
+/// What differs between two descriptions, as `; neuron.vth 2 → 1.5`-style text (top-level
+/// sections compared as JSON).
+fn spec_difference(saved: &NetworkSpec, now: &NetworkSpec) -> String {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(saved), serde_json::to_value(now))
+    else {
+        return String::new();
+    };
+    let mut diffs = Vec::new();
+    for (k, va) in &a {
+        let vb = b.get(k).unwrap_or(&serde_json::Value::Null);
+        match (va, vb) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                for (kk, xa) in x {
+                    let yb = y.get(kk).unwrap_or(&serde_json::Value::Null);
+                    if xa != yb {
+                        diffs.push(format!("{k}.{kk} {xa} → {yb}"));
+                    }
+                }
+            }
+            _ if va != vb => diffs.push(if k == "layers" {
+                "layers differ".to_string()
+            } else {
+                format!("{k} {va} → {vb}")
+            }),
+            _ => {}
+        }
+    }
+    if diffs.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", diffs.join(", "))
+    }
 }
 
 fn lines_text(lines: &[String]) -> String {

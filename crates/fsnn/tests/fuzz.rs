@@ -276,15 +276,11 @@ fn fuzz_cifar() {
 
 #[test]
 fn fuzz_checkpoint() {
-    use fsnn::model::{Arch, HostState, ModelConfig};
+    use fsnn::model::spec::OpSpec;
+    use fsnn::model::HostState;
     let dir = tmp();
-    let ModelConfig::Single(mut cfg) = fsnn::model::presets::find("fc400").unwrap().config else {
-        unreachable!()
-    };
-    cfg.arch = Arch::Fc {
-        input: 784,
-        hidden: 8,
-    };
+    let mut cfg = fsnn::model::spec::preset("fc400").unwrap();
+    cfg.layers[0].ops[0] = OpSpec::Linear { out: 8, bias: true };
     let host = HostState {
         tensors: vec![
             (
@@ -302,7 +298,7 @@ fn fuzz_checkpoint() {
         partial: None,
     };
     let path = dir.path().join("ck.safetensors");
-    fsnn::train::save_checkpoint(&path, &ModelConfig::Single(cfg), &state, &host).unwrap();
+    fsnn::train::save_checkpoint(&path, &cfg, &state, &host).unwrap();
     let good = std::fs::read(&path).unwrap();
     let header = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
     let len = good.len();
@@ -315,7 +311,7 @@ fn fuzz_checkpoint() {
         |d| {
             let ck = fsnn::train::read_checkpoint(&d.join("ck.safetensors"))?;
             // Whatever is accepted is a valid model description.
-            fsnn::checks::model_config(&ck.model, "accepted")?;
+            fsnn::checks::model_spec(&ck.model, "accepted")?;
             for (_, shape, data) in &ck.host.tensors {
                 assert_eq!(shape.iter().product::<usize>(), data.len());
             }

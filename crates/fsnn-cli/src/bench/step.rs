@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
 use fsnn::gpu::Gpu;
-use fsnn::model::{presets, HostRng};
+use fsnn::model::spec::NetworkSpec;
+use fsnn::model::HostRng;
 use fsnn::solver::SolverKind;
 use serde_json::json;
 
@@ -14,8 +15,11 @@ use crate::Global;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    #[arg(long, default_value = "fc400")]
+    #[arg(long, default_value = "fc400", conflicts_with = "model")]
     pub preset: String,
+    /// Time a model file's network instead of a preset's.
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
     /// One or more T, comma-separated (a sweep shows whether memory stays flat).
     #[arg(long, value_delimiter = ',')]
     pub time_steps: Vec<usize>,
@@ -59,7 +63,7 @@ pub struct Args {
 /// same for every T and every run of the command), or uniform random inputs with random labels.
 fn batches(
     a: &Args,
-    cfg: &fsnn::model::ModelConfig,
+    cfg: &NetworkSpec,
     t: usize,
     count: usize,
 ) -> Result<Vec<(Vec<f32>, Vec<u32>)>> {
@@ -72,7 +76,7 @@ fn batches(
                     .map(|_| rng.uniform(-0.5, 2.5))
                     .collect();
                 let y = (0..b)
-                    .map(|_| (rng.next_u64() % cfg.classes() as u64) as u32)
+                    .map(|_| (rng.next_u64() % cfg.classes as u64) as u32)
                     .collect();
                 (x, y)
             })
@@ -81,19 +85,19 @@ fn batches(
     let (train, _) = fsnn::batches::load_sources(name, a.data_dir.as_deref(), t)?;
     if train.sample_len() != cfg.sample_len() {
         bail!(
-            "--dataset {name}: {} gives {} values per sample; preset {} needs {}",
+            "--dataset {name}: {} gives {} values per sample; model {} needs {}",
             train.describe(),
             train.sample_len(),
-            a.preset,
+            cfg.name,
             cfg.sample_len()
         );
     }
-    if train.classes() > cfg.classes() {
+    if train.classes() > cfg.classes {
         bail!(
-            "--dataset {name} has {} classes; preset {} has {}",
+            "--dataset {name} has {} classes; model {} has {}",
             train.classes(),
-            a.preset,
-            cfg.classes()
+            cfg.name,
+            cfg.classes
         );
     }
     if train.len() < b {
@@ -128,10 +132,10 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 pub fn run(global: &Global, a: &Args) -> Result<()> {
-    let preset = presets::find(&a.preset)?;
+    let base = crate::train::base_spec(Some(&a.preset), a.model.as_deref(), "fc400")?;
     let gpu = Gpu::new(&global.adapter)?;
     let ts = if a.time_steps.is_empty() {
-        vec![preset.config.time_steps()]
+        vec![base.neuron.time_steps]
     } else {
         a.time_steps.clone()
     };
@@ -142,31 +146,20 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         bail!("--batch-size must be at least 1, got 0");
     }
     for &t in &ts {
-        let c = &preset.config;
-        fsnn::checks::neuron(None, t, c.vth(), c.leak(), 0.0)?;
+        let n = &base.neuron;
+        fsnn::checks::neuron(None, t, n.vth, n.leak, 0.0)?;
     }
-    fsnn::checks::fits_gpu(&gpu, &preset.config, a.batch_size, "--batch-size")?;
+    fsnn::checks::fits_gpu(&gpu, &base, a.batch_size, "--batch-size")?;
     let mut sweep = Vec::new();
     for &t in &ts {
-        let mut cfg = preset.config.clone();
-        let (time_steps, _, leak, _) = cfg.neuron_mut();
-        *time_steps = t;
+        let mut cfg = base.clone();
+        cfg.neuron.time_steps = t;
         match a.neuron.as_str() {
-            "if" => *leak = 1.0,
+            "if" => cfg.neuron.leak = 1.0,
             "lif" => {}
             n => bail!("unknown neuron {n:?} (if | lif)"),
         }
-        if let Some(form) = a.adjoint {
-            match &mut cfg {
-                fsnn::model::ModelConfig::Multi(m) => m.adjoint = form,
-                fsnn::model::ModelConfig::Single(_) => {
-                    bail!(
-                        "--adjoint applies to multi-layer presets; {} is single-layer",
-                        a.preset
-                    )
-                }
-            }
-        }
+        crate::train::apply_adjoint(&mut cfg, a.adjoint)?;
         // `auto` may time both simulations on models of their own first: that is not the step's
         // memory, so it happens before the peak is reset.
         let choice = fsnn::kernels::resolve(&gpu, &cfg, a.batch_size, a.kernels)?;
@@ -175,7 +168,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         let b = a.batch_size;
         // Warm-up, timed runs, profiled run.
         let data = batches(a, &cfg, t, a.runs + 2)?;
-        let mut net = cfg.build(&gpu, 0)?;
+        let mut net = fsnn::build(&cfg, &gpu, 0)?;
         let kernels = net.set_kernels(choice);
         // Warm-up: pipelines, buffers and the solver's history are created here.
         let (x, y) = &data[0];
@@ -249,7 +242,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
             "device_type": gpu.ctx.info.device_type, "driver": gpu.ctx.info.driver,
             "driver_info": gpu.ctx.info.driver_info,
         },
-        "preset": a.preset,
+        "preset": base.name,
         "solver": format!("{:?}", a.solver),
         "adjoint": a.adjoint.map(|f| f.name()),
         "neuron": a.neuron,
@@ -299,7 +292,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
             .collect();
         let title = format!(
             "{} batch {} on {}",
-            a.preset, a.batch_size, gpu.ctx.info.name
+            base.name, a.batch_size, gpu.ctx.info.name
         );
         fsnn::plot::plot_step_report(&title, &kernels, &sweep, path)?;
     }
@@ -309,7 +302,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
     }
     println!(
         "{} on {} ({}), batch {}, solver {:?}, inputs: {}, {} forward kernels",
-        a.preset,
+        base.name,
         gpu.ctx.info.name,
         gpu.ctx.info.driver_info,
         a.batch_size,

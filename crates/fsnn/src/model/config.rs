@@ -1,21 +1,14 @@
-//! One type for every model the trainer can build, and the interface the trainer drives.
+//! Building a model from its description ([`NetworkSpec`]), and the interface the trainer
+//! drives ([`Model`]).
 
-use anyhow::Result;
-use serde::{Deserialize, Serialize};
+use anyhow::{bail, Result};
 
-use super::multi::{MultiConfig, MultiNet};
-use super::{HostState, Net, NetConfig, StepStats};
+use super::multi::{ConvSpec, MultiConfig, MultiNet};
+use super::spec::{FeedbackSpec, NetworkSpec, OpSpec};
+use super::{Arch, HostState, Net, NetConfig, StepStats};
 use crate::gpu::Gpu;
 use crate::kernels::Kernels;
 use crate::solver::SolverKind;
-
-/// A single-layer network (FC or conv feedback) or a multi-layer one (transposed-conv feedback).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind")]
-pub enum ModelConfig {
-    Single(NetConfig),
-    Multi(MultiConfig),
-}
 
 /// What the trainer needs of a model.
 pub trait Model {
@@ -119,83 +112,147 @@ forward_model!(
 );
 forward_model!(MultiNet);
 
-impl ModelConfig {
-    pub fn build(&self, gpu: &Gpu, seed: u64) -> Result<Box<dyn Model>> {
-        Ok(match self {
-            ModelConfig::Single(c) => Box::new(Net::new(gpu, c.clone(), seed)),
-            ModelConfig::Multi(c) => Box::new(MultiNet::new(gpu, c.clone(), seed)?),
-        })
+/// Builds the GPU network a description states, freshly initialised from `seed` (load trained
+/// weights with [`Model::load_host`], e.g. from [`crate::train::read_checkpoint`]).
+///
+/// ```no_run
+/// # fn main() -> anyhow::Result<()> {
+/// let gpu = fsnn::Gpu::new(&fsnn::gpu::AdapterChoice::default())?;
+/// let spec = fsnn::model::spec::preset("fc400")?;
+/// let mut net = fsnn::build(&spec, &gpu, 0)?;
+/// let x = vec![0.5f32; 8 * spec.sample_len()];
+/// let labels = vec![3u32; 8];
+/// let stats = net.eval_batch(&gpu, &x, &labels)?;
+/// println!("loss {}", stats.loss_sum / 8.0);
+/// # Ok(())
+/// # }
+/// ```
+pub fn build(spec: &NetworkSpec, gpu: &Gpu, seed: u64) -> Result<Box<dyn Model>> {
+    spec.validate()?;
+    if let Some(c) = as_single(spec) {
+        return Ok(Box::new(Net::new(gpu, c, seed)));
     }
-    pub fn preset(&self) -> &str {
-        match self {
-            ModelConfig::Single(c) => &c.preset,
-            ModelConfig::Multi(c) => &c.preset,
+    if let Some(c) = as_multi(spec) {
+        return Ok(Box::new(MultiNet::new(gpu, c, seed)?));
+    }
+    bail!(
+        "model {}: this model needs the generic network (not built yet): the engine runs one \
+         spiking layer fed by linear or conv + batchnorm with linear or stride-1 \"same\" conv \
+         feedback, or several conv + batchnorm layers with conv_transpose feedback",
+        spec.name
+    )
+}
+
+/// The single-layer engine's description of `spec`, where it has that shape: one spiking layer
+/// fed by `linear + batchnorm` (flat input) or `conv + batchnorm` (image input), with linear
+/// feedback or stride-1 conv feedback of odd kernel and "same" padding.
+pub fn as_single(spec: &NetworkSpec) -> Option<NetConfig> {
+    if spec.layers.len() != 1 {
+        return None;
+    }
+    let arch = match (
+        spec.input.shape.as_slice(),
+        spec.layers[0].ops.as_slice(),
+        spec.feedback,
+    ) {
+        (
+            &[input],
+            &[OpSpec::Linear { out, bias: true }, OpSpec::BatchNorm {}],
+            FeedbackSpec::Linear {},
+        ) => Arch::Fc { input, hidden: out },
+        (
+            &[cin, h, w],
+            &[OpSpec::Conv {
+                out,
+                k,
+                stride,
+                pad,
+                bias: true,
+            }, OpSpec::BatchNorm {}],
+            FeedbackSpec::Conv {
+                k: k_fb,
+                stride: 1,
+                pad: pad_fb,
+            },
+        ) if k_fb % 2 == 1 && pad_fb == k_fb / 2 => Arch::Conv {
+            cin,
+            h,
+            w,
+            channels: out,
+            k_in: k,
+            stride_in: stride,
+            pad_in: pad,
+            k_fb,
+        },
+        _ => return None,
+    };
+    let n = spec.neuron;
+    Some(NetConfig {
+        preset: spec.name.clone(),
+        arch,
+        classes: spec.classes,
+        time_steps: n.time_steps,
+        vth: n.vth,
+        leak: n.leak,
+        dropout: n.dropout,
+        time_varying: spec.input.time_varying,
+    })
+}
+
+/// The multi-layer engine's description of `spec`, where it has that shape: N ≥ 2 spiking
+/// layers each fed by `conv + batchnorm`, image input (not time-varying), transposed-conv
+/// feedback.
+pub fn as_multi(spec: &NetworkSpec) -> Option<MultiConfig> {
+    if spec.layers.len() < 2 || spec.input.time_varying {
+        return None;
+    }
+    let &[cin, h, w] = spec.input.shape.as_slice() else {
+        return None;
+    };
+    let FeedbackSpec::ConvTranspose {
+        k,
+        stride,
+        pad,
+        output_pad,
+    } = spec.feedback
+    else {
+        return None;
+    };
+    let mut convs = Vec::new();
+    for layer in &spec.layers {
+        match layer.ops.as_slice() {
+            &[OpSpec::Conv {
+                out,
+                k,
+                stride,
+                pad,
+                bias: true,
+            }, OpSpec::BatchNorm {}] => convs.push(ConvSpec {
+                cout: out,
+                k,
+                stride,
+                pad,
+            }),
+            _ => return None,
         }
     }
-    pub fn param_count(&self) -> usize {
-        match self {
-            ModelConfig::Single(c) => c.param_count(),
-            ModelConfig::Multi(c) => c.param_count(),
-        }
-    }
-    /// Neurons as the paper counts them (spiking plus input).
-    pub fn paper_neurons(&self) -> usize {
-        match self {
-            ModelConfig::Single(c) => c.paper_neurons(),
-            ModelConfig::Multi(c) => c.paper_neurons(),
-        }
-    }
-    pub fn spiking_neurons(&self) -> usize {
-        match self {
-            ModelConfig::Single(c) => c.arch.neurons(),
-            ModelConfig::Multi(c) => c.neurons(),
-        }
-    }
-    pub fn input_len(&self) -> usize {
-        match self {
-            ModelConfig::Single(c) => c.arch.input_len(),
-            ModelConfig::Multi(c) => c.input_len(),
-        }
-    }
-    /// Values per sample in a batch (T frames for time-varying input).
-    pub fn sample_len(&self) -> usize {
-        match self {
-            ModelConfig::Single(c) => c.sample_len(),
-            ModelConfig::Multi(c) => c.input_len(),
-        }
-    }
-    pub fn time_varying(&self) -> bool {
-        matches!(self, ModelConfig::Single(c) if c.time_varying)
-    }
-    pub fn classes(&self) -> usize {
-        match self {
-            ModelConfig::Single(c) => c.classes,
-            ModelConfig::Multi(c) => c.classes,
-        }
-    }
-    /// (T, vth, leak, dropout), mutable, for command-line overrides.
-    pub fn neuron_mut(&mut self) -> (&mut usize, &mut f32, &mut f32, &mut f32) {
-        match self {
-            ModelConfig::Single(c) => (&mut c.time_steps, &mut c.vth, &mut c.leak, &mut c.dropout),
-            ModelConfig::Multi(c) => (&mut c.time_steps, &mut c.vth, &mut c.leak, &mut c.dropout),
-        }
-    }
-    pub fn time_steps(&self) -> usize {
-        match self {
-            ModelConfig::Single(c) => c.time_steps,
-            ModelConfig::Multi(c) => c.time_steps,
-        }
-    }
-    pub fn leak(&self) -> f32 {
-        match self {
-            ModelConfig::Single(c) => c.leak,
-            ModelConfig::Multi(c) => c.leak,
-        }
-    }
-    pub fn vth(&self) -> f32 {
-        match self {
-            ModelConfig::Single(c) => c.vth,
-            ModelConfig::Multi(c) => c.vth,
-        }
-    }
+    let n = spec.neuron;
+    Some(MultiConfig {
+        preset: spec.name.clone(),
+        cin,
+        h,
+        w,
+        fx: convs[0],
+        layers: convs[1..].to_vec(),
+        fb_k: k,
+        fb_stride: stride,
+        fb_pad: pad,
+        fb_output_pad: output_pad,
+        classes: spec.classes,
+        time_steps: n.time_steps,
+        vth: n.vth,
+        leak: n.leak,
+        dropout: n.dropout,
+        adjoint: spec.adjoint,
+    })
 }

@@ -3,12 +3,13 @@
 //! one vector–Jacobian product of f at the rate, SGD).
 
 pub mod config;
+pub mod legacy;
 pub mod multi;
-pub mod presets;
 pub mod spec;
 pub mod spectral;
 
-pub use config::{Model, ModelConfig};
+pub use config::{build, Model, Recording};
+pub use spec::NetworkSpec;
 use spectral::{unit_rows, SpectralNorm};
 
 use anyhow::{bail, Result};
