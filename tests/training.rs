@@ -2,10 +2,11 @@
 //! training loop's files: checkpoints, resume, bad input.
 
 use fsnn::kernels::Kernels;
-use fsnn::model::{Arch, ModelConfig, Net, NetConfig, FB_S, FB_W};
+use fsnn::model::network::Network;
+use fsnn::model::spec::NetworkSpec;
 use fsnn::reference::{convnet, fc, feedback};
 use fsnn::solver::SolverKind;
-use fsnn_tests::{gpu, Rng};
+use fsnn_tests::{conv_spec, fc_spec, gpu, param, Rng};
 
 fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
@@ -30,12 +31,12 @@ fn load_reference<A: feedback::Arch>(m: &mut feedback::Model<A>, host: &fsnn::mo
 /// statistics of F_x of the mean frame.
 fn time_varying_sim<A: feedback::Arch>(
     m: &feedback::Model<A>,
-    cfg: &NetConfig,
+    cfg: &NetworkSpec,
     batch: usize,
     frames: &[f32],
     mean: &[f64],
 ) -> Vec<f64> {
-    let il = cfg.arch.input_len();
+    let il = cfg.input_len();
     let d = m.arch.dim();
     let c = m.arch.bn_channels();
     let hw = d / c;
@@ -57,8 +58,8 @@ fn time_varying_sim<A: feedback::Arch>(
         vec![0.0; batch * d],
         vec![0.0; batch * d],
     );
-    let (vth, leak) = (cfg.vth as f64, cfg.leak as f64);
-    for t in 0..cfg.time_steps {
+    let (vth, leak) = (cfg.neuron.vth as f64, cfg.neuron.leak as f64);
+    for t in 0..cfg.neuron.time_steps {
         let xt = to_f64(&frames[t * batch * il..(t + 1) * batch * il]);
         let pre = m.arch.fx_forward(batch, &xt, &p.fx_weight, &p.fx_bias);
         let fb = if t > 0 {
@@ -83,17 +84,17 @@ fn time_varying_sim<A: feedback::Arch>(
 /// Runs one GPU step (lr 0) and one reference step on the same parameters and batch; returns the
 /// worst relative gradient error over all parameters.
 fn compare_step<A: feedback::Arch>(
-    cfg: NetConfig,
+    cfg: NetworkSpec,
     mut reference: feedback::Model<A>,
     batch: usize,
     seed: u64,
     fb_scale: Option<f32>,
 ) -> f64 {
     let g = gpu();
-    let mut net = Net::new(&g, cfg.clone(), seed);
+    let mut net = Network::new(&g, cfg.clone(), seed).unwrap();
     if let Some(s) = fb_scale {
         // Below 1 the clamp is inactive and the scale's own gradient is exercised.
-        g.write(&net.params[FB_S].value, &[s]);
+        g.write(&net.params[param(&net, "fb.scale")].value, &[s]);
     }
     let host = net.to_host(&g);
     load_reference(&mut reference, &host);
@@ -104,12 +105,12 @@ fn compare_step<A: feedback::Arch>(
     let stats = net
         .train_step(&g, &x, &labels, 0.0, SolverKind::Broyden, 60, 1)
         .unwrap();
-    let (x64, rate) = if cfg.time_varying {
+    let (x64, rate) = if cfg.input.time_varying {
         // The fixed point sees F_x of the rate-weighted mean frame; the gradient is taken at the
         // simulated rate, which the GPU's time-varying simulation produced.
-        let il = cfg.arch.input_len();
+        let il = cfg.input_len();
         let mut mean = vec![0.0f64; batch * il];
-        for t in 0..cfg.time_steps {
+        for t in 0..cfg.neuron.time_steps {
             let wt = cfg.step_weight(t) as f64;
             for (m, v) in mean
                 .iter_mut()
@@ -127,13 +128,13 @@ fn compare_step<A: feedback::Arch>(
             .fold(0.0, f64::max);
         println!(
             "{}: time-varying simulation, GPU vs f64 twin: max |rate difference| {worst:.2e}",
-            cfg.preset
+            cfg.name
         );
         assert!(worst < 1e-5, "time-varying simulations disagree");
         (mean, gpu_rate)
     } else {
         let x64 = to_f64(&x);
-        let rate = reference.forward_sim(&x64, cfg.time_steps, cfg.leak as f64);
+        let rate = reference.forward_sim(&x64, cfg.neuron.time_steps, cfg.neuron.leak as f64);
         let gpu_rate = to_f64(&net.rate(&g));
         let worst = rate
             .iter()
@@ -142,17 +143,17 @@ fn compare_step<A: feedback::Arch>(
             .fold(0.0, f64::max);
         println!(
             "{}: simulated rate, GPU vs reference: max |difference| {worst:.2e}",
-            cfg.preset
+            cfg.name
         );
         assert!(worst < 1e-5, "simulations disagree");
         (x64, rate)
     };
     // The dense path on the same batch: the same spikes, so the same rate to the last bit.
     assert_eq!(net.kernels(), Kernels::Event);
-    let mut dense = Net::new(&g, cfg.clone(), seed);
-    dense.set_kernels(Kernels::Dense);
+    let mut dense = Network::new(&g, cfg.clone(), seed).unwrap();
+    dense.select_kernels(Kernels::Dense);
     if let Some(s) = fb_scale {
-        g.write(&dense.params[FB_S].value, &[s]);
+        g.write(&dense.params[param(&dense, "fb.scale")].value, &[s]);
     }
     dense
         .train_step(&g, &x, &labels, 0.0, SolverKind::Broyden, 60, 1)
@@ -160,15 +161,15 @@ fn compare_step<A: feedback::Arch>(
     let differ = count_differences(&net.rate(&g), &dense.rate(&g));
     println!(
         "{}: event vs dense simulation: {differ} of {} rates differ",
-        cfg.preset,
-        batch * cfg.arch.neurons()
+        cfg.name,
+        batch * cfg.neurons()
     );
     assert_eq!(differ, 0, "event and dense simulations disagree");
     let labels_us: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
     let (loss, grads, _) = reference.loss_and_implicit_grads(&x64, &labels_us, &rate);
     println!(
         "{}: loss gpu {:.6} reference {:.6}; GPU Broyden {} iterations, residual {:.2e}",
-        cfg.preset,
+        cfg.name,
         stats.loss_sum / batch as f64,
         loss,
         stats.solve.iterations,
@@ -191,7 +192,7 @@ fn compare_step<A: feedback::Arch>(
             // Cancelled by the batch norm that follows: both are rounding noise.
             println!(
                 "{}: {name:<18} max |gpu − reference| {err:.2e} (exactly cancelled by BN)",
-                cfg.preset
+                cfg.name
             );
             assert!(err < 1e-5);
             continue;
@@ -199,13 +200,12 @@ fn compare_step<A: feedback::Arch>(
         let rel = err / scale.max(1e-30);
         println!(
             "{}: {name:<18} worst relative error {rel:.3e} (|grad| max {scale:.3e})",
-            cfg.preset
+            cfg.name
         );
         if *name != "fb.scale" || scale > 0.0 {
             worst = worst.max(rel);
         }
     }
-    let _ = FB_W;
     worst
 }
 
@@ -222,46 +222,18 @@ fn count_differences(a: &[f32], b: &[f32]) -> usize {
 #[test]
 fn event_and_dense_simulations_agree_with_dropout() {
     let g = gpu();
-    let fc = NetConfig {
-        preset: "fc400-like".into(),
-        arch: Arch::Fc {
-            input: 49,
-            hidden: 400,
-        },
-        classes: 10,
-        time_steps: 5,
-        vth: 2.0,
-        leak: 0.95,
-        dropout: 0.2,
-        time_varying: false,
-    };
-    let conv = NetConfig {
-        preset: "conv64-like".into(),
-        arch: Arch::Conv {
-            cin: 1,
-            h: 28,
-            w: 28,
-            channels: 8,
-            k_in: 5,
-            stride_in: 2,
-            pad_in: 2,
-            k_fb: 5,
-        },
-        classes: 10,
-        time_steps: 8,
-        vth: 2.0,
-        leak: 0.95,
-        dropout: 0.2,
-        time_varying: false,
-    };
+    let mut fc = fc_spec(49, 400, 10, 5, 0.95, 0.2);
+    fc.name = "fc400-like".into();
+    let mut conv = conv_spec((1, 28, 28), 8, (5, 2, 2), 5, 10, 8, 0.95, 0.2);
+    conv.name = "conv64-like".into();
     for (cfg, batch) in [(fc, 32usize), (conv, 6)] {
         let mut rng = Rng::new(77);
         let x = rng.vec(batch * cfg.sample_len(), -1.0, 2.0);
         let labels: Vec<u32> = (0..batch).map(|_| rng.below(cfg.classes as u32)).collect();
         let mut out = Vec::new();
         for k in [Kernels::Event, Kernels::Dense] {
-            let mut net = Net::new(&g, cfg.clone(), 4);
-            net.set_kernels(k);
+            let mut net = Network::new(&g, cfg.clone(), 4).unwrap();
+            net.select_kernels(k);
             assert_eq!(net.kernels(), k);
             let mut losses = Vec::new();
             // Two steps: the second runs on weights the first one updated.
@@ -280,7 +252,7 @@ fn event_and_dense_simulations_agree_with_dropout() {
         let mean_rate = e.0.iter().map(|&v| v as f64).sum::<f64>() / e.0.len() as f64;
         println!(
             "{}: event vs dense, dropout 0.2, 2 steps: {rates} of {} rates differ (mean rate {mean_rate:.3}), {grads} of {} gradient values differ, losses {:?} vs {:?}",
-            cfg.preset,
+            cfg.name,
             e.0.len(),
             e.2.len(),
             e.1,
@@ -294,19 +266,7 @@ fn event_and_dense_simulations_agree_with_dropout() {
 
 #[test]
 fn fc_gpu_step_matches_reference_gradients() {
-    let cfg = NetConfig {
-        preset: "fc-test".into(),
-        arch: Arch::Fc {
-            input: 37,
-            hidden: 23,
-        },
-        classes: 5,
-        time_steps: 12,
-        vth: 2.0,
-        leak: 0.95,
-        dropout: 0.0,
-        time_varying: false,
-    };
+    let cfg = fc_spec(37, 23, 5, 12, 0.95, 0.0);
     let reference = fc::Model::new(37, 23, 5, 2.0, 0);
     let worst = compare_step(cfg, reference, 9, 3, Some(0.8));
     assert!(worst < 1e-3, "worst relative gradient error {worst:.3e}");
@@ -317,21 +277,9 @@ fn fc_gpu_step_matches_reference_gradients() {
 #[test]
 fn eval_runs_the_spectral_norm_power_step() {
     let g = gpu();
-    let cfg = NetConfig {
-        preset: "fc-test".into(),
-        arch: Arch::Fc {
-            input: 19,
-            hidden: 13,
-        },
-        classes: 3,
-        time_steps: 4,
-        vth: 2.0,
-        leak: 1.0,
-        dropout: 0.0,
-        time_varying: false,
-    };
-    let mut net = Net::new(&g, cfg.clone(), 5);
-    let w = g.read(&net.params[FB_W].value);
+    let cfg = fc_spec(19, 13, 3, 4, 1.0, 0.0);
+    let mut net = Network::new(&g, cfg.clone(), 5).unwrap();
+    let w = g.read(&net.params[param(&net, "fb.weight")].value);
     let mut u = g.read(&net.sn.u);
     let mut v = g.read(&net.sn.v);
     let u0 = u.clone();
@@ -371,25 +319,9 @@ fn time_varying_input_gpu_step_matches_reference_gradients() {
         pad_in: 2,
         k_fb: 3,
     };
-    let cfg = NetConfig {
-        preset: "nmnist-test".into(),
-        arch: Arch::Conv {
-            cin: 2,
-            h: 10,
-            w: 10,
-            channels: 4,
-            k_in: 5,
-            stride_in: 2,
-            pad_in: 2,
-            k_fb: 3,
-        },
-        classes: 3,
-        time_steps: 7,
-        vth: 2.0,
-        leak: 0.9,
-        dropout: 0.0,
-        time_varying: true,
-    };
+    let mut cfg = conv_spec((2, 10, 10), 4, (5, 2, 2), 3, 3, 7, 0.9, 0.0);
+    cfg.name = "nmnist-test".into();
+    cfg.input.time_varying = true;
     let reference = convnet::Model::new(arch, 3, 2.0, 0);
     let worst = compare_step(cfg, reference, 5, 9, Some(0.6));
     assert!(worst < 1e-3, "worst relative gradient error {worst:.3e}");
@@ -397,25 +329,7 @@ fn time_varying_input_gpu_step_matches_reference_gradients() {
 
 #[test]
 fn conv_gpu_step_matches_reference_gradients() {
-    let cfg = NetConfig {
-        preset: "conv-test".into(),
-        arch: Arch::Conv {
-            cin: 2,
-            h: 9,
-            w: 11,
-            channels: 5,
-            k_in: 5,
-            stride_in: 2,
-            pad_in: 2,
-            k_fb: 3,
-        },
-        classes: 4,
-        time_steps: 10,
-        vth: 2.0,
-        leak: 1.0,
-        dropout: 0.0,
-        time_varying: false,
-    };
+    let cfg = conv_spec((2, 9, 11), 5, (5, 2, 2), 3, 4, 10, 1.0, 0.0);
     let arch = convnet::Conv {
         cin: 2,
         h: 9,
@@ -435,6 +349,7 @@ fn conv_gpu_step_matches_reference_gradients() {
 
 use std::path::Path;
 
+use fsnn::model::{Arch, ModelConfig, Net, NetConfig};
 use fsnn::train::{self, TrainConfig};
 
 /// Writes a tiny learnable IDX dataset (class = which image quadrant is bright) into `dir`.

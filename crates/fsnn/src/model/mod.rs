@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod multi;
+pub mod network;
 pub mod presets;
 pub mod spec;
 pub mod spectral;

@@ -306,7 +306,10 @@ impl ResolvedOp {
             }
             OpSpec::BatchNorm {} => {
                 let c = self.input.channels();
-                vec![(format!("{n}.weight"), vec![c]), (format!("{n}.bias"), vec![c])]
+                vec![
+                    (format!("{n}.weight"), vec![c]),
+                    (format!("{n}.bias"), vec![c]),
+                ]
             }
             OpSpec::AvgPool { .. } => vec![],
         }
@@ -367,7 +370,10 @@ impl NetworkSpec {
             let prefix = if li == 0 {
                 ("fx".to_string(), "bn".to_string())
             } else {
-                (format!("layers.{}", li - 1), format!("layers.{}.bn", li - 1))
+                (
+                    format!("layers.{}", li - 1),
+                    format!("layers.{}.bn", li - 1),
+                )
             };
             let (mut weights, mut bns) = (0, 0);
             let mut ops = Vec::new();
@@ -526,8 +532,9 @@ impl NetworkSpec {
                     bail!("feedback (conv): the last spiking layer is flat {last}; conv feedback needs [C, H, W]");
                 };
                 check_kernel("feedback (conv)", k, stride, pad)?;
-                let (oh, ow) = conv_out(h, w, k, stride, pad)
-                    .with_context(|| format!("feedback (conv): kernel {k} larger than the padded {h}×{w} input"))?;
+                let (oh, ow) = conv_out(h, w, k, stride, pad).with_context(|| {
+                    format!("feedback (conv): kernel {k} larger than the padded {h}×{w} input")
+                })?;
                 Shape::Chw(first.channels(), oh, ow)
             }
             FeedbackSpec::ConvTranspose {
@@ -557,11 +564,14 @@ impl NetworkSpec {
             (_, Shape::Flat(_)) => false,
         };
         if !matches {
-            bail!(
-                "feedback: maps the last spiking layer {last} to {fb}, but layer 1 is {first}"
-            );
+            bail!("feedback: maps the last spiking layer {last} to {fb}, but layer 1 is {first}");
         }
-        if self.input.time_varying && self.layers[0].ops.iter().any(|o| matches!(o, OpSpec::AvgPool { .. })) {
+        if self.input.time_varying
+            && self.layers[0]
+                .ops
+                .iter()
+                .any(|o| matches!(o, OpSpec::AvgPool { .. }))
+        {
             // The per-frame input path replays layer 1's chain with fixed statistics; pooling
             // there is fine in principle but untested, so it is refused rather than guessed.
             bail!("layer 1: avgpool is not supported in the input chain of time-varying input");
@@ -616,7 +626,11 @@ fn op_output(op: OpSpec, input: Shape) -> Result<Shape> {
             Shape::Flat(out)
         }
         OpSpec::Conv {
-            out, k, stride, pad, ..
+            out,
+            k,
+            stride,
+            pad,
+            ..
         } => {
             let Shape::Chw(_, h, w) = input else {
                 bail!("input is flat {input}; conv needs [C, H, W] (put conv before linear)");
@@ -657,12 +671,18 @@ pub const PRESET_FILES: &[(&str, &str)] = &[
         "conv64-nmnist-p1",
         include_str!("../../../../models/conv64-nmnist-p1.toml"),
     ),
-    ("alexnet-f", include_str!("../../../../models/alexnet-f.toml")),
+    (
+        "alexnet-f",
+        include_str!("../../../../models/alexnet-f.toml"),
+    ),
     (
         "alexnet-f-100",
         include_str!("../../../../models/alexnet-f-100.toml"),
     ),
-    ("cifarnet-f", include_str!("../../../../models/cifarnet-f.toml")),
+    (
+        "cifarnet-f",
+        include_str!("../../../../models/cifarnet-f.toml"),
+    ),
     (
         "cifarnet-f-100",
         include_str!("../../../../models/cifarnet-f-100.toml"),
@@ -729,10 +749,15 @@ mod tests {
 
     #[test]
     fn bad_files_get_errors_that_name_the_layer_and_the_problem() {
-        let e = err(&fc("[[layers]]\nops = [{ kind = \"lstm\", out = 3 }]\n[feedback]\nkind = \"linear\"\n"));
+        let e = err(&fc(
+            "[[layers]]\nops = [{ kind = \"lstm\", out = 3 }]\n[feedback]\nkind = \"linear\"\n",
+        ));
         assert!(e.contains("lstm"), "{e}");
         let e = err(&fc("[[layers]]\nops = [{ kind = \"linear\", out = 100 }, { kind = \"conv\", out = 4, k = 3 }]\n[feedback]\nkind = \"linear\"\n"));
-        assert!(e.contains("layer 1, op 2 (conv)") && e.contains("[100]"), "{e}");
+        assert!(
+            e.contains("layer 1, op 2 (conv)") && e.contains("[100]"),
+            "{e}"
+        );
         let e = err(&fc("[[layers]]\nops = [{ kind = \"linear\", out = 100 }]\n[[layers]]\nops = [{ kind = \"linear\", out = 50 }]\n[feedback]\nkind = \"conv\"\nk = 3\npad = 1\n"));
         assert!(e.contains("feedback") && e.contains("[50]"), "{e}");
         let e = err(&format!(
@@ -743,9 +768,17 @@ mod tests {
             e.contains("[8, 7, 7]") && e.contains("[8, 14, 14]"),
             "both shapes: {e}"
         );
-        let e = err(&fc("[[layers]]\nops = [{ kind = \"linear\", out = 100 }]\n[feedback]\nkind = \"linear\"\n").replace("leak = 1.0", "leak = 1.5"));
+        let e = err(&fc(
+            "[[layers]]\nops = [{ kind = \"linear\", out = 100 }]\n[feedback]\nkind = \"linear\"\n",
+        )
+        .replace("leak = 1.0", "leak = 1.5"));
         assert!(e.contains("neuron.leak"), "{e}");
-        let e = err(&fc("[[layers]]\nops = [{ kind = \"batchnorm\" }]\n[feedback]\nkind = \"linear\"\n"));
-        assert!(e.contains("layer 1") && e.contains("no linear or conv"), "{e}");
+        let e = err(&fc(
+            "[[layers]]\nops = [{ kind = \"batchnorm\" }]\n[feedback]\nkind = \"linear\"\n",
+        ));
+        assert!(
+            e.contains("layer 1") && e.contains("no linear or conv"),
+            "{e}"
+        );
     }
 }
