@@ -336,11 +336,14 @@ impl Network {
                 }
             })
             .collect();
+        // Scratch holds gradients of the values inside a chain (never of the data) and vectors
+        // of a layer's size.
         let widest = self
             .chains
             .iter()
-            .flatten()
-            .map(|op| op.input.len().max(op.output.len()))
+            .flat_map(|ops| ops.iter().skip(1))
+            .map(|op| op.input.len())
+            .chain((0..self.depth()).map(|l| self.len(l)))
             .max()
             .unwrap();
         let cmax = self
