@@ -2012,6 +2012,17 @@ mod tests {
             let reports = fd_check_grads(&m, &x, &y, mode, &grads);
             let worst = check_reports(what, &m, mode, &reports);
             println!("  worst relative error {worst:.3e}");
+            if mode == BnMode::Batch {
+                // At the batch-mode fixed point the authors' recipe is this same derivative.
+                let s = m.loss_and_grads_paper(&x, &y, &a, AdjointForm::Authors, Solver::Dense);
+                let e = grads
+                    .tensors
+                    .iter()
+                    .map(|t| rel_diff(s.grads.get(&t.name), &t.data))
+                    .fold(0.0, f64::max);
+                println!("  authors' recipe at this fixed point vs the implicit gradient: worst rel diff {e:.1e}");
+                assert!(e < 1e-9, "{what}: authors' form {e}");
+            }
         }
     }
 
@@ -2048,5 +2059,219 @@ mod tests {
             3,
         );
         check_fd("conv+avgpool 1×8×8→3×8×8→4×4×4", &spec, 3, 400);
+    }
+
+    // ---- 4. Time-varying input (one layer) ----
+
+    /// Event-style input, T = 4 frames, LIF λ = 0.9: `f`, the fixed point and the gradients
+    /// are those of a static twin fed the rate-weighted mean frame; the simulation feeds frame
+    /// t at step t, normalised by the mean frame's BN statistics, so the per-step currents
+    /// average to `f`'s input current; and the implicit gradient matches finite differences.
+    #[test]
+    fn time_varying_input_uses_the_mean_frame_in_f_and_each_frame_in_the_simulation() {
+        let (steps, leak) = (4, 0.9);
+        let layer =
+            "[{ kind = \"conv\", out = 3, k = 3, stride = 2, pad = 1 }, { kind = \"batchnorm\" }]";
+        let fb = "kind = \"conv\"\nk = 3\npad = 1";
+        let tv_spec = describe("[2, 6, 6]", true, (steps, leak), &[layer], fb, 3);
+        let st_spec = describe("[2, 6, 6]", false, (steps, leak), &[layer], fb, 3);
+        let n = 3;
+        let (tv, x, y, _) = smooth_model(&tv_spec, n, 500);
+        assert_eq!(x.len(), steps * n * 72);
+        let mut st = Model::zeros(&st_spec);
+        st.params = tv.params.clone();
+        st.running = tv.running.clone();
+        (st.fb_u, st.fb_v) = (tv.fb_u.clone(), tv.fb_v.clone());
+        (st.mask_x, st.mask_fb) = (tv.mask_x.clone(), tv.mask_fb.clone());
+        let wsum: f64 = (0..steps).map(|t| tv.frame_weight(t)).sum();
+        assert!((wsum - 1.0).abs() < 1e-15);
+        let mean = tv.mean_frame(&x);
+
+        let mut rng = Rng::new(77);
+        let a = rng.vec_range(n * tv.out_dim(), 0.0, 1.0);
+        let e_f = rel_diff(
+            &tv.f(&x, &a, BnMode::Batch),
+            &st.f(&mean, &a, BnMode::Batch),
+        );
+        let rate = tv.forward_sim(&x, steps, leak).pop().unwrap();
+        let mut e_grad: f64 = 0.0;
+        for form in [AdjointForm::Authors, AdjointForm::Consistent] {
+            let g = tv.loss_and_grads_paper(&x, &y, &rate, form, Solver::Dense);
+            let w = st.loss_and_grads_paper(&mean, &y, &rate, form, Solver::Dense);
+            e_grad = e_grad.max(worst_named(
+                &g.grads,
+                &w.grads
+                    .named()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect::<Vec<_>>(),
+            ));
+        }
+
+        // The per-step currents: frame t through the chain with the mean frame's statistics.
+        let p = tv.prepare(&x);
+        let currents = tv.step_currents(&p, &x, steps);
+        let mut avg = vec![0.0; p.x1.len()];
+        for (t, c) in currents.iter().enumerate() {
+            axpy(tv.frame_weight(t), c, &mut avg);
+        }
+        let e_avg = max_abs(&sub(&avg, &p.x1));
+        let step = tv.loss_and_grads_paper(&x, &y, &rate, AdjointForm::Consistent, Solver::Dense);
+        let (name, stats) = &step.bn_in[0];
+        assert_eq!(name, "bn");
+        let mut frozen = st.clone();
+        frozen.input_bn = BnMode::Running;
+        frozen.running[0].1 = RunningStats {
+            mean: stats.mean.clone(),
+            var: stats.var.clone(),
+        };
+        let frame_len = n * tv.in_dim();
+        let e_frames = currents
+            .iter()
+            .zip(x.chunks(frame_len))
+            .map(|(c, frame)| max_abs(&sub(c, &frozen.prepare(frame).x1)))
+            .fold(0.0, f64::max);
+        assert!(
+            currents
+                .windows(2)
+                .all(|w| max_abs(&sub(&w[0], &w[1])) > 1e-3),
+            "frames should differ"
+        );
+
+        // The simulation integrates frame t at step t (an explicit IF/LIF loop on those currents).
+        let (mut u, mut s, mut acc) = (
+            vec![0.0; avg.len()],
+            vec![0.0; avg.len()],
+            vec![0.0; avg.len()],
+        );
+        for (t, c) in currents.iter().enumerate() {
+            let fbc = if t > 0 {
+                tv.feedback(&p, &s)
+            } else {
+                vec![0.0; c.len()]
+            };
+            for i in 0..u.len() {
+                u[i] += c[i] + fbc[i];
+                s[i] = if u[i] >= tv.vth { 1.0 } else { 0.0 };
+                u[i] = leak * (u[i] - tv.vth * s[i]);
+                acc[i] = leak * acc[i] + s[i];
+            }
+        }
+        let denom: f64 = (0..steps).map(|k| leak.powi(k as i32)).sum();
+        let manual: Vec<f64> = acc.iter().map(|v| v / denom).collect();
+        let e_sim = max_abs(&sub(&rate, &manual));
+        // Identical frames make the simulation the static one.
+        let frame0 = &x[..frame_len];
+        let same: Vec<f64> = (0..steps).flat_map(|_| frame0.iter().copied()).collect();
+        let e_static = max_abs(&sub(
+            &tv.forward_sim(&same, steps, leak).pop().unwrap(),
+            &st.forward_sim(frame0, steps, leak).pop().unwrap(),
+        ));
+        println!(
+            "time-varying conv (T={steps}, λ={leak}): f vs static twin on the mean frame {e_f:.1e}, gradients {e_grad:.1e}; Σ_t w_t x1_t vs x1 {e_avg:.1e}; per-frame currents vs mean-frame statistics {e_frames:.1e}; simulation vs explicit loop {e_sim:.1e}; constant frames vs static simulation {e_static:.1e}"
+        );
+        assert!(e_f < 1e-14 && e_grad < 1e-12 && e_avg < 1e-12 && e_frames < 1e-14);
+        assert!(e_sim < 1e-12 && e_static < 1e-12);
+        check_fd("time-varying conv 2×6×6→3×3×3", &tv_spec, n, 500);
+    }
+
+    // ---- Building blocks, names, presets ----
+
+    #[test]
+    fn avgpool_floors_odd_sizes_and_its_vjp_is_its_adjoint() {
+        let (n, c, h, w) = (2, 2, 5, 7);
+        let shape = Shape::Chw(c, h, w);
+        let mut rng = Rng::new(8);
+        let x = rng.vec_range(n * c * h * w, -1.0, 1.0);
+        let y = avgpool_forward(shape, 2, &x);
+        assert_eq!(y.len(), n * c * 2 * 3);
+        // Sample 1, channel 1, output (1, 2): rows 2..4, columns 4..6 of plane 3.
+        let at = |r: usize, col: usize| x[3 * h * w + r * w + col];
+        let want = (at(2, 4) + at(2, 5) + at(3, 4) + at(3, 5)) / 4.0;
+        assert!((y[3 * 6 + 3 + 2] - want).abs() < 1e-15);
+        let g = rng.vec_range(y.len(), -1.0, 1.0);
+        let gx = avgpool_backward(shape, 2, &g);
+        let lhs = dot(&y, &g);
+        let rhs = dot(&x, &gx);
+        println!(
+            "avgpool 2×5×7: ⟨pool x, g⟩ − ⟨x, poolᵀ g⟩ = {:.1e}",
+            lhs - rhs
+        );
+        assert!((lhs - rhs).abs() < 1e-14);
+        // The floor drops the last row and column: no gradient reaches them.
+        for p in 0..n * c {
+            for r in 0..h {
+                for col in 0..w {
+                    if r == h - 1 || col == w - 1 {
+                        assert_eq!(gx[(p * h + r) * w + col], 0.0);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tensors_load_by_name_in_checkpoint_order() {
+        let (_, spec) = mini_alexnet();
+        let mut m = Model::init(&spec, 5);
+        let all: Vec<_> = spec
+            .param_shapes()
+            .into_iter()
+            .chain(m.buffer_shapes())
+            .collect();
+        assert!(all.iter().any(|(k, _)| k == "layers.1.bn.running_var"));
+        assert_eq!(all[all.len() - 2], ("fb.u".to_string(), vec![6]));
+        assert_eq!(all[all.len() - 1], ("fb.v".to_string(), vec![4 * 9]));
+        for (k, (name, shape)) in all.iter().enumerate() {
+            let len: usize = shape.iter().product();
+            let vals: Vec<f32> = (0..len).map(|i| (k * 1000 + i) as f32).collect();
+            m.load_f32(name, &vals).unwrap();
+        }
+        let np = m.params.tensors.len();
+        for (k, t) in m.params.tensors.iter().enumerate() {
+            assert_eq!((&t.name, &t.shape), (&all[k].0, &all[k].1));
+            assert_eq!(t.data[0], (k * 1000) as f64);
+        }
+        for (k, (name, v)) in m.buffers_mut().into_iter().enumerate() {
+            assert_eq!(name, all[np + k].0);
+            assert_eq!(v[v.len() - 1], ((np + k) * 1000 + v.len() - 1) as f64);
+        }
+        assert!(m.load_f32("layers.0.weight", &[0.0]).is_err());
+        assert!(m.load_f32("layers.9.weight", &[0.0]).is_err());
+        assert!(m.bias_cancelled_by_bn("fx.bias", BnMode::Running));
+        assert!(!m.bias_cancelled_by_bn("layers.0.bias", BnMode::Running));
+        assert!(m.bias_cancelled_by_bn("layers.0.bias", BnMode::Batch));
+    }
+
+    /// The presets build, with the paper's counts; fc400 and conv64 draw exactly the
+    /// single-layer references' initialisation, and AlexNet-F has multilayer's tensors.
+    #[test]
+    fn presets_build_and_match_the_hand_written_references() {
+        use crate::model::spec::preset;
+        for name in ["fc400", "conv64", "conv64-nmnist", "conv64-nmnist-p1"] {
+            let spec = preset(name).unwrap();
+            let m = Model::init(&spec, 1);
+            assert_eq!(m.params.count(), spec.param_count(), "{name}");
+            let g = m.params.get("fb.scale")[0];
+            println!(
+                "{name}: {} parameters, fb.scale at init {g:.4}",
+                m.params.count()
+            );
+        }
+        let m = Model::init(&preset("fc400").unwrap(), 3);
+        let want = fc::Model::new(784, 400, 10, 2.0, 3);
+        for (name, v) in want.params.named() {
+            assert_eq!(m.params.get(name), v, "fc400 {name}");
+        }
+        let m = Model::init(&preset("conv64").unwrap(), 4);
+        let want = convnet::Model::new(Conv::paper(64), 10, 2.0, 4);
+        for (name, v) in want.params.named() {
+            assert_eq!(m.params.get(name), v, "conv64 {name}");
+        }
+        assert_eq!(m.fb_u, want.fb_u);
+        let spec = preset("alexnet-f").unwrap();
+        let cfg = multilayer::Config::alexnet_f(10);
+        assert_eq!(spec.param_shapes(), cfg.param_shapes());
+        assert_eq!(Model::zeros(&spec).buffer_shapes(), cfg.buffer_shapes());
     }
 }
