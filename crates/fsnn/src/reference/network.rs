@@ -842,9 +842,7 @@ impl Model {
             x.to_vec()
         };
         let (mut x1, chain0) = self.chain_forward(0, n, &x_in, Norm::Mode(self.input_bn));
-        for (i, v) in x1.iter_mut().enumerate() {
-            *v = mask_at(&self.mask_x, i) * *v;
-        }
+        apply_mask(&self.mask_x, &mut x1);
         let (w_eff, sigma) = self.effective_feedback_weight();
         Prepared {
             n,
@@ -1063,9 +1061,7 @@ impl Model {
         x.chunks(len)
             .map(|frame| {
                 let (mut y, _) = self.chain_forward(0, p.n, frame, Norm::Fixed(&p.chain0));
-                for (i, v) in y.iter_mut().enumerate() {
-                    *v = mask_at(&self.mask_x, i) * *v;
-                }
+                apply_mask(&self.mask_x, &mut y);
                 y
             })
             .collect()
