@@ -2057,6 +2057,31 @@ mod tests {
         check_fd("conv+avgpool 1×8×8→3×8×8→4×4×4", &spec, 3, 400);
     }
 
+    /// The paths the other two leave out: a linear op flattening a `[C, H, W]` layer,
+    /// pooling first in an inner chain, a linear op without bias, and linear feedback onto a
+    /// conv layer: [1,6,6] → conv 2 k3 p1 + BN → [2,6,6]; avgpool, linear 5 (no bias), BN →
+    /// [5]; feedback linear 5 → 72.
+    #[test]
+    fn mixed_conv_linear_implicit_gradient_matches_finite_differences() {
+        let spec = describe(
+            "[1, 6, 6]",
+            false,
+            (5, 1.0),
+            &[
+                "[{ kind = \"conv\", out = 2, k = 3, pad = 1 }, { kind = \"batchnorm\" }]",
+                "[{ kind = \"avgpool\" }, { kind = \"linear\", out = 5, bias = false }, { kind = \"batchnorm\" }]",
+            ],
+            "kind = \"linear\"",
+            3,
+        );
+        assert_eq!(spec.feedback_weight_shape(), vec![72, 5]);
+        assert!(spec
+            .param_shapes()
+            .iter()
+            .all(|(k, _)| k != "layers.0.bias"));
+        check_fd("mixed conv→avgpool→linear, linear feedback", &spec, 3, 600);
+    }
+
     // ---- 4. Time-varying input (one layer) ----
 
     /// Event-style input, T = 4 frames, LIF λ = 0.9: `f`, the fixed point and the gradients
