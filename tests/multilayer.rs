@@ -1,63 +1,42 @@
 //! The multi-layer GPU model (transposed-conv feedback, BN inside the loop) against the f64
 //! reference: simulation, the paper's gradient recipe, and the preset counts.
 
-use fsnn::model::config::as_multi;
-use fsnn::model::multi::{AdjointForm, ConvSpec, MultiConfig, MultiNet};
-use fsnn::model::spec;
+use fsnn::model::network::Network;
+use fsnn::model::spec::{self, AdjointForm, NetworkSpec};
 use fsnn::reference::adjoint::Solver;
-use fsnn::reference::multilayer as reference;
+use fsnn::reference::network as reference;
 use fsnn::solver::SolverKind;
-use fsnn_tests::{gpu, Rng};
+use fsnn_tests::{gpu, param, Rng};
 
-fn small(dropout: f32) -> MultiConfig {
-    let c = |cout, stride| ConvSpec {
-        cout,
-        k: 3,
-        stride,
-        pad: 1,
-    };
-    MultiConfig {
-        preset: "multi-test".into(),
-        cin: 2,
-        h: 8,
-        w: 8,
-        fx: c(3, 1),
-        layers: vec![c(4, 2), c(3, 1)],
-        fb_k: 3,
-        fb_stride: 2,
-        fb_pad: 1,
-        fb_output_pad: 1,
-        classes: 4,
-        time_steps: 12,
-        vth: 2.0,
-        leak: 0.95,
-        dropout,
-        adjoint: AdjointForm::Authors,
-    }
-}
-
-fn reference_config(c: &MultiConfig) -> reference::Config {
-    let s = |x: &ConvSpec| reference::ConvSpec {
-        cout: x.cout,
-        k: x.k,
-        stride: x.stride,
-        pad: x.pad,
-    };
-    reference::Config {
-        cin: c.cin,
-        h: c.h,
-        w: c.w,
-        fx: s(&c.fx),
-        layers: c.layers.iter().map(s).collect(),
-        fb: reference::FeedbackSpec {
-            k: c.fb_k,
-            stride: c.fb_stride,
-            pad: c.fb_pad,
-            output_padding: c.fb_output_pad,
-        },
-        classes: c.classes,
-        vth: c.vth as f64,
-    }
+/// Three conv layers with BN (2×8×8 → 3×8×8 → 4×4×4 → 3×4×4), ConvT feedback back to 3×8×8.
+fn small(dropout: f32) -> NetworkSpec {
+    spec::NetworkSpec::from_toml(&format!(
+        r#"
+name = "multi-test"
+classes = 4
+adjoint = "authors"
+[input]
+shape = [2, 8, 8]
+[neuron]
+time_steps = 12
+vth = 2.0
+leak = 0.95
+dropout = {dropout}
+[[layers]]
+ops = [{{ kind = "conv", out = 3, k = 3, pad = 1 }}, {{ kind = "batchnorm" }}]
+[[layers]]
+ops = [{{ kind = "conv", out = 4, k = 3, stride = 2, pad = 1 }}, {{ kind = "batchnorm" }}]
+[[layers]]
+ops = [{{ kind = "conv", out = 3, k = 3, pad = 1 }}, {{ kind = "batchnorm" }}]
+[feedback]
+kind = "conv_transpose"
+k = 3
+stride = 2
+pad = 1
+output_pad = 1
+"#
+    ))
+    .unwrap()
 }
 
 /// One GPU training step against the f64 reference's recipe in `form` (ALGORITHM.md §4): the
@@ -68,19 +47,18 @@ fn check_step(form: AdjointForm) {
     let g = gpu();
     let mut cfg = small(0.0);
     cfg.adjoint = form;
-    let mut net = MultiNet::new(&g, cfg.clone(), 4).unwrap();
+    let mut net = Network::new(&g, cfg.clone(), 4).unwrap();
     let mut rng = Rng::new(21);
     let batch = 5;
     // Running statistics away from (0, 1), so the simulation's BN differs from the batch BN.
     for l in 1..3 {
-        let c = cfg.dims()[l].0;
+        let c = cfg.layer_shapes()[l].channels();
         g.write(&net.running[l].0, &rng.vec(c, -0.3, 0.3));
         g.write(&net.running[l].1, &rng.vec(c, 0.5, 2.0));
     }
-    let fb_scale = net.params.len() - 3;
-    g.write(&net.params[fb_scale].value, &[0.7]);
+    g.write(&net.params[param(&net, "fb.scale")].value, &[0.7]);
     let host = net.to_host(&g);
-    let mut m = reference::Model::init(reference_config(&cfg), 0);
+    let mut m = reference::Model::init(&cfg, 0);
     for (name, _, data) in &host.tensors {
         if !name.starts_with("optim.") {
             m.load_f32(name, data)
@@ -94,7 +72,7 @@ fn check_step(form: AdjointForm) {
         .train_step(&g, &x, &labels, 0.0, SolverKind::Broyden, 80, 1)
         .unwrap();
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    let rates = m.forward_sim(&x64, cfg.time_steps, cfg.leak as f64);
+    let rates = m.forward_sim(&x64, cfg.neuron.time_steps, cfg.neuron.leak as f64);
     let rate = rates.last().unwrap();
     let gpu_rate: Vec<f64> = net.rate(&g).iter().map(|&v| v as f64).collect();
     let dr = rate
@@ -117,8 +95,8 @@ fn check_step(form: AdjointForm) {
     );
     assert!((gl - step.loss).abs() < 1e-5);
     let mut worst: f64 = 0.0;
-    for (i, (name, want)) in step.grads.named().iter().enumerate() {
-        assert_eq!(net.params[i].name, *name);
+    for (i, (name, want)) in step.grads.named().into_iter().enumerate() {
+        assert_eq!(net.params[i].name, name);
         let got: Vec<f64> = g
             .read(&net.params[i].grad)
             .iter()
@@ -164,15 +142,15 @@ fn multilayer_gpu_step_matches_reference_consistent_adjoint() {
 fn multilayer_eval_runs_the_power_step_and_matches_reference() {
     let g = gpu();
     let cfg = small(0.2);
-    let mut net = MultiNet::new(&g, cfg.clone(), 9).unwrap();
+    let mut net = Network::new(&g, cfg.clone(), 9).unwrap();
     let mut rng = Rng::new(33);
     for l in 0..3 {
-        let c = cfg.dims()[l].0;
+        let c = cfg.layer_shapes()[l].channels();
         g.write(&net.running[l].0, &rng.vec(c, -0.3, 0.3));
         g.write(&net.running[l].1, &rng.vec(c, 0.5, 2.0));
     }
     let host = net.to_host(&g);
-    let mut m = reference::Model::init(reference_config(&cfg), 0);
+    let mut m = reference::Model::init(&cfg, 0);
     for (name, _, data) in &host.tensors {
         if !name.starts_with("optim.") {
             m.load_f32(name, data).unwrap();
@@ -186,7 +164,7 @@ fn multilayer_eval_runs_the_power_step_and_matches_reference() {
     let labels: Vec<u32> = (0..batch).map(|_| rng.below(cfg.classes as u32)).collect();
     let stats = net.eval_batch(&g, &x, &labels).unwrap();
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    let rate = m.forward_sim(&x64, cfg.time_steps, cfg.leak as f64);
+    let rate = m.forward_sim(&x64, cfg.neuron.time_steps, cfg.neuron.leak as f64);
     let labels_us: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
     let want = m.loss(rate.last().unwrap(), &labels_us);
     let got = stats.loss_sum / batch as f64;
@@ -215,10 +193,10 @@ fn multilayer_eval_runs_the_power_step_and_matches_reference() {
 #[test]
 fn alexnet_f_feedback_scale_is_learnable_from_the_first_step() {
     let g = gpu();
-    let mut cfg = as_multi(&spec::preset("alexnet-f").unwrap()).unwrap();
-    cfg.time_steps = 4;
-    cfg.dropout = 0.0;
-    let mut net = MultiNet::new(&g, cfg.clone(), 0).unwrap();
+    let mut cfg = spec::preset("alexnet-f").unwrap();
+    cfg.neuron.time_steps = 4;
+    cfg.neuron.dropout = 0.0;
+    let mut net = Network::new(&g, cfg.clone(), 0).unwrap();
     // At initialisation the deepest layer is silent (running statistics 0/1), and while its
     // rate is 0 so is ∂L/∂W_fb; inner BN shifts of vth/2 make every layer fire, as in training.
     for p in net
@@ -268,7 +246,7 @@ fn alexnet_f_feedback_scale_is_learnable_from_the_first_step() {
 fn multilayer_training_with_dropout_lowers_the_loss() {
     let g = gpu();
     let cfg = small(0.2);
-    let mut net = MultiNet::new(&g, cfg.clone(), 1).unwrap();
+    let mut net = Network::new(&g, cfg.clone(), 1).unwrap();
     let mut rng = Rng::new(5);
     let batch = 16;
     let x = rng.vec(batch * cfg.input_len(), -1.0, 2.0);
@@ -303,19 +281,11 @@ fn cifar_presets_have_the_papers_counts() {
             p.paper_neurons()
         );
         assert_eq!(p.param_count(), params, "{name} parameters");
-        assert_eq!(as_multi(&p).unwrap().param_count(), params, "{name} engine");
         assert_eq!(
             p.paper_neurons(),
             neurons,
             "{name} neurons (with the 3×32×32 inputs)"
         );
-        // The same shapes, built from the reference's own description of the paper's models.
-        let r = if name.starts_with("alexnet") {
-            reference::Config::alexnet_f(if name.ends_with("100") { 100 } else { 10 })
-        } else {
-            reference::Config::cifarnet_f(if name.ends_with("100") { 100 } else { 10 })
-        };
-        assert_eq!(r.param_count(), params);
     }
 }
 
@@ -393,17 +363,16 @@ fn cifar_uses_published_constants_and_folders_their_own_statistics() {
     }
 }
 
-/// The adjoint form travels with the model description into checkpoints and into the engine.
-/// (Old descriptions without it read as consistent: model::legacy's tests.)
+/// The adjoint form travels with the model description into checkpoints; one written before the
+/// choice existed was trained with the consistent form and reads back as such.
 #[test]
-fn adjoint_form_is_recorded_and_reaches_the_engine() {
-    let spec = spec::preset("alexnet-f").unwrap();
-    let json = serde_json::to_value(&spec).unwrap();
+fn adjoint_form_is_recorded_and_old_descriptions_read_as_consistent() {
+    let cfg = spec::preset("alexnet-f").unwrap();
+    let mut json = serde_json::to_value(&cfg).unwrap();
     assert_eq!(json["adjoint"], "authors");
-    let back: fsnn::model::NetworkSpec = serde_json::from_value(json).unwrap();
-    assert_eq!(back, spec);
-    assert_eq!(as_multi(&spec).unwrap().adjoint, AdjointForm::Authors);
-    let mut c = spec.clone();
-    c.adjoint = AdjointForm::Consistent;
-    assert_eq!(as_multi(&c).unwrap().adjoint, AdjointForm::Consistent);
+    let back: NetworkSpec = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back, cfg);
+    json.as_object_mut().unwrap().remove("adjoint");
+    let old: NetworkSpec = serde_json::from_value(json).unwrap();
+    assert_eq!(old.adjoint, AdjointForm::Consistent);
 }

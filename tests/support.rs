@@ -85,3 +85,107 @@ pub fn check(name: &str, got: &[f32], want: &[f32], tol: f64) {
         "{name}: worst relative error {e:.3e} exceeds {tol:.0e}"
     );
 }
+
+use fsnn::model::spec::{FeedbackSpec, InputSpec, LayerSpec, NetworkSpec, NeuronSpec, OpSpec};
+
+/// A single-layer network: `first` (linear or conv) + BN into one spiking layer with feedback
+/// `fb` onto itself, as the paper's FC and conv models.
+#[allow(clippy::too_many_arguments)]
+pub fn single_layer(
+    name: &str,
+    input: &[usize],
+    first: OpSpec,
+    fb: FeedbackSpec,
+    classes: usize,
+    time_steps: usize,
+    leak: f32,
+    dropout: f32,
+) -> NetworkSpec {
+    NetworkSpec {
+        name: name.into(),
+        description: String::new(),
+        classes,
+        input: InputSpec {
+            shape: input.to_vec(),
+            time_varying: false,
+        },
+        neuron: NeuronSpec {
+            time_steps,
+            vth: 2.0,
+            leak,
+            dropout,
+        },
+        layers: vec![LayerSpec {
+            ops: vec![first, OpSpec::BatchNorm {}],
+        }],
+        feedback: fb,
+        adjoint: fsnn::model::spec::AdjointForm::Consistent,
+        train: Default::default(),
+    }
+}
+
+/// `linear input → hidden` + BN, linear feedback.
+pub fn fc_spec(
+    input: usize,
+    hidden: usize,
+    classes: usize,
+    time_steps: usize,
+    leak: f32,
+    dropout: f32,
+) -> NetworkSpec {
+    single_layer(
+        "fc-test",
+        &[input],
+        OpSpec::Linear {
+            out: hidden,
+            bias: true,
+        },
+        FeedbackSpec::Linear {},
+        classes,
+        time_steps,
+        leak,
+        dropout,
+    )
+}
+
+/// Conv `cin → channels` (k_in, stride_in, pad_in) + BN on `h × w`, conv feedback k_fb "same".
+#[allow(clippy::too_many_arguments)]
+pub fn conv_spec(
+    (cin, h, w): (usize, usize, usize),
+    channels: usize,
+    (k_in, stride_in, pad_in): (usize, usize, usize),
+    k_fb: usize,
+    classes: usize,
+    time_steps: usize,
+    leak: f32,
+    dropout: f32,
+) -> NetworkSpec {
+    single_layer(
+        "conv-test",
+        &[cin, h, w],
+        OpSpec::Conv {
+            out: channels,
+            k: k_in,
+            stride: stride_in,
+            pad: pad_in,
+            bias: true,
+        },
+        FeedbackSpec::Conv {
+            k: k_fb,
+            stride: 1,
+            pad: k_fb / 2,
+        },
+        classes,
+        time_steps,
+        leak,
+        dropout,
+    )
+}
+
+/// Index of a named parameter.
+pub fn param(net: &fsnn::model::network::Network, name: &str) -> usize {
+    net.params
+        .iter()
+        .position(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no parameter {name}"))
+}

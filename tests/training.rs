@@ -2,159 +2,70 @@
 //! training loop's files: checkpoints, resume, bad input.
 
 use fsnn::kernels::Kernels;
-use fsnn::model::config::as_single;
-use fsnn::model::spec::{self, NetworkSpec, OpSpec};
-use fsnn::model::{Arch, Net, NetConfig, FB_S, FB_W};
-use fsnn::reference::{convnet, fc, feedback};
+use fsnn::model::network::Network;
+use fsnn::model::spec::NetworkSpec;
+use fsnn::reference::adjoint::Solver;
+use fsnn::reference::network as refnet;
+use fsnn::reference::network::AdjointForm;
 use fsnn::solver::SolverKind;
-use fsnn_tests::{gpu, Rng};
+use fsnn_tests::{conv_spec, fc_spec, gpu, param, Rng};
 
 fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 
-/// Copies the GPU net's parameters into a reference model of the same architecture.
-fn load_reference<A: feedback::Arch>(m: &mut feedback::Model<A>, host: &fsnn::model::HostState) {
-    let get = |name: &str| to_f64(&host.tensors.iter().find(|(n, _, _)| n == name).unwrap().2);
-    m.params.fx_weight = get("fx.weight");
-    m.params.fx_bias = get("fx.bias");
-    m.params.bn_weight = get("bn.weight");
-    m.params.bn_bias = get("bn.bias");
-    m.params.fb_weight = get("fb.weight");
-    m.params.fb_scale = get("fb.scale")[0];
-    m.params.classifier_weight = get("classifier.weight");
-    m.params.classifier_bias = get("classifier.bias");
-    m.fb_u = get("fb.u");
-    m.fb_v = get("fb.v");
-}
-
-/// The time-varying simulation in f64: F_x of frame t at step t, batch-normalised with the batch
-/// statistics of F_x of the mean frame.
-fn time_varying_sim<A: feedback::Arch>(
-    m: &feedback::Model<A>,
-    cfg: &NetConfig,
-    batch: usize,
-    frames: &[f32],
-    mean: &[f64],
-) -> Vec<f64> {
-    let il = cfg.arch.input_len();
-    let d = m.arch.dim();
-    let c = m.arch.bn_channels();
-    let hw = d / c;
-    let p = &m.params;
-    let pre_mean = m.arch.fx_forward(batch, mean, &p.fx_weight, &p.fx_bias);
-    let mut mu = vec![0.0; c];
-    let mut var = vec![0.0; c];
-    for ch in 0..c {
-        let vals: Vec<f64> = (0..batch)
-            .flat_map(|b| (0..hw).map(move |q| (b, q)))
-            .map(|(b, q)| pre_mean[b * d + ch * hw + q])
-            .collect();
-        mu[ch] = vals.iter().sum::<f64>() / vals.len() as f64;
-        var[ch] = vals.iter().map(|v| (v - mu[ch]).powi(2)).sum::<f64>() / vals.len() as f64;
-    }
-    let (w_eff, _) = m.effective_feedback_weight();
-    let (mut u, mut acc, mut s) = (
-        vec![0.0; batch * d],
-        vec![0.0; batch * d],
-        vec![0.0; batch * d],
-    );
-    let (vth, leak) = (cfg.vth as f64, cfg.leak as f64);
-    for t in 0..cfg.time_steps {
-        let xt = to_f64(&frames[t * batch * il..(t + 1) * batch * il]);
-        let pre = m.arch.fx_forward(batch, &xt, &p.fx_weight, &p.fx_bias);
-        let fb = if t > 0 {
-            m.arch.fb_forward(batch, &w_eff, &s)
-        } else {
-            vec![0.0; batch * d]
-        };
-        for i in 0..batch * d {
-            let ch = (i % d) / hw;
-            let x1 = (pre[i] - mu[ch]) / (var[ch] + 1e-5).sqrt() * p.bn_weight[ch] + p.bn_bias[ch];
-            let mut v = u[i] + x1 + fb[i];
-            s[i] = if v >= vth { 1.0 } else { 0.0 };
-            v = (v - vth * s[i]) * leak;
-            u[i] = v;
-            acc[i] = leak * acc[i] + s[i];
+/// The f64 reference built from the same description, holding the GPU network's tensors.
+pub fn reference_of(cfg: &NetworkSpec, host: &fsnn::model::HostState) -> refnet::Model {
+    let mut m = refnet::Model::init(cfg, 0);
+    for (name, _, data) in &host.tensors {
+        if !name.starts_with("optim.") {
+            m.load_f32(name, data)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
-    let norm = cfg.rate_norm() as f64;
-    acc.iter().map(|a| a / norm).collect()
+    m.refresh_spectral();
+    m
 }
 
-/// Runs one GPU step (lr 0) and one reference step on the same parameters and batch; returns the
-/// worst relative gradient error over all parameters.
-fn compare_step<A: feedback::Arch>(
-    cfg: NetConfig,
-    mut reference: feedback::Model<A>,
-    batch: usize,
-    seed: u64,
-    fb_scale: Option<f32>,
-) -> f64 {
+/// Runs one GPU step (lr 0) and the reference's recipe on the same parameters and batch; returns
+/// the worst relative gradient error over all parameters. Time-varying input: the reference
+/// simulates frame by frame, and f sees the rate-weighted mean frame, as the GPU does.
+fn compare_step(cfg: NetworkSpec, batch: usize, seed: u64, fb_scale: Option<f32>) -> f64 {
     let g = gpu();
-    let mut net = Net::new(&g, cfg.clone(), seed);
+    let mut net = Network::new(&g, cfg.clone(), seed).unwrap();
     if let Some(s) = fb_scale {
         // Below 1 the clamp is inactive and the scale's own gradient is exercised.
-        g.write(&net.params[FB_S].value, &[s]);
+        g.write(&net.params[param(&net, "fb.scale")].value, &[s]);
     }
-    let host = net.to_host(&g);
-    load_reference(&mut reference, &host);
-    reference.refresh_spectral();
+    let reference = reference_of(&cfg, &net.to_host(&g));
     let mut rng = Rng::new(seed);
     let x = rng.vec(batch * cfg.sample_len(), -1.0, 2.0);
     let labels: Vec<u32> = (0..batch).map(|_| rng.below(cfg.classes as u32)).collect();
     let stats = net
         .train_step(&g, &x, &labels, 0.0, SolverKind::Broyden, 60, 1)
         .unwrap();
-    let (x64, rate) = if cfg.time_varying {
-        // The fixed point sees F_x of the rate-weighted mean frame; the gradient is taken at the
-        // simulated rate, which the GPU's time-varying simulation produced.
-        let il = cfg.arch.input_len();
-        let mut mean = vec![0.0f64; batch * il];
-        for t in 0..cfg.time_steps {
-            let wt = cfg.step_weight(t) as f64;
-            for (m, v) in mean
-                .iter_mut()
-                .zip(&x[t * batch * il..(t + 1) * batch * il])
-            {
-                *m += wt * *v as f64;
-            }
-        }
-        let gpu_rate = to_f64(&net.rate(&g));
-        let sim = time_varying_sim(&reference, &cfg, batch, &x, &mean);
-        let worst = sim
-            .iter()
-            .zip(&gpu_rate)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
-        println!(
-            "{}: time-varying simulation, GPU vs f64 twin: max |rate difference| {worst:.2e}",
-            cfg.preset
-        );
-        assert!(worst < 1e-5, "time-varying simulations disagree");
-        (mean, gpu_rate)
-    } else {
-        let x64 = to_f64(&x);
-        let rate = reference.forward_sim(&x64, cfg.time_steps, cfg.leak as f64);
-        let gpu_rate = to_f64(&net.rate(&g));
-        let worst = rate
-            .iter()
-            .zip(&gpu_rate)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
-        println!(
-            "{}: simulated rate, GPU vs reference: max |difference| {worst:.2e}",
-            cfg.preset
-        );
-        assert!(worst < 1e-5, "simulations disagree");
-        (x64, rate)
-    };
+    let x64 = to_f64(&x);
+    let rate = reference
+        .forward_sim(&x64, cfg.neuron.time_steps, cfg.neuron.leak as f64)
+        .pop()
+        .unwrap();
+    let gpu_rate = to_f64(&net.rate(&g));
+    let worst = rate
+        .iter()
+        .zip(&gpu_rate)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    println!(
+        "{}: simulated rate, GPU vs reference: max |difference| {worst:.2e}",
+        cfg.name
+    );
+    assert!(worst < 1e-5, "simulations disagree");
     // The dense path on the same batch: the same spikes, so the same rate to the last bit.
     assert_eq!(net.kernels(), Kernels::Event);
-    let mut dense = Net::new(&g, cfg.clone(), seed);
-    dense.set_kernels(Kernels::Dense);
+    let mut dense = Network::new(&g, cfg.clone(), seed).unwrap();
+    dense.select_kernels(Kernels::Dense);
     if let Some(s) = fb_scale {
-        g.write(&dense.params[FB_S].value, &[s]);
+        g.write(&dense.params[param(&dense, "fb.scale")].value, &[s]);
     }
     dense
         .train_step(&g, &x, &labels, 0.0, SolverKind::Broyden, 60, 1)
@@ -162,15 +73,24 @@ fn compare_step<A: feedback::Arch>(
     let differ = count_differences(&net.rate(&g), &dense.rate(&g));
     println!(
         "{}: event vs dense simulation: {differ} of {} rates differ",
-        cfg.preset,
-        batch * cfg.arch.neurons()
+        cfg.name,
+        batch * cfg.neurons()
     );
     assert_eq!(differ, 0, "event and dense simulations disagree");
     let labels_us: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
-    let (loss, grads, _) = reference.loss_and_implicit_grads(&x64, &labels_us, &rate);
+    // One spiking layer: no BN inside the loop, and the consistent form is the implicit
+    // gradient at the rate with layer 1's BN on batch statistics.
+    let step = reference.loss_and_grads_paper(
+        &x64,
+        &labels_us,
+        &rate,
+        AdjointForm::Consistent,
+        Solver::Dense,
+    );
+    let loss = step.loss;
     println!(
         "{}: loss gpu {:.6} reference {:.6}; GPU Broyden {} iterations, residual {:.2e}",
-        cfg.preset,
+        cfg.name,
         stats.loss_sum / batch as f64,
         loss,
         stats.solve.iterations,
@@ -181,19 +101,19 @@ fn compare_step<A: feedback::Arch>(
         "loss differs"
     );
     let mut worst: f64 = 0.0;
-    for (i, (name, want)) in grads.named().iter().enumerate() {
-        let got = to_f64(&g.read(&net.params[i].grad));
+    for (name, want) in step.grads.named() {
+        let got = to_f64(&g.read(&net.params[param(&net, name)].grad));
         let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let err = got
             .iter()
             .zip(want.iter())
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
-        if *name == "fx.bias" {
+        if reference.bias_cancelled_by_bn(name, refnet::BnMode::Batch) {
             // Cancelled by the batch norm that follows: both are rounding noise.
             println!(
                 "{}: {name:<18} max |gpu − reference| {err:.2e} (exactly cancelled by BN)",
-                cfg.preset
+                cfg.name
             );
             assert!(err < 1e-5);
             continue;
@@ -201,13 +121,12 @@ fn compare_step<A: feedback::Arch>(
         let rel = err / scale.max(1e-30);
         println!(
             "{}: {name:<18} worst relative error {rel:.3e} (|grad| max {scale:.3e})",
-            cfg.preset
+            cfg.name
         );
-        if *name != "fb.scale" || scale > 0.0 {
+        if name != "fb.scale" || scale > 0.0 {
             worst = worst.max(rel);
         }
     }
-    let _ = FB_W;
     worst
 }
 
@@ -224,46 +143,18 @@ fn count_differences(a: &[f32], b: &[f32]) -> usize {
 #[test]
 fn event_and_dense_simulations_agree_with_dropout() {
     let g = gpu();
-    let fc = NetConfig {
-        preset: "fc400-like".into(),
-        arch: Arch::Fc {
-            input: 49,
-            hidden: 400,
-        },
-        classes: 10,
-        time_steps: 5,
-        vth: 2.0,
-        leak: 0.95,
-        dropout: 0.2,
-        time_varying: false,
-    };
-    let conv = NetConfig {
-        preset: "conv64-like".into(),
-        arch: Arch::Conv {
-            cin: 1,
-            h: 28,
-            w: 28,
-            channels: 8,
-            k_in: 5,
-            stride_in: 2,
-            pad_in: 2,
-            k_fb: 5,
-        },
-        classes: 10,
-        time_steps: 8,
-        vth: 2.0,
-        leak: 0.95,
-        dropout: 0.2,
-        time_varying: false,
-    };
+    let mut fc = fc_spec(49, 400, 10, 5, 0.95, 0.2);
+    fc.name = "fc400-like".into();
+    let mut conv = conv_spec((1, 28, 28), 8, (5, 2, 2), 5, 10, 8, 0.95, 0.2);
+    conv.name = "conv64-like".into();
     for (cfg, batch) in [(fc, 32usize), (conv, 6)] {
         let mut rng = Rng::new(77);
         let x = rng.vec(batch * cfg.sample_len(), -1.0, 2.0);
         let labels: Vec<u32> = (0..batch).map(|_| rng.below(cfg.classes as u32)).collect();
         let mut out = Vec::new();
         for k in [Kernels::Event, Kernels::Dense] {
-            let mut net = Net::new(&g, cfg.clone(), 4);
-            net.set_kernels(k);
+            let mut net = Network::new(&g, cfg.clone(), 4).unwrap();
+            net.select_kernels(k);
             assert_eq!(net.kernels(), k);
             let mut losses = Vec::new();
             // Two steps: the second runs on weights the first one updated.
@@ -282,7 +173,7 @@ fn event_and_dense_simulations_agree_with_dropout() {
         let mean_rate = e.0.iter().map(|&v| v as f64).sum::<f64>() / e.0.len() as f64;
         println!(
             "{}: event vs dense, dropout 0.2, 2 steps: {rates} of {} rates differ (mean rate {mean_rate:.3}), {grads} of {} gradient values differ, losses {:?} vs {:?}",
-            cfg.preset,
+            cfg.name,
             e.0.len(),
             e.2.len(),
             e.1,
@@ -296,21 +187,8 @@ fn event_and_dense_simulations_agree_with_dropout() {
 
 #[test]
 fn fc_gpu_step_matches_reference_gradients() {
-    let cfg = NetConfig {
-        preset: "fc-test".into(),
-        arch: Arch::Fc {
-            input: 37,
-            hidden: 23,
-        },
-        classes: 5,
-        time_steps: 12,
-        vth: 2.0,
-        leak: 0.95,
-        dropout: 0.0,
-        time_varying: false,
-    };
-    let reference = fc::Model::new(37, 23, 5, 2.0, 0);
-    let worst = compare_step(cfg, reference, 9, 3, Some(0.8));
+    let cfg = fc_spec(37, 23, 5, 12, 0.95, 0.0);
+    let worst = compare_step(cfg, 9, 3, Some(0.8));
     assert!(worst < 1e-3, "worst relative gradient error {worst:.3e}");
 }
 
@@ -319,21 +197,9 @@ fn fc_gpu_step_matches_reference_gradients() {
 #[test]
 fn eval_runs_the_spectral_norm_power_step() {
     let g = gpu();
-    let cfg = NetConfig {
-        preset: "fc-test".into(),
-        arch: Arch::Fc {
-            input: 19,
-            hidden: 13,
-        },
-        classes: 3,
-        time_steps: 4,
-        vth: 2.0,
-        leak: 1.0,
-        dropout: 0.0,
-        time_varying: false,
-    };
-    let mut net = Net::new(&g, cfg.clone(), 5);
-    let w = g.read(&net.params[FB_W].value);
+    let cfg = fc_spec(19, 13, 3, 4, 1.0, 0.0);
+    let mut net = Network::new(&g, cfg.clone(), 5).unwrap();
+    let w = g.read(&net.params[param(&net, "fb.weight")].value);
     let mut u = g.read(&net.sn.u);
     let mut v = g.read(&net.sn.v);
     let u0 = u.clone();
@@ -363,73 +229,17 @@ fn eval_runs_the_spectral_norm_power_step() {
 
 #[test]
 fn time_varying_input_gpu_step_matches_reference_gradients() {
-    let arch = convnet::Conv {
-        cin: 2,
-        h: 10,
-        w: 10,
-        channels: 4,
-        k_in: 5,
-        stride_in: 2,
-        pad_in: 2,
-        k_fb: 3,
-    };
-    let cfg = NetConfig {
-        preset: "nmnist-test".into(),
-        arch: Arch::Conv {
-            cin: 2,
-            h: 10,
-            w: 10,
-            channels: 4,
-            k_in: 5,
-            stride_in: 2,
-            pad_in: 2,
-            k_fb: 3,
-        },
-        classes: 3,
-        time_steps: 7,
-        vth: 2.0,
-        leak: 0.9,
-        dropout: 0.0,
-        time_varying: true,
-    };
-    let reference = convnet::Model::new(arch, 3, 2.0, 0);
-    let worst = compare_step(cfg, reference, 5, 9, Some(0.6));
+    let mut cfg = conv_spec((2, 10, 10), 4, (5, 2, 2), 3, 3, 7, 0.9, 0.0);
+    cfg.name = "nmnist-test".into();
+    cfg.input.time_varying = true;
+    let worst = compare_step(cfg, 5, 9, Some(0.6));
     assert!(worst < 1e-3, "worst relative gradient error {worst:.3e}");
 }
 
 #[test]
 fn conv_gpu_step_matches_reference_gradients() {
-    let cfg = NetConfig {
-        preset: "conv-test".into(),
-        arch: Arch::Conv {
-            cin: 2,
-            h: 9,
-            w: 11,
-            channels: 5,
-            k_in: 5,
-            stride_in: 2,
-            pad_in: 2,
-            k_fb: 3,
-        },
-        classes: 4,
-        time_steps: 10,
-        vth: 2.0,
-        leak: 1.0,
-        dropout: 0.0,
-        time_varying: false,
-    };
-    let arch = convnet::Conv {
-        cin: 2,
-        h: 9,
-        w: 11,
-        channels: 5,
-        k_in: 5,
-        stride_in: 2,
-        pad_in: 2,
-        k_fb: 3,
-    };
-    let reference = convnet::Model::new(arch, 4, 2.0, 0);
-    let worst = compare_step(cfg, reference, 6, 5, Some(0.7));
+    let cfg = conv_spec((2, 9, 11), 5, (5, 2, 2), 3, 4, 10, 1.0, 0.0);
+    let worst = compare_step(cfg, 6, 5, Some(0.7));
     assert!(worst < 1e-3, "worst relative gradient error {worst:.3e}");
 }
 
@@ -437,6 +247,7 @@ fn conv_gpu_step_matches_reference_gradients() {
 
 use std::path::Path;
 
+use fsnn::model::spec::{self, OpSpec};
 use fsnn::train::{self, TrainConfig};
 
 /// Writes a tiny learnable IDX dataset (class = which image quadrant is bright) into `dir`.
@@ -602,7 +413,7 @@ fn checkpoint_of_another_model_is_refused_by_name() {
     );
     // Loading its tensors into a differently shaped net names the tensor and both shapes.
     let (_, _, host) = train::load_checkpoint(&out.join("last.safetensors")).unwrap();
-    let mut net = Net::new(&g, as_single(&other).unwrap(), 0);
+    let mut net = Network::new(&g, other, 0).unwrap();
     let err = format!("{:#}", net.load_host(&g, &host, "ckpt").err().unwrap());
     assert!(
         err.contains("fx.weight") && err.contains("[40, 784]") && err.contains("[41, 784]"),
@@ -651,11 +462,11 @@ fn training_memory_does_not_grow_with_time_steps() {
     let g = fsnn_tests::private_gpu();
     let mut sizes = Vec::new();
     for t in [5usize, 30, 100] {
-        let mut cfg = as_single(&small_fc()).unwrap();
-        cfg.time_steps = t;
+        let mut cfg = small_fc();
+        cfg.neuron.time_steps = t;
         let before = g.memory_bytes().0;
         g.reset_peak_memory();
-        let mut net = Net::new(&g, cfg.clone(), 1);
+        let mut net = Network::new(&g, cfg.clone(), 1).unwrap();
         let mut rng = Rng::new(t as u64);
         let x = rng.vec(16 * 784, -1.0, 2.0);
         let labels: Vec<u32> = (0..16).map(|_| rng.below(10)).collect();

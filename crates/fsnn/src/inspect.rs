@@ -436,7 +436,15 @@ pub fn histogram_image(rates: &[f32], title: &str) -> RgbImage {
         INK,
     );
     draw_text(&mut img, 4, m as i64 - 2, &max.to_string(), 1, INK);
+    draw_text(&mut img, 4, m as i64 - 12, "count", 1, INK);
     img
+}
+
+/// A shape as the plot font can draw it: `64×14×14` for `[64, 14, 14]`.
+fn plot_shape(shape: &str) -> String {
+    shape
+        .trim_matches(|c| c == '[' || c == ']')
+        .replace(", ", "×")
 }
 
 /// Writes `layer{l}_raster.png` (when spikes were recorded) and `layer{l}_rates.png` for every
@@ -448,8 +456,12 @@ pub fn write_plots(report: &Report, rec: &Recording, dir: &Path) -> Result<Vec<P
         if let Some(spikes) = rec.spikes.get(l) {
             let shown = stats.neurons.min(RASTER_MAX_NEURONS);
             let title = format!(
-                "{} layer {} {} spikes, {} of {} neurons",
-                report.model, stats.layer, stats.shape, shown, stats.neurons
+                "{} layer {} ({}) spikes, {} of {} neurons",
+                report.model,
+                stats.layer,
+                plot_shape(&stats.shape),
+                shown,
+                stats.neurons
             );
             let p = dir.join(format!("layer{}_raster.png", stats.layer));
             save_png(&raster_image(spikes, report.recorded_samples, &title), &p)?;
@@ -595,6 +607,7 @@ mod tests {
             text.contains("layer") && text.contains("T=4") && text.contains("(trained)"),
             "{text}"
         );
+        assert_eq!(plot_shape("[64, 14, 14]"), "64×14×14");
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["layers"][0]["always_silent"], 0.25);
     }

@@ -13,9 +13,10 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::gpu::Gpu;
-use crate::model::config::as_single;
-use crate::model::spec::NetworkSpec;
-use crate::model::{HostRng, Net, NetConfig};
+use crate::model::network::Network;
+use crate::model::spec::{FeedbackSpec, NetworkSpec, Shape};
+use crate::model::HostRng;
+use crate::ops::{self, ConvShape};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,19 +81,48 @@ pub fn cache_path() -> PathBuf {
 
 /// The cache key: adapter, backend, driver and its version, and everything the simulation's cost
 /// depends on (architecture, T, batch, input kind).
-pub fn cache_key(gpu: &Gpu, cfg: &NetConfig, batch: usize) -> String {
+pub fn cache_key(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> String {
     let i = &gpu.ctx.info;
     format!(
-        "{} | {} | {} {} | {:?} T={} batch={} time_varying={}",
+        "{} | {} | {} {} | input {:?} {:?} feedback {:?} T={} batch={} time_varying={}",
         i.name,
         i.backend,
         i.driver,
         i.driver_info,
-        cfg.arch,
-        cfg.time_steps,
+        cfg.input.shape,
+        cfg.layers,
+        cfg.feedback,
+        cfg.neuron.time_steps,
         batch,
-        cfg.time_varying
+        cfg.input.time_varying
     )
+}
+
+/// Whether the event-driven simulation handles this network (as [`Network::events_supported`]
+/// says of a built one): one spiking layer whose feedback is linear (up to
+/// [`ops::FC_EVENT_MAX_NEURONS`] neurons) or a convolution the event kernel supports.
+pub fn events_supported(cfg: &NetworkSpec) -> bool {
+    if cfg.depth() != 1 || cfg.validate().is_err() {
+        return false;
+    }
+    let shape = cfg.layer_shapes()[0];
+    match (cfg.feedback, shape) {
+        (FeedbackSpec::Linear {}, _) => shape.len() <= ops::FC_EVENT_MAX_NEURONS,
+        (FeedbackSpec::Conv { k, stride, pad }, Shape::Chw(c, h, w)) => {
+            ops::conv_event_supported(&ConvShape {
+                batch: 1,
+                cin: c,
+                h,
+                w,
+                cout: c,
+                kh: k,
+                kw: k,
+                stride,
+                pad,
+            })
+        }
+        _ => false,
+    }
 }
 
 fn load_cache(path: &Path) -> BTreeMap<String, Choice> {
@@ -106,11 +136,8 @@ fn load_cache(path: &Path) -> BTreeMap<String, Choice> {
 /// `Auto`, which times both paths once (a few forward passes on random input at the model's
 /// shape) and caches the faster in [`cache_path`]. Models without an event path get `Dense`.
 pub fn resolve(gpu: &Gpu, cfg: &NetworkSpec, batch: usize, requested: Kernels) -> Result<Kernels> {
-    let Some(net_cfg) = as_single(cfg) else {
-        return Ok(Kernels::Dense);
-    };
-    let net_cfg = &net_cfg;
-    if !Net::events_supported(net_cfg) {
+    let net_cfg = cfg;
+    if !events_supported(net_cfg) {
         return Ok(Kernels::Dense);
     }
     if requested != Kernels::Auto {
@@ -145,9 +172,9 @@ pub fn resolve(gpu: &Gpu, cfg: &NetworkSpec, batch: usize, requested: Kernels) -
 /// Median wall time of forward passes with each kernel choice, alternating between the two. The
 /// passes simulate at most [`MEASURE_STEPS`] steps: the paths differ per step, and a full T=30
 /// conv pass would make the one-off measurement take minutes on a software driver.
-pub fn measure(gpu: &Gpu, cfg: &NetConfig, batch: usize) -> Result<Choice> {
+pub fn measure(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> Result<Choice> {
     let mut cfg = cfg.clone();
-    cfg.time_steps = cfg.time_steps.min(MEASURE_STEPS);
+    cfg.neuron.time_steps = cfg.neuron.time_steps.min(MEASURE_STEPS);
     let cfg = &cfg;
     let mut rng = HostRng::new(7);
     let x: Vec<f32> = (0..batch * cfg.sample_len())
@@ -156,11 +183,12 @@ pub fn measure(gpu: &Gpu, cfg: &NetConfig, batch: usize) -> Result<Choice> {
     let y: Vec<u32> = (0..batch)
         .map(|i| (i % cfg.classes.max(1)) as u32)
         .collect();
-    let mut nets = [Kernels::Dense, Kernels::Event].map(|k| {
-        let mut n = Net::new(gpu, cfg.clone(), 0);
-        n.set_kernels(k);
-        n
-    });
+    let mut nets = Vec::new();
+    for k in [Kernels::Dense, Kernels::Event] {
+        let mut n = Network::new(gpu, cfg.clone(), 0)?;
+        n.select_kernels(k);
+        nets.push(n);
+    }
     // Warm-up: pipelines and buffers.
     for n in &mut nets {
         n.eval_batch(gpu, &x, &y)?;

@@ -1,9 +1,10 @@
 //! Building a model from its description ([`NetworkSpec`]), and the interface the trainer
 //! drives ([`Model`]).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::multi::{ConvSpec, MultiConfig, MultiNet};
+use super::network::Network;
 use super::spec::{FeedbackSpec, NetworkSpec, OpSpec};
 use super::{Arch, HostState, Net, NetConfig, StepStats};
 use crate::gpu::Gpu;
@@ -129,21 +130,10 @@ forward_model!(MultiNet);
 /// ```
 pub fn build(spec: &NetworkSpec, gpu: &Gpu, seed: u64) -> Result<Box<dyn Model>> {
     spec.validate()?;
-    if let Some(c) = as_single(spec) {
-        return Ok(Box::new(Net::new(gpu, c, seed)));
-    }
-    if let Some(c) = as_multi(spec) {
-        return Ok(Box::new(MultiNet::new(gpu, c, seed)?));
-    }
-    bail!(
-        "model {}: this model needs the generic network (not built yet): the engine runs one \
-         spiking layer fed by linear or conv + batchnorm with linear or stride-1 \"same\" conv \
-         feedback, or several conv + batchnorm layers with conv_transpose feedback",
-        spec.name
-    )
+    Ok(Box::new(Network::new(gpu, spec.clone(), seed)?))
 }
 
-/// The single-layer engine's description of `spec`, where it has that shape: one spiking layer
+/// The hand-built single-layer model's ([`Net`]) description of `spec`, where it has that shape: one spiking layer
 /// fed by `linear + batchnorm` (flat input) or `conv + batchnorm` (image input), with linear
 /// feedback or stride-1 conv feedback of odd kernel and "same" padding.
 pub fn as_single(spec: &NetworkSpec) -> Option<NetConfig> {
@@ -199,7 +189,7 @@ pub fn as_single(spec: &NetworkSpec) -> Option<NetConfig> {
     })
 }
 
-/// The multi-layer engine's description of `spec`, where it has that shape: N ≥ 2 spiking
+/// The hand-built multi-layer model's ([`MultiNet`]) description of `spec`, where it has that shape: N ≥ 2 spiking
 /// layers each fed by `conv + batchnorm`, image input (not time-varying), transposed-conv
 /// feedback.
 pub fn as_multi(spec: &NetworkSpec) -> Option<MultiConfig> {

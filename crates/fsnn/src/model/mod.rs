@@ -5,6 +5,7 @@
 pub mod config;
 pub mod legacy;
 pub mod multi;
+pub mod network;
 pub mod spec;
 pub mod spectral;
 

@@ -9,6 +9,8 @@
 //! - [`adjoint`]: `(I − J_fᵀ)β = gL` by dense LU, batched Broyden, damped fixed point.
 //! - [`feedback`]: the model, generic over [`feedback::Arch`]; [`fc`] and [`convnet`] are
 //!   its two variants (`fc::Model`, `convnet::Model`).
+//! - [`multilayer`]: the AlexNet-F style multi-layer model, with both adjoint forms.
+//! - [`network`]: one model for any [`crate::model::spec::NetworkSpec`], generalising the two.
 //!
 //! The equation, including where the dropout masks sit, is in [`feedback`]'s docs.
 
@@ -20,6 +22,7 @@ pub mod dense;
 pub mod fc;
 pub mod feedback;
 pub mod multilayer;
+pub mod network;
 pub mod spectral;
 
 #[cfg(test)]
