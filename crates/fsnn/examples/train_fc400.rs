@@ -49,6 +49,10 @@ fn main() -> Result<()> {
         }
     }
 
+    // Save the trained network (weights, optimizer state and its description).
+    let path = std::env::temp_dir().join("fc400-example.safetensors");
+    fsnn::save_checkpoint(&path, &spec, &Default::default(), &net.to_host(&gpu))?;
+
     // Evaluation on the first 1000 test samples, then the layer's rates on the last batch.
     let (test_loss, test_acc) =
         fsnn::train::evaluate(&gpu, net.as_mut(), test.as_ref(), 200, Some(1000))?;
@@ -57,8 +61,9 @@ fn main() -> Result<()> {
         test_acc * 100.0
     );
     for (l, rates) in net.layer_rates(&gpu).iter().enumerate() {
-        let mean = rates.iter().sum::<f32>() / rates.len().max(1) as f32;
-        let silent = rates.iter().filter(|&&r| r == 0.0).count() as f32 / rates.len().max(1) as f32;
+        let n = rates.len().max(1) as f32;
+        let mean = rates.iter().sum::<f32>() / n;
+        let silent = rates.iter().filter(|&&r| r == 0.0).count() as f32 / n;
         println!(
             "layer {}: mean rate {mean:.3}, {:.1}% silent",
             l + 1,
@@ -71,15 +76,14 @@ fn main() -> Result<()> {
         &logits[logits.len().saturating_sub(spec.classes)..]
     );
 
-    // Save, then rebuild from the checkpoint alone and check it evaluates the same.
-    let path = std::path::Path::new("fc400-example.safetensors");
-    fsnn::save_checkpoint(path, &spec, &Default::default(), &net.to_host(&gpu))?;
-    let ck = fsnn::read_checkpoint(path)?;
+    // Rebuild from the checkpoint alone: the same evaluation gives the same numbers.
+    let ck = fsnn::read_checkpoint(&path)?;
     let mut again = fsnn::build(&ck.model, &gpu, 0)?;
     again.load_host(&gpu, &ck.host, &path.display().to_string())?;
-    let (_, acc2) = fsnn::train::evaluate(&gpu, again.as_mut(), test.as_ref(), 200, Some(1000))?;
+    let (loss2, acc2) =
+        fsnn::train::evaluate(&gpu, again.as_mut(), test.as_ref(), 200, Some(1000))?;
     println!(
-        "reloaded from {}: accuracy {:.2}%",
+        "reloaded from {}: test loss {loss2:.4}, accuracy {:.2}%",
         path.display(),
         acc2 * 100.0
     );

@@ -679,7 +679,13 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
                 );
             }
         }
-        if ck.model != net_cfg {
+        // The description and the [train] defaults do not change what is computed.
+        let network = |s: &NetworkSpec| NetworkSpec {
+            description: String::new(),
+            train: Default::default(),
+            ..s.clone()
+        };
+        if network(&ck.model) != network(&net_cfg) {
             bail!(
                 "{}: the checkpoint is of another model ({}) than this run asks for ({}){}",
                 last.display(),
@@ -1060,6 +1066,9 @@ fn spec_difference(saved: &NetworkSpec, now: &NetworkSpec) -> String {
     };
     let mut diffs = Vec::new();
     for (k, va) in &a {
+        if k == "description" || k == "train" {
+            continue;
+        }
         let vb = b.get(k).unwrap_or(&serde_json::Value::Null);
         match (va, vb) {
             (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {

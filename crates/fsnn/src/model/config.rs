@@ -3,10 +3,10 @@
 
 use anyhow::Result;
 
-use super::multi::{ConvSpec, MultiConfig, MultiNet};
+use super::multi::MultiNet;
 use super::network::Network;
-use super::spec::{FeedbackSpec, NetworkSpec, OpSpec};
-use super::{Arch, HostState, Net, NetConfig, StepStats};
+use super::spec::NetworkSpec;
+use super::{HostState, Net, StepStats};
 use crate::gpu::Gpu;
 use crate::kernels::Kernels;
 use crate::solver::SolverKind;
@@ -131,118 +131,4 @@ forward_model!(MultiNet);
 pub fn build(spec: &NetworkSpec, gpu: &Gpu, seed: u64) -> Result<Box<dyn Model>> {
     spec.validate()?;
     Ok(Box::new(Network::new(gpu, spec.clone(), seed)?))
-}
-
-/// The hand-built single-layer model's ([`Net`]) description of `spec`, where it has that shape: one spiking layer
-/// fed by `linear + batchnorm` (flat input) or `conv + batchnorm` (image input), with linear
-/// feedback or stride-1 conv feedback of odd kernel and "same" padding.
-pub fn as_single(spec: &NetworkSpec) -> Option<NetConfig> {
-    if spec.layers.len() != 1 {
-        return None;
-    }
-    let arch = match (
-        spec.input.shape.as_slice(),
-        spec.layers[0].ops.as_slice(),
-        spec.feedback,
-    ) {
-        (
-            &[input],
-            &[OpSpec::Linear { out, bias: true }, OpSpec::BatchNorm {}],
-            FeedbackSpec::Linear {},
-        ) => Arch::Fc { input, hidden: out },
-        (
-            &[cin, h, w],
-            &[OpSpec::Conv {
-                out,
-                k,
-                stride,
-                pad,
-                bias: true,
-            }, OpSpec::BatchNorm {}],
-            FeedbackSpec::Conv {
-                k: k_fb,
-                stride: 1,
-                pad: pad_fb,
-            },
-        ) if k_fb % 2 == 1 && pad_fb == k_fb / 2 => Arch::Conv {
-            cin,
-            h,
-            w,
-            channels: out,
-            k_in: k,
-            stride_in: stride,
-            pad_in: pad,
-            k_fb,
-        },
-        _ => return None,
-    };
-    let n = spec.neuron;
-    Some(NetConfig {
-        preset: spec.name.clone(),
-        arch,
-        classes: spec.classes,
-        time_steps: n.time_steps,
-        vth: n.vth,
-        leak: n.leak,
-        dropout: n.dropout,
-        time_varying: spec.input.time_varying,
-    })
-}
-
-/// The hand-built multi-layer model's ([`MultiNet`]) description of `spec`, where it has that shape: N ≥ 2 spiking
-/// layers each fed by `conv + batchnorm`, image input (not time-varying), transposed-conv
-/// feedback.
-pub fn as_multi(spec: &NetworkSpec) -> Option<MultiConfig> {
-    if spec.layers.len() < 2 || spec.input.time_varying {
-        return None;
-    }
-    let &[cin, h, w] = spec.input.shape.as_slice() else {
-        return None;
-    };
-    let FeedbackSpec::ConvTranspose {
-        k,
-        stride,
-        pad,
-        output_pad,
-    } = spec.feedback
-    else {
-        return None;
-    };
-    let mut convs = Vec::new();
-    for layer in &spec.layers {
-        match layer.ops.as_slice() {
-            &[OpSpec::Conv {
-                out,
-                k,
-                stride,
-                pad,
-                bias: true,
-            }, OpSpec::BatchNorm {}] => convs.push(ConvSpec {
-                cout: out,
-                k,
-                stride,
-                pad,
-            }),
-            _ => return None,
-        }
-    }
-    let n = spec.neuron;
-    Some(MultiConfig {
-        preset: spec.name.clone(),
-        cin,
-        h,
-        w,
-        fx: convs[0],
-        layers: convs[1..].to_vec(),
-        fb_k: k,
-        fb_stride: stride,
-        fb_pad: pad,
-        fb_output_pad: output_pad,
-        classes: spec.classes,
-        time_steps: n.time_steps,
-        vth: n.vth,
-        leak: n.leak,
-        dropout: n.dropout,
-        adjoint: spec.adjoint,
-    })
 }

@@ -2,7 +2,7 @@
 //! layers fed forward inside each time step, and a spectral-normalised transposed convolution from
 //! the last layer back to the first.
 //!
-//! BN rules [ref]: F_x's BN uses batch statistics in training; the BN layers inside the loop use
+//! BN rules \[ref\]: F_x's BN uses batch statistics in training; the BN layers inside the loop use
 //! running statistics during the simulation, and batch statistics (updating the running ones) in
 //! the one evaluation of f that yields the parameter gradients. The adjoint solve has two forms
 //! ([`AdjointForm`], ALGORITHM.md §4): the authors' (inner BNs in training mode, J_fᵀ taken at
