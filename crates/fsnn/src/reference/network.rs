@@ -33,6 +33,7 @@
 
 use super::adjoint::{self, SolveStats, Solver};
 use super::bn::{bn_backward, bn_forward, BnCache, BN_EPS};
+pub use super::bn::{BatchStats, BnMode, RunningStats};
 use super::conv::{
     conv2d, conv2d_bias_grad, conv2d_input_grad, conv2d_weight_grad, conv_transpose2d,
     conv_transpose2d_input_grad, conv_transpose2d_weight_grad, ConvShape, ConvTransposeShape,
@@ -40,7 +41,6 @@ use super::conv::{
 use super::dense::{
     axpy, dot, lu_solve, matvec, matvec_t, max_abs, norm, softmax_cross_entropy, sub, Rng,
 };
-pub use super::bn::{BatchStats, BnMode, RunningStats};
 use super::spectral;
 use crate::model::spec::{FeedbackSpec, NetworkSpec, OpSpec, ResolvedOp, Shape};
 
