@@ -11,7 +11,7 @@
 //! f(a_N)   = a_N from the lines above;  σ = clamp(·, 0, 1)
 //! ```
 //!
-//! BN rules [ref]: layer 1's chain uses batch statistics in training (updating the running ones
+//! BN rules \[ref\]: layer 1's chain uses batch statistics in training (updating the running ones
 //! once per step); the BNs inside the loop use running statistics during the simulation, and batch
 //! statistics in the one evaluation of f that yields ∂f/∂θ. The β solve has two forms
 //! ([`AdjointForm`], ALGORITHM.md §4): the authors' (inner BNs in training mode, J_fᵀ taken at

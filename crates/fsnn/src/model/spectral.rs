@@ -23,7 +23,7 @@ pub struct SpectralNorm {
     dot: Tensor,
 }
 
-/// U(−1, 1), then each output unit's weight vector scaled to unit L2 norm ([ref] initialisation).
+/// U(−1, 1), then each output unit's weight vector scaled to unit L2 norm (\[ref\] initialisation).
 pub fn unit_rows(rng: &mut HostRng, rows: usize, cols: usize) -> Vec<f32> {
     let mut w: Vec<f32> = (0..rows * cols).map(|_| rng.uniform(-1.0, 1.0)).collect();
     for r in 0..rows {
