@@ -15,7 +15,7 @@ use super::spectral::{unit_output_channels, unit_rows, SpectralNorm};
 use super::{host_state, load_state, HostRng, HostState, Param, StepStats, BN_MOMENTUM};
 use crate::gpu::{Gpu, Tensor};
 use crate::ops::{self, BnShape, ConvShape, ConvTShape, NeuronStep, Op};
-pub use crate::reference::multilayer::AdjointForm;
+pub use crate::reference::network::AdjointForm;
 use crate::solver::{Solver, SolverKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,7 +27,7 @@ use super::{host_state, load_state, HostRng, HostState, Param, StepStats, BN_MOM
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::Kernels;
 use crate::ops::{self, BnShape, ConvShape, ConvTShape, NeuronStep, Op};
-pub use crate::reference::multilayer::AdjointForm;
+pub use crate::reference::network::AdjointForm;
 use crate::solver::{Solver, SolverKind};
 
 /// Which statistics a BN of a chain normalises with in one pass.

@@ -32,7 +32,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub use crate::reference::multilayer::AdjointForm;
+pub use crate::reference::network::AdjointForm;
 use crate::solver::SolverKind;
 
 /// A whole network: architecture, neuron model and the training recipe's defaults.

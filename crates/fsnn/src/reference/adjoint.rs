@@ -421,3 +421,13 @@ fn half_fixed_point_ref(
     }
     (beta, threshold)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broyden_paper_eps_formula() {
+        assert!((paper_eps(128, 400) - 2e-10 * 51_200f64.sqrt()).abs() < 1e-20);
+    }
+}

@@ -1,4 +1,5 @@
-//! Batch normalisation in training mode (batch statistics), f64.
+//! Batch normalisation in training mode (batch statistics), f64, and the types that say
+//! which statistics a BN uses and how running statistics follow the batch ones.
 //!
 //! Layout: a batch of `n` samples, each `channels × spatial` values channel-major (so a
 //! linear layer's `[n, features]` is `channels = features, spatial = 1`, and NCHW is
@@ -19,6 +20,55 @@ pub struct BnCache {
     pub mean: Vec<f64>,
     /// Biased batch variance per channel.
     pub var: Vec<f64>,
+}
+
+/// Which statistics a batch norm normalises with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BnMode {
+    /// The running statistics, as constants (PyTorch eval mode).
+    Running,
+    /// The batch statistics, biased variance (PyTorch training mode); couples the samples.
+    Batch,
+}
+
+/// Running statistics of one batch norm (PyTorch initialises mean 0, var 1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunningStats {
+    /// `running_mean`.
+    pub mean: Vec<f64>,
+    /// `running_var` (unbiased, as PyTorch keeps it).
+    pub var: Vec<f64>,
+}
+
+impl RunningStats {
+    /// PyTorch's initial statistics for `c` channels: mean 0, variance 1.
+    pub fn fresh(c: usize) -> Self {
+        RunningStats {
+            mean: vec![0.0; c],
+            var: vec![1.0; c],
+        }
+    }
+
+    /// PyTorch's update `r ← (1 − m)·r + m·batch`, with the batch variance made unbiased.
+    pub fn update(&mut self, batch: &BatchStats, momentum: f64) {
+        let k = batch.count as f64;
+        let unbias = k / (k - 1.0).max(1.0);
+        for c in 0..self.mean.len() {
+            self.mean[c] = (1.0 - momentum) * self.mean[c] + momentum * batch.mean[c];
+            self.var[c] = (1.0 - momentum) * self.var[c] + momentum * batch.var[c] * unbias;
+        }
+    }
+}
+
+/// Batch statistics of one batch norm in one evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchStats {
+    /// Mean per channel.
+    pub mean: Vec<f64>,
+    /// Biased variance per channel (what normalises).
+    pub var: Vec<f64>,
+    /// Values per channel, `n · H · W` (for the unbiased running update).
+    pub count: usize,
 }
 
 fn index(n: usize, channels: usize, spatial: usize) -> impl Iterator<Item = (usize, usize)> {
