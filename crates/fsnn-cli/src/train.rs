@@ -158,7 +158,12 @@ fn fresh_run_folder() -> PathBuf {
 /// The model a command names: `--model FILE`, else `--preset NAME`, else `default`.
 pub fn base_spec(preset: Option<&str>, model: Option<&Path>, default: &str) -> Result<NetworkSpec> {
     match (model, preset) {
-        (Some(path), _) => NetworkSpec::from_file(path),
+        (Some(path), _) => {
+            let spec = NetworkSpec::from_file(path)?;
+            // Sizes the engine supports (a file may state a valid but enormous network).
+            fsnn::checks::model_spec(&spec, &format!("model file {}", path.display()))?;
+            Ok(spec)
+        }
         (None, Some(name)) => spec::preset(name),
         (None, None) => spec::preset(default),
     }

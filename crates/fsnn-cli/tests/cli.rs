@@ -298,6 +298,13 @@ fn model_files_train_and_checkpoints_carry_them() {
         &["train", "--model", "/nonexistent/m.toml", "--out", o],
         "/nonexistent/m.toml",
     );
+    let huge = t.join("huge.toml");
+    std::fs::write(&huge, good.replace("out = 24", "out = 4000000")).unwrap();
+    let err = fails_with(
+        &["train", "--model", huge.to_str().unwrap(), "--out", o],
+        "parameters; at most 268435456 are supported",
+    );
+    assert!(err.contains("huge.toml"), "{err}");
     fails_with(
         &[
             "train",
