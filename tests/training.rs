@@ -634,9 +634,10 @@ fn checkpoints_from_before_model_files_load_into_the_network() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     for name in ["fc40", "tiny"] {
         let path = dir.join(format!("legacy-{name}.safetensors"));
-        let want: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(format!("legacy-{name}.json"))).unwrap())
-                .unwrap();
+        let want: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("legacy-{name}.json"))).unwrap(),
+        )
+        .unwrap();
         let mut rng = Rng::new(9);
         let x = rng.vec(8 * 784, -0.5, 2.5);
         let y: Vec<u32> = (0..8).map(|_| rng.below(10)).collect();

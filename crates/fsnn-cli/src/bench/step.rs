@@ -53,7 +53,7 @@ pub struct Args {
     pub data_dir: Option<PathBuf>,
     /// Multi-layer presets: authors | consistent adjoint (as `fsnn train --adjoint`).
     #[arg(long, value_name = "authors|consistent")]
-    pub adjoint: Option<fsnn::model::multi::AdjointForm>,
+    pub adjoint: Option<fsnn::model::spec::AdjointForm>,
     /// Forward simulation: dense | event | auto (measured once per adapter and shape, cached).
     #[arg(long, default_value = "auto")]
     pub kernels: fsnn::kernels::Kernels,

@@ -3,10 +3,9 @@
 
 use anyhow::Result;
 
-use super::multi::MultiNet;
 use super::network::Network;
 use super::spec::NetworkSpec;
-use super::{HostState, Net, StepStats};
+use super::{HostState, StepStats};
 use crate::gpu::Gpu;
 use crate::kernels::Kernels;
 use crate::solver::SolverKind;
@@ -72,46 +71,6 @@ pub struct Recording {
     /// Logits of the whole batch, `[batch, classes]`.
     pub logits: Vec<f32>,
 }
-
-macro_rules! forward_model {
-    ($t:ty $(, $extra:item)*) => {
-        impl Model for $t {
-            fn train_step(
-                &mut self,
-                gpu: &Gpu,
-                x: &[f32],
-                labels: &[u32],
-                lr: f32,
-                solver: SolverKind,
-                threshold: usize,
-                seed: u32,
-            ) -> Result<StepStats> {
-                <$t>::train_step(self, gpu, x, labels, lr, solver, threshold, seed)
-            }
-            fn eval_batch(&mut self, gpu: &Gpu, x: &[f32], labels: &[u32]) -> Result<StepStats> {
-                <$t>::eval_batch(self, gpu, x, labels)
-            }
-            fn to_host(&self, gpu: &Gpu) -> HostState {
-                <$t>::to_host(self, gpu)
-            }
-            fn load_host(&mut self, gpu: &Gpu, state: &HostState, source: &str) -> Result<()> {
-                <$t>::load_host(self, gpu, state, source)
-            }
-            fn rate(&self, gpu: &Gpu) -> Vec<f32> {
-                <$t>::rate(self, gpu)
-            }
-            $($extra)*
-        }
-    };
-}
-forward_model!(
-    Net,
-    fn set_kernels(&mut self, kernels: Kernels) -> Kernels {
-        Net::set_kernels(self, kernels);
-        self.kernels()
-    }
-);
-forward_model!(MultiNet);
 
 /// Builds the GPU network a description states, freshly initialised from `seed` (load trained
 /// weights with [`Model::load_host`], e.g. from [`crate::train::read_checkpoint`]).
