@@ -93,6 +93,9 @@ pub struct ResidualPoint {
     pub time_steps: usize,
     /// ‖f(a) − a‖ / ‖a‖ (absent where the model could not evaluate it).
     pub residual: Option<f64>,
+    /// Per spiking layer: ‖f_l(a_N) − a_l‖ / ‖a_l‖, layer l's activation in f at the last
+    /// layer's rate against its own simulated rate (the last entry is `residual`).
+    pub layers: Vec<f64>,
     /// Accuracy on the batch with this T.
     pub accuracy: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -195,13 +198,14 @@ pub fn inspect(
         let mut net = build(&s, gpu, 0)?;
         net.load_host(gpu, host, source_name)?;
         let stats = net.eval_batch(gpu, &x, &y)?;
-        let (residual, error) = match net.residual(gpu) {
-            Ok(r) => (Some(r), None),
-            Err(e) => (None, Some(format!("{e:#}"))),
+        let (layers, error) = match net.residual(gpu) {
+            Ok(r) => (r, None),
+            Err(e) => (Vec::new(), Some(format!("{e:#}"))),
         };
         residuals.push(ResidualPoint {
             time_steps: t,
-            residual,
+            residual: layers.last().copied(),
+            layers,
             accuracy: stats.correct as f64 / stats.samples.max(1) as f64,
             error,
         });
@@ -265,8 +269,15 @@ impl Report {
             };
             match (r.residual, &r.error) {
                 (Some(v), _) => {
+                    // Deeper networks: each layer's own residual after the fixed point's.
+                    let per_layer = if r.layers.len() > 1 {
+                        let v: Vec<String> = r.layers.iter().map(|x| format!("{x:.4}")).collect();
+                        format!("   per layer {}", v.join(" "))
+                    } else {
+                        String::new()
+                    };
                     s += &format!(
-                        "  T={:<4} {:>10.4}   accuracy {:.2}%{own}\n",
+                        "  T={:<4} {:>10.4}   accuracy {:.2}%{own}{per_layer}\n",
                         r.time_steps,
                         v,
                         r.accuracy * 100.0
@@ -570,6 +581,7 @@ mod tests {
             residuals: vec![ResidualPoint {
                 time_steps: 4,
                 residual: Some(0.01),
+                layers: vec![0.01],
                 accuracy: 0.5,
                 error: None,
             }],

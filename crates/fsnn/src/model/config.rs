@@ -47,9 +47,11 @@ pub trait Model {
     ) -> Result<Recording> {
         anyhow::bail!("this model cannot record spikes")
     }
-    /// ‖f(a) − a‖ / ‖a‖ per spiking layer at the last batch's rates, with the statistics and
-    /// masks of that batch's forward pass.
-    fn residual(&mut self, _gpu: &Gpu) -> Result<f64> {
+    /// The equilibrium residual per spiking layer after an evaluation batch: f evaluated at the
+    /// last layer's simulated rate a_N (running statistics, no dropout) gives every layer's
+    /// activation; layer l's entry is ‖f_l(a_N) − a_l‖ / ‖a_l‖ against its simulated rate a_l.
+    /// The last entry is the fixed-point residual ‖f(a) − a‖ / ‖a‖ itself.
+    fn residual(&mut self, _gpu: &Gpu) -> Result<Vec<f64>> {
         anyhow::bail!("this model cannot evaluate its residual")
     }
     /// Selects the forward simulation's kernels (resolve `Auto` first with

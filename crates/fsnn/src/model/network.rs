@@ -859,14 +859,20 @@ impl Network {
 
     /// ‖f(rate) − rate‖ / ‖rate‖ from the evaluation of f just made at the rate.
     fn residual_after_eval(&self, gpu: &Gpu) -> f64 {
+        self.layer_residual(gpu, self.depth() - 1)
+    }
+
+    /// ‖a_l − rate_l‖ / ‖rate_l‖: layer l's activation in the last evaluation of f against its
+    /// simulated rate.
+    fn layer_residual(&self, gpu: &Gpu, l: usize) -> f64 {
         let w = self.work.as_ref().unwrap();
-        let last = w.layers.last().unwrap();
-        let d = prefix(&w.scratch[0], last.a.len());
-        gpu.copy(&last.a, 0, &d, 0, d.len());
-        ops::axpby(gpu, -1.0, &last.acc, 1.0, &d);
+        let lw = &w.layers[l];
+        let d = prefix(&w.scratch[0], lw.a.len());
+        gpu.copy(&lw.a, 0, &d, 0, d.len());
+        ops::axpby(gpu, -1.0, &lw.acc, 1.0, &d);
         ops::sum(gpu, &d, true, &w.partials, &w.scalar);
         let num = gpu.read(&w.scalar)[0] as f64;
-        ops::sum(gpu, &last.acc, true, &w.partials, &w.scalar);
+        ops::sum(gpu, &lw.acc, true, &w.partials, &w.scalar);
         let den = gpu.read(&w.scalar)[0] as f64;
         (num / den.max(1e-30)).sqrt()
     }
@@ -1217,13 +1223,15 @@ impl Model for Network {
         }
         Ok(rec)
     }
-    fn residual(&mut self, gpu: &Gpu) -> Result<f64> {
+    fn residual(&mut self, gpu: &Gpu) -> Result<Vec<f64>> {
         let Some(w) = self.work.as_ref() else {
             bail!("no batch has been run yet");
         };
         let rate = w.layers.last().unwrap().acc.clone();
         self.eval_f(gpu, &rate, Bn::Running, false);
-        Ok(self.residual_after_eval(gpu))
+        Ok((0..self.depth())
+            .map(|l| self.layer_residual(gpu, l))
+            .collect())
     }
     fn set_kernels(&mut self, kernels: Kernels) -> Kernels {
         self.select_kernels(kernels);
