@@ -6,6 +6,7 @@ mod bench;
 mod info;
 mod report;
 mod train;
+mod tune;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -44,6 +45,8 @@ enum Command {
     Eval(train::EvalArgs),
     /// List the model presets.
     Presets(train::PresetsArgs),
+    /// Measure which kernel variants are fastest on this adapter and cache the choice.
+    Tune(tune::Args),
 }
 
 fn main() {
@@ -86,5 +89,6 @@ fn run() -> Result<()> {
         Command::Train(args) => train::run_train(&global, &args),
         Command::Eval(args) => train::run_eval(&global, &args),
         Command::Presets(args) => train::run_presets(&args),
+        Command::Tune(args) => tune::run(&global, &args),
     }
 }

@@ -18,5 +18,6 @@ pub mod reference;
 pub mod shader_source;
 pub mod solver;
 pub mod train;
+pub mod variants;
 
 pub use gpu::{Gpu, Tensor};
