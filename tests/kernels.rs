@@ -1159,7 +1159,9 @@ fn conv_event_sim_matches_twin_and_dense_path() {
 #[test]
 fn gemm_every_variant_odd_sizes_all_transposes() {
     let mut rng = Rng::new(40);
-    for &v in Family::Gemm.candidates() {
+    let variants = Family::Gemm.available(&gpu());
+    println!("gemm variants on this adapter: {variants:?}");
+    for v in variants {
         let g = gpu();
         g.set_variant(Family::Gemm, v);
         assert_eq!(g.variant(Family::Gemm), v);
@@ -1237,12 +1239,19 @@ fn variant_conv_shapes() -> Vec<ConvShape> {
 }
 
 #[test]
-fn conv2d_and_input_grad_every_variant_odd_sizes() {
+fn conv2d_and_its_gradients_every_variant_odd_sizes() {
     let mut rng = Rng::new(41);
-    for (i, &v) in Family::Conv2d.candidates().iter().enumerate() {
+    let g0 = gpu();
+    let (fwd, grad, wgrad) = (
+        Family::Conv2d.available(&g0),
+        Family::Conv2dInputGrad.available(&g0),
+        Family::Conv2dWeightGrad.available(&g0),
+    );
+    assert!(fwd.len() == grad.len() && fwd.len() == wgrad.len());
+    for ((&v, &vg), &vw) in fwd.iter().zip(&grad).zip(&wgrad) {
         let g = gpu();
         g.set_variant(Family::Conv2d, v);
-        let vg = Family::Conv2dInputGrad.candidates()[i];
+        g.set_variant(Family::Conv2dWeightGrad, vw);
         g.set_variant(Family::Conv2dInputGrad, vg);
         for s in variant_conv_shapes() {
             let x = rng.vec(s.input_len(), -1.0, 1.0);
@@ -1281,6 +1290,17 @@ fn conv2d_and_input_grad_every_variant_odd_sizes() {
                 &dx,
                 1e-5,
             );
+            let dw0 = rng.vec(s.weight_len(), -1.0, 1.0);
+            let gdw = g.upload(&[dw0.len()], &dw0);
+            ops::conv2d_weight_grad(&g, &s, &gdy, &gx, 0.5, 1.0, &gdw);
+            let mut dw = dw0.clone();
+            cpu::conv2d_weight_grad(&s, &dy, &x, 0.5, 1.0, &mut dw);
+            check(
+                &format!("conv2d_weight_grad[{vw}] {tag}"),
+                &g.read(&gdw),
+                &dw,
+                1e-5,
+            );
         }
         // The transposed convolution runs on the same two families.
         let s = ConvTShape {
@@ -1317,6 +1337,16 @@ fn conv2d_and_input_grad_every_variant_odd_sizes() {
             &dx,
             1e-5,
         );
+        let gdw = g.zeros(&[s.weight_len()]);
+        ops::conv_transpose2d_weight_grad(&g, &s, &gdy, &gx, 1.0, 0.0, &gdw);
+        let mut dw = vec![0.0; s.weight_len()];
+        cpu::conv_transpose2d_weight_grad(&s, &dy, &x, 1.0, 0.0, &mut dw);
+        check(
+            &format!("conv_transpose2d weight grad[{vw}]"),
+            &g.read(&gdw),
+            &dw,
+            1e-5,
+        );
     }
 }
 
@@ -1331,7 +1361,7 @@ fn gemm_explicit_variant_matches_twin() {
     let (ga, gb) = (g.upload(&[m * k], &a), g.upload(&[k * n], &b));
     let mut want = vec![0.0; m * n];
     cpu::gemm(Op::N, Op::T, m, n, k, 1.0, &a, &b, 0.0, &mut want);
-    for &v in Family::Gemm.candidates() {
+    for v in Family::Gemm.available(&g) {
         let gc = g.zeros(&[m * n]);
         ops::gemm_variant(&g, v, Op::N, Op::T, m, n, k, 1.0, &ga, &gb, 0.0, &gc);
         check(&format!("gemm_variant[{v}]"), &g.read(&gc), &want, 1e-5);

@@ -43,8 +43,7 @@ pub fn run(global: &Global, args: &Args) -> Result<()> {
         );
     }
     eprintln!(
-        "timing {} candidate(s) per family, median of {} runs per shape ...",
-        Family::Gemm.candidates().len(),
+        "timing every available variant per family, median of {} runs per shape ...",
         variants::RUNS
     );
     let (m, path) = variants::tune(&gpu)?;
@@ -83,9 +82,9 @@ pub fn run(global: &Global, args: &Args) -> Result<()> {
                 .sum()
         };
         let parts: Vec<String> = f
-            .candidates()
-            .iter()
-            .map(|&v| format!("{v} {:.2} ms", total(v)))
+            .available(&gpu)
+            .into_iter()
+            .map(|v| format!("{v} {:.2} ms", total(v)))
             .collect();
         println!(
             "{}: {} in all -> {}{forced}",

@@ -350,10 +350,10 @@ pub fn conv2d_input_grad_variant(
                 ],
             );
         }
-        Variant::Tiled => {
+        _ => {
             let rows = s.batch * s.h * s.w;
             gpu.dispatch(
-                "conv2d_input_grad_tiled",
+                Family::Conv2dInputGrad.kernel(variant),
                 params,
                 bindings,
                 [s.cin.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1],
@@ -372,12 +372,29 @@ pub fn conv2d_weight_grad(
     beta: f32,
     dw: &Tensor,
 ) {
+    let v = gpu.variant(Family::Conv2dWeightGrad);
+    conv2d_weight_grad_variant(gpu, v, s, dy, x, alpha, beta, dw);
+}
+
+/// [`conv2d_weight_grad`] with an explicit kernel variant (see [`crate::variants`]); every
+/// variant covers 64 output channels × 64 (cin, ky, kx) columns per workgroup.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_weight_grad_variant(
+    gpu: &Gpu,
+    variant: Variant,
+    s: &ConvShape,
+    dy: &Tensor,
+    x: &Tensor,
+    alpha: f32,
+    beta: f32,
+    dw: &Tensor,
+) {
     check(dy, s.output_len(), "conv2d_weight_grad dy");
     check(x, s.input_len(), "conv2d_weight_grad x");
     check(dw, s.weight_len(), "conv2d_weight_grad dw");
     let cols = s.cin * s.kh * s.kw;
     gpu.dispatch(
-        "conv2d_weight_grad",
+        Family::Conv2dWeightGrad.kernel(variant),
         s.params(s.oh(), s.ow(), alpha, beta),
         vec![gpu.bind(dy), gpu.bind(x), gpu.bind(dw)],
         [cols.div_ceil(64) as u32, s.cout.div_ceil(64) as u32, 1],

@@ -12,8 +12,8 @@
 //! The event-driven feedback of the forward simulation has its own choice (dense or event path),
 //! measured per model shape: see [`crate::kernels`].
 //!
-//! A subgroup variant is not among the candidates: wgpu 30 exposes `Features::SUBGROUP` on
-//! lavapipe (the only adapter this project can test on), but nothing here was written for it yet.
+//! `subgroup` variants (GEMM only so far) are candidates where the adapter has
+//! `Features::SUBGROUP` (lavapipe has), which the device then enables.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -38,16 +38,24 @@ pub enum Family {
     Conv2d,
     /// `ops::conv2d_input_grad` (and the forward pass of a transposed convolution).
     Conv2dInputGrad,
+    /// `ops::conv2d_weight_grad` (and the weight gradient of a transposed convolution).
+    Conv2dWeightGrad,
 }
 
 impl Family {
-    pub const ALL: [Family; 3] = [Family::Gemm, Family::Conv2d, Family::Conv2dInputGrad];
+    pub const ALL: [Family; 4] = [
+        Family::Gemm,
+        Family::Conv2d,
+        Family::Conv2dInputGrad,
+        Family::Conv2dWeightGrad,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Family::Gemm => "gemm",
             Family::Conv2d => "conv2d",
             Family::Conv2dInputGrad => "conv2d_input_grad",
+            Family::Conv2dWeightGrad => "conv2d_weight_grad",
         }
     }
 
@@ -56,9 +64,23 @@ impl Family {
         format!("FSNN_VARIANT_{}", self.name().to_uppercase())
     }
 
-    /// The candidates, the default first.
+    /// Every candidate, the default first (see [`Family::available`] for one adapter's).
     pub fn candidates(self) -> &'static [Variant] {
-        &[Variant::Blocked, Variant::Tiled]
+        match self {
+            Family::Gemm => &[Variant::Blocked, Variant::Tiled, Variant::Subgroup],
+            Family::Conv2d | Family::Conv2dInputGrad | Family::Conv2dWeightGrad => {
+                &[Variant::Blocked, Variant::Tiled]
+            }
+        }
+    }
+
+    /// The candidates this device can run (subgroup variants need `Features::SUBGROUP`).
+    pub fn available(self, gpu: &Gpu) -> Vec<Variant> {
+        self.candidates()
+            .iter()
+            .copied()
+            .filter(|v| v.supported(&gpu.ctx.features))
+            .collect()
     }
 
     /// The WGSL kernel (file under `shaders/`) of one variant.
@@ -66,10 +88,14 @@ impl Family {
         match (self, v) {
             (Family::Gemm, Variant::Blocked) => "gemm",
             (Family::Gemm, Variant::Tiled) => "gemm_tiled",
+            (Family::Gemm, Variant::Subgroup) => "gemm_subgroup",
             (Family::Conv2d, Variant::Blocked) => "conv2d_forward",
             (Family::Conv2d, Variant::Tiled) => "conv2d_forward_tiled",
             (Family::Conv2dInputGrad, Variant::Blocked) => "conv2d_input_grad",
             (Family::Conv2dInputGrad, Variant::Tiled) => "conv2d_input_grad_tiled",
+            (Family::Conv2dWeightGrad, Variant::Blocked) => "conv2d_weight_grad",
+            (Family::Conv2dWeightGrad, Variant::Tiled) => "conv2d_weight_grad_tiled",
+            (f, v) => panic!("{f} has no {v} variant"),
         }
     }
 
@@ -94,6 +120,9 @@ pub enum Variant {
     /// 64×64 tiles per workgroup of 16×16 invocations (4×4 each), operands staged through
     /// workgroup memory as vec4 in steps of 16 along the reduction.
     Tiled,
+    /// The register-blocked kernel with operand loads shared across a subgroup by shuffles
+    /// (needs `Features::SUBGROUP`).
+    Subgroup,
 }
 
 impl Variant {
@@ -101,7 +130,13 @@ impl Variant {
         match self {
             Variant::Blocked => "blocked",
             Variant::Tiled => "tiled",
+            Variant::Subgroup => "subgroup",
         }
+    }
+
+    /// Whether a device with these features can run this variant.
+    pub fn supported(self, features: &wgpu::Features) -> bool {
+        self != Variant::Subgroup || features.contains(wgpu::Features::SUBGROUP)
     }
 }
 
@@ -111,7 +146,10 @@ impl FromStr for Variant {
         match s {
             "blocked" => Ok(Variant::Blocked),
             "tiled" => Ok(Variant::Tiled),
-            _ => Err(format!("unknown kernel variant {s:?} (blocked | tiled)")),
+            "subgroup" => Ok(Variant::Subgroup),
+            _ => Err(format!(
+                "unknown kernel variant {s:?} (blocked | tiled | subgroup)"
+            )),
         }
     }
 }
@@ -124,7 +162,7 @@ impl fmt::Display for Variant {
 
 /// The variant of every family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Chosen([Variant; 3]);
+pub struct Chosen([Variant; 4]);
 
 impl Default for Chosen {
     fn default() -> Self {
@@ -216,17 +254,28 @@ pub fn cached(info: &AdapterSummary) -> Option<BTreeMap<Family, FamilyChoice>> {
 
 /// What a new [`Gpu`] on this adapter dispatches: the environment's forced variants, else the
 /// cached measurement, else the defaults. An invalid `FSNN_VARIANT_*` value panics with its
-/// message (it is a user's typo, not something to ignore).
-pub fn initial(info: &AdapterSummary) -> Chosen {
+/// message (it is a user's typo, not something to ignore); a variant of another family, or one
+/// this device cannot run, is refused the same way.
+pub fn initial(info: &AdapterSummary, features: &wgpu::Features) -> Chosen {
     let mut c = Chosen::default();
     if let Some(m) = cached(info) {
         for (f, fc) in m {
-            c.set(f, fc.chosen);
+            if f.candidates().contains(&fc.chosen) && fc.chosen.supported(features) {
+                c.set(f, fc.chosen);
+            }
         }
     }
     for f in Family::ALL {
         match env_override(f) {
-            Ok(Some(v)) => c.set(f, v),
+            Ok(Some(v)) => {
+                assert!(
+                    f.candidates().contains(&v) && v.supported(features),
+                    "{}={v}: {f} has no {v} variant on this device (candidates: {:?})",
+                    f.env_var(),
+                    f.candidates()
+                );
+                c.set(f, v)
+            }
             Ok(None) => {}
             Err(e) => panic!("{e:#}"),
         }
@@ -311,7 +360,7 @@ pub fn problems(f: Family) -> Vec<Problem> {
                 k: 128,
             },
         ],
-        Family::Conv2d | Family::Conv2dInputGrad => {
+        Family::Conv2d | Family::Conv2dInputGrad | Family::Conv2dWeightGrad => {
             let conv = |cin, cout, hw, k, stride, pad| ConvShape {
                 batch: 16,
                 cin,
@@ -349,6 +398,9 @@ fn operands(gpu: &Gpu, f: Family, p: &Problem) -> (Tensor, Tensor, Tensor) {
         (Family::Conv2dInputGrad, Problem::Conv(s)) => {
             (s.output_len(), s.weight_len(), s.input_len())
         }
+        (Family::Conv2dWeightGrad, Problem::Conv(s)) => {
+            (s.output_len(), s.input_len(), s.weight_len())
+        }
         (_, Problem::Conv(s)) => (s.input_len(), s.weight_len(), s.output_len()),
     };
     (
@@ -368,6 +420,9 @@ fn record(gpu: &Gpu, f: Family, v: Variant, p: &Problem, t: &(Tensor, Tensor, Te
         (Family::Conv2d, Problem::Conv(s)) => ops::conv2d_variant(gpu, v, &s, a, b, 1.0, 0.0, c),
         (Family::Conv2dInputGrad, Problem::Conv(s)) => {
             ops::conv2d_input_grad_variant(gpu, v, &s, a, b, 1.0, 0.0, c)
+        }
+        (Family::Conv2dWeightGrad, Problem::Conv(s)) => {
+            ops::conv2d_weight_grad_variant(gpu, v, &s, a, b, 1.0, 0.0, c)
         }
         _ => unreachable!("problem of another family"),
     }
@@ -396,7 +451,7 @@ fn time_one(gpu: &Gpu, record: impl Fn()) -> f64 {
 /// Times every candidate of `f` at its [`problems`] (median of [`RUNS`] dispatches after a
 /// warm-up, candidates alternating; see `time_one`) and picks the one with the least total.
 pub fn measure(gpu: &Gpu, f: Family) -> FamilyChoice {
-    let cands = f.candidates();
+    let cands = &f.available(gpu)[..];
     let mut timings = Vec::new();
     let mut total = vec![0.0f64; cands.len()];
     for p in problems(f) {
@@ -503,6 +558,8 @@ mod tests {
 
     #[test]
     fn every_variant_has_a_kernel_and_names_round_trip() {
+        assert!(!Variant::Subgroup.supported(&wgpu::Features::empty()));
+        assert!(Variant::Tiled.supported(&wgpu::Features::empty()));
         for f in Family::ALL {
             assert_eq!(f.candidates()[0], Chosen::default().get(f));
             for &v in f.candidates() {

@@ -659,8 +659,8 @@ fn conv64_feedback(batch: usize, ch: usize) -> ConvShape {
 }
 
 /// One row per kernel variant (`fsnn::variants`) at the dominant shapes: the fc400 feedback GEMM,
-/// conv64's 5×5 layer and AlexNet-F's 384→384 and strided 256→384 layers, forward and input
-/// gradient. Named `<family>[<variant>]`; the plain rows above run the adapter's chosen variant.
+/// conv64's 5×5 layer and AlexNet-F's 384→384 and strided 256→384 layers, forward and both
+/// gradients. Named `<family>[<variant>]`; the plain rows above run the adapter's chosen variant.
 fn variant_cases(gpu: &Gpu, b: usize, c: &impl Fn(usize) -> usize) -> Vec<Case> {
     let name = |f: Family, v: Variant| -> &'static str {
         Box::leak(format!("{}[{}]", f.name(), v.name()).into_boxed_str())
@@ -672,7 +672,7 @@ fn variant_cases(gpu: &Gpu, b: usize, c: &impl Fn(usize) -> usize) -> Vec<Case> 
         tensor(gpu, k * n, 2),
         gpu.zeros(&[m * n]),
     );
-    for &v in Family::Gemm.candidates() {
+    for v in Family::Gemm.available(gpu) {
         let (ga, gb, gc) = (ga.clone(), gb.clone(), gc.clone());
         out.push(Case {
             name: name(Family::Gemm, v),
@@ -710,8 +710,9 @@ fn variant_cases(gpu: &Gpu, b: usize, c: &impl Fn(usize) -> usize) -> Vec<Case> 
             tensor(gpu, s.output_len(), 5),
         );
         let dx = gpu.zeros(&[s.input_len()]);
+        let dw = gpu.zeros(&[s.weight_len()]);
         let bytes = 4.0 * (s.input_len() + s.weight_len() + s.output_len()) as f64;
-        for &v in Family::Conv2d.candidates() {
+        for v in Family::Conv2d.available(gpu) {
             let (x, w, y) = (x.clone(), w.clone(), y.clone());
             out.push(Case {
                 name: name(Family::Conv2d, v),
@@ -722,7 +723,7 @@ fn variant_cases(gpu: &Gpu, b: usize, c: &impl Fn(usize) -> usize) -> Vec<Case> 
                 record: Box::new(move |g| ops::conv2d_variant(g, v, &s, &x, &w, 1.0, 0.0, &y)),
             });
         }
-        for &v in Family::Conv2dInputGrad.candidates() {
+        for v in Family::Conv2dInputGrad.available(gpu) {
             let (dx, w, y) = (dx.clone(), w.clone(), y.clone());
             out.push(Case {
                 name: name(Family::Conv2dInputGrad, v),
@@ -732,6 +733,19 @@ fn variant_cases(gpu: &Gpu, b: usize, c: &impl Fn(usize) -> usize) -> Vec<Case> 
                 bytes,
                 record: Box::new(move |g| {
                     ops::conv2d_input_grad_variant(g, v, &s, &y, &w, 1.0, 0.0, &dx)
+                }),
+            });
+        }
+        for v in Family::Conv2dWeightGrad.available(gpu) {
+            let (dw, x, y) = (dw.clone(), x.clone(), y.clone());
+            out.push(Case {
+                name: name(Family::Conv2dWeightGrad, v),
+                shape: conv_tag(&s),
+                note,
+                flops: s.flops(),
+                bytes,
+                record: Box::new(move |g| {
+                    ops::conv2d_weight_grad_variant(g, v, &s, &y, &x, 1.0, 0.0, &dw)
                 }),
             });
         }

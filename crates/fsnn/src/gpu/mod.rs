@@ -175,7 +175,7 @@ impl Gpu {
             profile: Mutex::new(Profile::default()),
             timestamps: Mutex::new(None),
             staging: Mutex::new(HashMap::new()),
-            variants: Mutex::new(crate::variants::initial(&ctx.info)),
+            variants: Mutex::new(crate::variants::initial(&ctx.info, &ctx.features)),
             ctx,
         }
     }
@@ -187,6 +187,10 @@ impl Gpu {
 
     /// Makes this recorder dispatch variant `v` for family `f` (other recorders keep theirs).
     pub fn set_variant(&self, f: crate::variants::Family, v: crate::variants::Variant) {
+        assert!(
+            f.candidates().contains(&v) && v.supported(&self.ctx.features),
+            "{f} has no {v} variant on this device"
+        );
         self.variants.lock().unwrap().set(f, v);
     }
 
