@@ -225,7 +225,10 @@ pub fn cache_key(info: &AdapterSummary) -> String {
 /// Bumped whenever a candidate or a measured shape changes.
 const VARIANT_SET: u32 = 1;
 
-type Cache = BTreeMap<String, BTreeMap<Family, FamilyChoice>>;
+/// One adapter's measurement: the choice per family.
+pub type Measured = BTreeMap<Family, FamilyChoice>;
+
+type Cache = BTreeMap<String, Measured>;
 
 fn load_cache(path: &Path) -> Cache {
     std::fs::read(path)
@@ -235,14 +238,13 @@ fn load_cache(path: &Path) -> Cache {
 }
 
 /// This process's view of the cache per key, so that each new [`Gpu`] does not reread the file.
-fn memo() -> &'static Mutex<HashMap<String, Option<BTreeMap<Family, FamilyChoice>>>> {
-    static M: OnceLock<Mutex<HashMap<String, Option<BTreeMap<Family, FamilyChoice>>>>> =
-        OnceLock::new();
+fn memo() -> &'static Mutex<HashMap<String, Option<Measured>>> {
+    static M: OnceLock<Mutex<HashMap<String, Option<Measured>>>> = OnceLock::new();
     M.get_or_init(Default::default)
 }
 
 /// The cached measurement for this adapter, if any.
-pub fn cached(info: &AdapterSummary) -> Option<BTreeMap<Family, FamilyChoice>> {
+pub fn cached(info: &AdapterSummary) -> Option<Measured> {
     let key = cache_key(info);
     memo()
         .lock()
@@ -284,7 +286,7 @@ pub fn initial(info: &AdapterSummary, features: &wgpu::Features) -> Chosen {
 }
 
 /// Stores a measurement for this adapter (in the file and in this process).
-pub fn store(info: &AdapterSummary, m: &BTreeMap<Family, FamilyChoice>) -> Result<PathBuf> {
+pub fn store(info: &AdapterSummary, m: &Measured) -> Result<PathBuf> {
     let path = cache_path();
     let key = cache_key(info);
     let mut cache = load_cache(&path);
@@ -493,9 +495,8 @@ pub fn measure(gpu: &Gpu, f: Family) -> FamilyChoice {
 
 /// Measures every family, stores the result in the cache and applies it to `gpu` (families forced
 /// by `FSNN_VARIANT_*` keep the forced variant).
-pub fn tune(gpu: &Gpu) -> Result<(BTreeMap<Family, FamilyChoice>, PathBuf)> {
-    let m: BTreeMap<Family, FamilyChoice> =
-        Family::ALL.iter().map(|&f| (f, measure(gpu, f))).collect();
+pub fn tune(gpu: &Gpu) -> Result<(Measured, PathBuf)> {
+    let m: Measured = Family::ALL.iter().map(|&f| (f, measure(gpu, f))).collect();
     let path = store(&gpu.ctx.info, &m)?;
     for (&f, fc) in &m {
         let v = env_override(f)?.unwrap_or(fc.chosen);
