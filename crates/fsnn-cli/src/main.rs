@@ -79,6 +79,7 @@ fn run() -> Result<()> {
             std::process::exit(130);
         }
     })?;
+    fsnn::variants::check_env()?;
     let global = Global {
         // FSNN_ADAPTER is read here rather than through clap so that an empty value means "unset".
         adapter: AdapterChoice::from_flag_or_env(cli.adapter.as_deref()),

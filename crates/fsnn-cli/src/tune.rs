@@ -22,6 +22,9 @@ pub struct Args {
     /// Batch size of the dense/event measurement.
     #[arg(long, default_value_t = 128)]
     batch: usize,
+    /// Shrunk shapes, nothing cached (for tests; the choice is not representative).
+    #[arg(long)]
+    quick: bool,
 }
 
 pub fn run(global: &Global, args: &Args) -> Result<()> {
@@ -35,7 +38,7 @@ pub fn run(global: &Global, args: &Args) -> Result<()> {
         a.driver_info,
         utc_now()
     );
-    let peak = (!args.no_peak).then(|| peak::measure(&gpu, 5, false));
+    let peak = (!args.no_peak).then(|| peak::measure(&gpu, 5, args.quick));
     if let Some(p) = &peak {
         println!(
             "FMA peak (`fsnn bench peak`): {:.1} GFLOP/s, the denominator of %peak",
@@ -46,7 +49,7 @@ pub fn run(global: &Global, args: &Args) -> Result<()> {
         "timing every available variant per family, median of {} runs per shape ...",
         variants::RUNS
     );
-    let (m, path) = variants::tune(&gpu)?;
+    let (m, path) = variants::tune(&gpu, args.quick)?;
     println!(
         "{:<18} {:<26} {:<8} {:>10} {:>9} {:>7}  chosen",
         "family", "shape", "variant", "ms", "GFLOP/s", "%peak"
@@ -93,9 +96,12 @@ pub fn run(global: &Global, args: &Args) -> Result<()> {
             gpu.variant(f)
         );
     }
-    println!("variants cached in {}", path.display());
+    match path {
+        Some(p) => println!("variants cached in {}", p.display()),
+        None => println!("variants not cached (--quick)"),
+    }
 
-    if !args.no_simulation {
+    if !args.no_simulation && !args.quick {
         println!(
             "\nforward simulation, dense vs event path (batch {}, at most {} steps per pass):",
             args.batch,

@@ -126,6 +126,64 @@ fn bench_kernels_quick_json() {
     }
 }
 
+/// `fsnn tune` times every variant of every family and names the choice; `FSNN_VARIANT_*` forces
+/// one over the measurement (and a name that is no variant fails).
+#[test]
+fn tune_quick_measures_every_family_and_env_forces_a_variant() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |env: Option<(&str, &str)>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fsnn"));
+        cmd.args(["tune", "--quick", "--no-peak"])
+            .env_remove("FSNN_ADAPTER")
+            .env("FSNN_CACHE_DIR", dir.path());
+        for f in ["GEMM", "CONV2D", "CONV2D_INPUT_GRAD", "CONV2D_WEIGHT_GRAD"] {
+            cmd.env_remove(format!("FSNN_VARIANT_{f}"));
+        }
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("cannot run fsnn")
+    };
+    let out = run(None);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for family in ["gemm", "conv2d", "conv2d_input_grad", "conv2d_weight_grad"] {
+        for variant in ["blocked", "tiled"] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{family} "))
+                        && l.contains(&format!(" {variant} "))),
+                "no {family} {variant} row:\n{text}"
+            );
+        }
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{family}: "))),
+            "no {family} choice:\n{text}"
+        );
+    }
+    assert!(text.contains("variants not cached (--quick)"), "{text}");
+    assert!(!dir.path().join("variants.json").exists());
+    let out = run(Some(("FSNN_VARIANT_CONV2D", "tiled")));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("conv2d: ")
+            && l.ends_with("-> tiled (forced by FSNN_VARIANT_CONV2D=tiled)")),
+        "{text}"
+    );
+    let out = run(Some(("FSNN_VARIANT_GEMM", "fastest")));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("FSNN_VARIANT_GEMM") && err.contains("fastest"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bench_peak_quick_json() {
     let v = json(&["bench", "peak", "--json", "--runs", "1", "--quick"]);

@@ -190,6 +190,26 @@ pub fn env_override(f: Family) -> Result<Option<Variant>> {
     }
 }
 
+/// Every `FSNN_VARIANT_*` names a candidate of its family (for a clean error before a [`Gpu`],
+/// which panics on a bad one, is created).
+pub fn check_env() -> Result<()> {
+    for f in Family::ALL {
+        if let Some(v) = env_override(f)? {
+            anyhow::ensure!(
+                f.candidates().contains(&v),
+                "{}={v}: {f} has no {v} variant (candidates: {})",
+                f.env_var(),
+                f.candidates()
+                    .iter()
+                    .map(|v| v.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 // ------------------------------------------------------------------ cache
 
 /// What the measurement found for one family on one adapter.
@@ -336,8 +356,33 @@ impl Problem {
 
 /// The shapes each family is measured at: the fc400 GEMMs at batch 128 (feedback / forward,
 /// input layer, its weight gradient), conv64's 64→64 5×5 layer on 14×14 and AlexNet-F's four
-/// 3×3 layers at batch 16.
-pub fn problems(f: Family) -> Vec<Problem> {
+/// 3×3 layers at batch 16. `quick` shrinks them (batch 2, widths / 8) for tests.
+pub fn problems(f: Family, quick: bool) -> Vec<Problem> {
+    let full = problems_full(f);
+    if !quick {
+        return full;
+    }
+    let c = |n: usize| n.div_ceil(8);
+    full.into_iter()
+        .map(|p| match p {
+            Problem::Gemm { ta, tb, m, n, k } => Problem::Gemm {
+                ta,
+                tb,
+                m: c(m),
+                n: c(n),
+                k: c(k),
+            },
+            Problem::Conv(s) => Problem::Conv(ConvShape {
+                batch: 2,
+                cin: c(s.cin),
+                cout: c(s.cout),
+                ..s
+            }),
+        })
+        .collect()
+}
+
+fn problems_full(f: Family) -> Vec<Problem> {
     match f {
         Family::Gemm => vec![
             Problem::Gemm {
@@ -452,11 +497,11 @@ fn time_one(gpu: &Gpu, record: impl Fn()) -> f64 {
 
 /// Times every candidate of `f` at its [`problems`] (median of [`RUNS`] dispatches after a
 /// warm-up, candidates alternating; see `time_one`) and picks the one with the least total.
-pub fn measure(gpu: &Gpu, f: Family) -> FamilyChoice {
+pub fn measure(gpu: &Gpu, f: Family, quick: bool) -> FamilyChoice {
     let cands = &f.available(gpu)[..];
     let mut timings = Vec::new();
     let mut total = vec![0.0f64; cands.len()];
-    for p in problems(f) {
+    for p in problems(f, quick) {
         let t = operands(gpu, f, &p);
         for &v in cands {
             record(gpu, f, v, &p, &t);
@@ -493,11 +538,19 @@ pub fn measure(gpu: &Gpu, f: Family) -> FamilyChoice {
     }
 }
 
-/// Measures every family, stores the result in the cache and applies it to `gpu` (families forced
-/// by `FSNN_VARIANT_*` keep the forced variant).
-pub fn tune(gpu: &Gpu) -> Result<(Measured, PathBuf)> {
-    let m: Measured = Family::ALL.iter().map(|&f| (f, measure(gpu, f))).collect();
-    let path = store(&gpu.ctx.info, &m)?;
+/// Measures every family, stores the result in the cache (returning its path; not with `quick`,
+/// whose shapes are not representative) and applies it to `gpu` (families forced by
+/// `FSNN_VARIANT_*` keep the forced variant).
+pub fn tune(gpu: &Gpu, quick: bool) -> Result<(Measured, Option<PathBuf>)> {
+    let m: Measured = Family::ALL
+        .iter()
+        .map(|&f| (f, measure(gpu, f, quick)))
+        .collect();
+    let path = if quick {
+        None
+    } else {
+        Some(store(&gpu.ctx.info, &m)?)
+    };
     for (&f, fc) in &m {
         let v = env_override(f)?.unwrap_or(fc.chosen);
         gpu.set_variant(f, v);
