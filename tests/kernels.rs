@@ -1373,10 +1373,18 @@ fn gemm_explicit_variant_matches_twin() {
 fn adapter_subgroup_feature_reported() {
     let g = gpu();
     let f = g.ctx.adapter.features();
+    let info = g.ctx.adapter.get_info();
     println!(
-        "{}: SUBGROUP {}, SUBGROUP_BARRIER {}",
+        "{}: SUBGROUP {}, SUBGROUP_BARRIER {}, subgroup size {}..={}, enabled on the device: {}",
         g.ctx.info.name,
         f.contains(wgpu::Features::SUBGROUP),
-        f.contains(wgpu::Features::SUBGROUP_BARRIER)
+        f.contains(wgpu::Features::SUBGROUP_BARRIER),
+        info.subgroup_min_size,
+        info.subgroup_max_size,
+        g.ctx.features.contains(wgpu::Features::SUBGROUP)
+    );
+    assert_eq!(
+        f.contains(wgpu::Features::SUBGROUP),
+        g.ctx.features.contains(wgpu::Features::SUBGROUP)
     );
 }
