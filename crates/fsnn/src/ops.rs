@@ -332,34 +332,19 @@ pub fn conv2d_input_grad_variant(
     check(w, s.weight_len(), "conv2d_input_grad w");
     check(dx, s.input_len(), "conv2d_input_grad dx");
     assert_distinct(dx, dy, "conv2d_input_grad");
-    let params = s.params(s.oh(), s.ow(), alpha, beta);
-    let bindings = vec![gpu.bind(dy), gpu.bind(w), gpu.bind(dx)];
-    match variant {
-        Variant::Blocked => {
-            // One z-slice per stride parity class (see the kernel); the largest class has this
-            // many rows.
-            let rows = s.batch * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
-            gpu.dispatch(
-                "conv2d_input_grad",
-                params,
-                bindings,
-                [
-                    s.cin.div_ceil(64) as u32,
-                    rows.div_ceil(64) as u32,
-                    (s.stride * s.stride) as u32,
-                ],
-            );
-        }
-        _ => {
-            let rows = s.batch * s.h * s.w;
-            gpu.dispatch(
-                Family::Conv2dInputGrad.kernel(variant),
-                params,
-                bindings,
-                [s.cin.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1],
-            );
-        }
-    }
+    // Every variant: one z-slice per stride parity class (see the kernels); the largest class has
+    // this many rows.
+    let rows = s.batch * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
+    gpu.dispatch(
+        Family::Conv2dInputGrad.kernel(variant),
+        s.params(s.oh(), s.ow(), alpha, beta),
+        vec![gpu.bind(dy), gpu.bind(w), gpu.bind(dx)],
+        [
+            s.cin.div_ceil(64) as u32,
+            rows.div_ceil(64) as u32,
+            (s.stride * s.stride) as u32,
+        ],
+    );
 }
 
 /// `dw = alpha · ∂conv/∂w (dy, x) + beta · dw`.
