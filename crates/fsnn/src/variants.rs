@@ -257,20 +257,21 @@ fn load_cache(path: &Path) -> Cache {
         .unwrap_or_default()
 }
 
-/// This process's view of the cache per key, so that each new [`Gpu`] does not reread the file.
-fn memo() -> &'static Mutex<HashMap<String, Option<Measured>>> {
-    static M: OnceLock<Mutex<HashMap<String, Option<Measured>>>> = OnceLock::new();
+/// This process's view of the cache per file and key, so that each new [`Gpu`] does not reread
+/// the file.
+fn memo() -> &'static Mutex<HashMap<(PathBuf, String), Option<Measured>>> {
+    static M: OnceLock<Mutex<HashMap<(PathBuf, String), Option<Measured>>>> = OnceLock::new();
     M.get_or_init(Default::default)
 }
 
 /// The cached measurement for this adapter, if any.
 pub fn cached(info: &AdapterSummary) -> Option<Measured> {
-    let key = cache_key(info);
+    let (path, key) = (cache_path(), cache_key(info));
     memo()
         .lock()
         .unwrap()
-        .entry(key.clone())
-        .or_insert_with(|| load_cache(&cache_path()).remove(&key))
+        .entry((path.clone(), key.clone()))
+        .or_insert_with(|| load_cache(&path).remove(&key))
         .clone()
 }
 
@@ -317,7 +318,10 @@ pub fn store(info: &AdapterSummary, m: &Measured) -> Result<PathBuf> {
     let tmp = path.with_extension(format!("json.{}", std::process::id()));
     std::fs::write(&tmp, serde_json::to_vec_pretty(&cache)?)?;
     std::fs::rename(&tmp, &path)?;
-    memo().lock().unwrap().insert(key, Some(m.clone()));
+    memo()
+        .lock()
+        .unwrap()
+        .insert((path.clone(), key), Some(m.clone()));
     Ok(path)
 }
 
