@@ -250,6 +250,8 @@ pub type Measured = BTreeMap<Family, FamilyChoice>;
 
 type Cache = BTreeMap<String, Measured>;
 
+type Memo = HashMap<(PathBuf, String), Option<Measured>>;
+
 fn load_cache(path: &Path) -> Cache {
     std::fs::read(path)
         .ok()
@@ -259,8 +261,8 @@ fn load_cache(path: &Path) -> Cache {
 
 /// This process's view of the cache per file and key, so that each new [`Gpu`] does not reread
 /// the file.
-fn memo() -> &'static Mutex<HashMap<(PathBuf, String), Option<Measured>>> {
-    static M: OnceLock<Mutex<HashMap<(PathBuf, String), Option<Measured>>>> = OnceLock::new();
+fn memo() -> &'static Mutex<Memo> {
+    static M: OnceLock<Mutex<Memo>> = OnceLock::new();
     M.get_or_init(Default::default)
 }
 
