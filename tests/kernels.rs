@@ -3,6 +3,7 @@
 
 use fsnn::cpu;
 use fsnn::ops::{self, BnShape, ConvShape, ConvTShape, NeuronStep, Op};
+use fsnn::variants::Family;
 use fsnn_tests::{check, gpu, Rng};
 
 #[test]
@@ -1148,4 +1149,242 @@ fn conv_event_sim_matches_twin_and_dense_path() {
             &cpu::pack_rows(&g.read(&ds), ow),
         );
     }
+}
+
+// ----------------------------------------------------------------- variants
+
+/// Every variant of every family (forced on its recorder, as `FSNN_VARIANT_*` or the tuned cache
+/// would choose it) against the CPU twin, at sizes that are multiples of no tile: 1×1, tiles cut
+/// in every dimension, and reductions that end inside a 16-step.
+#[test]
+fn gemm_every_variant_odd_sizes_all_transposes() {
+    let mut rng = Rng::new(40);
+    let variants = Family::Gemm.available(&gpu());
+    println!("gemm variants on this adapter: {variants:?}");
+    for v in variants {
+        let g = gpu();
+        g.set_variant(Family::Gemm, v);
+        assert_eq!(g.variant(Family::Gemm), v);
+        for &(m, n, k) in &[
+            (1usize, 1usize, 1usize),
+            (17, 33, 29),
+            (130, 70, 257),
+            (65, 129, 16),
+            (9, 400, 17),
+        ] {
+            for (ta, tb) in [(Op::N, Op::N), (Op::N, Op::T), (Op::T, Op::N)] {
+                for &(alpha, beta) in &[(1.0f32, 0.0f32), (0.5, 1.0)] {
+                    let a = rng.vec(m * k, -1.0, 1.0);
+                    let b = rng.vec(k * n, -1.0, 1.0);
+                    let c0 = rng.vec(m * n, -1.0, 1.0);
+                    let (ga, gb, gc) = (
+                        g.upload(&[m * k], &a),
+                        g.upload(&[k * n], &b),
+                        g.upload(&[m * n], &c0),
+                    );
+                    ops::gemm(&g, ta, tb, m, n, k, alpha, &ga, &gb, beta, &gc);
+                    let mut c = c0.clone();
+                    cpu::gemm(ta, tb, m, n, k, alpha, &a, &b, beta, &mut c);
+                    check(
+                        &format!("gemm[{v}] {ta:?}{tb:?} {m}x{n}x{k} a={alpha} b={beta}"),
+                        &g.read(&gc),
+                        &c,
+                        1e-5,
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn variant_conv_shapes() -> Vec<ConvShape> {
+    let mut v = conv_shapes();
+    v.extend([
+        ConvShape {
+            batch: 1,
+            cin: 1,
+            h: 1,
+            w: 1,
+            cout: 1,
+            kh: 1,
+            kw: 1,
+            stride: 1,
+            pad: 0,
+        },
+        // 286 pixel rows, 70 channels, a 171-long reduction: every tile edge is cut.
+        ConvShape {
+            batch: 2,
+            cin: 19,
+            h: 13,
+            w: 11,
+            cout: 70,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: 1,
+        },
+        ConvShape {
+            batch: 3,
+            cin: 17,
+            h: 15,
+            w: 14,
+            cout: 67,
+            kh: 5,
+            kw: 5,
+            stride: 2,
+            pad: 2,
+        },
+    ]);
+    v
+}
+
+#[test]
+fn conv2d_and_its_gradients_every_variant_odd_sizes() {
+    let mut rng = Rng::new(41);
+    let g0 = gpu();
+    let (fwd, grad, wgrad) = (
+        Family::Conv2d.available(&g0),
+        Family::Conv2dInputGrad.available(&g0),
+        Family::Conv2dWeightGrad.available(&g0),
+    );
+    assert!(fwd.len() == grad.len() && fwd.len() == wgrad.len());
+    for ((&v, &vg), &vw) in fwd.iter().zip(&grad).zip(&wgrad) {
+        let g = gpu();
+        g.set_variant(Family::Conv2d, v);
+        g.set_variant(Family::Conv2dWeightGrad, vw);
+        g.set_variant(Family::Conv2dInputGrad, vg);
+        for s in variant_conv_shapes() {
+            let x = rng.vec(s.input_len(), -1.0, 1.0);
+            let w = rng.vec(s.weight_len(), -1.0, 1.0);
+            let dy = rng.vec(s.output_len(), -1.0, 1.0);
+            let (gx, gw, gdy) = (
+                g.upload(&[x.len()], &x),
+                g.upload(&[w.len()], &w),
+                g.upload(&[dy.len()], &dy),
+            );
+            let tag = format!(
+                "{}x{}x{}x{} k{} s{} p{} -> {}",
+                s.batch, s.cin, s.h, s.w, s.kh, s.stride, s.pad, s.cout
+            );
+            for beta in [0.0f32, 1.0] {
+                let y0 = rng.vec(s.output_len(), -1.0, 1.0);
+                let gy = g.upload(&[y0.len()], &y0);
+                ops::conv2d(&g, &s, &gx, &gw, beta, &gy);
+                let mut y = y0.clone();
+                cpu::conv2d(&s, &x, &w, beta, &mut y);
+                check(
+                    &format!("conv2d[{v}] {tag} beta={beta}"),
+                    &g.read(&gy),
+                    &y,
+                    1e-5,
+                );
+            }
+            let dx0 = rng.vec(s.input_len(), -1.0, 1.0);
+            let gdx = g.upload(&[dx0.len()], &dx0);
+            ops::conv2d_input_grad(&g, &s, &gdy, &gw, 0.5, 1.0, &gdx);
+            let mut dx = dx0.clone();
+            cpu::conv2d_input_grad(&s, &dy, &w, 0.5, 1.0, &mut dx);
+            check(
+                &format!("conv2d_input_grad[{vg}] {tag}"),
+                &g.read(&gdx),
+                &dx,
+                1e-5,
+            );
+            let dw0 = rng.vec(s.weight_len(), -1.0, 1.0);
+            let gdw = g.upload(&[dw0.len()], &dw0);
+            ops::conv2d_weight_grad(&g, &s, &gdy, &gx, 0.5, 1.0, &gdw);
+            let mut dw = dw0.clone();
+            cpu::conv2d_weight_grad(&s, &dy, &x, 0.5, 1.0, &mut dw);
+            check(
+                &format!("conv2d_weight_grad[{vw}] {tag}"),
+                &g.read(&gdw),
+                &dw,
+                1e-5,
+            );
+        }
+        // The transposed convolution runs on the same two families.
+        let s = ConvTShape {
+            batch: 2,
+            cin: 21,
+            h: 5,
+            w: 7,
+            cout: 66,
+            k: 3,
+            stride: 2,
+            pad: 1,
+            output_pad: 1,
+        };
+        let x = rng.vec(s.input_len(), -1.0, 1.0);
+        let w = rng.vec(s.weight_len(), -1.0, 1.0);
+        let dy = rng.vec(s.output_len(), -1.0, 1.0);
+        let (gx, gw, gdy) = (
+            g.upload(&[x.len()], &x),
+            g.upload(&[w.len()], &w),
+            g.upload(&[dy.len()], &dy),
+        );
+        let gy = g.zeros(&[s.output_len()]);
+        ops::conv_transpose2d(&g, &s, &gx, &gw, 0.0, &gy);
+        let mut y = vec![0.0; s.output_len()];
+        cpu::conv_transpose2d(&s, &x, &w, 0.0, &mut y);
+        check(&format!("conv_transpose2d[{vg}]"), &g.read(&gy), &y, 1e-5);
+        let gdx = g.zeros(&[s.input_len()]);
+        ops::conv_transpose2d_input_grad(&g, &s, &gdy, &gw, 0.0, &gdx);
+        let mut dx = vec![0.0; s.input_len()];
+        cpu::conv_transpose2d_input_grad(&s, &dy, &w, 0.0, &mut dx);
+        check(
+            &format!("conv_transpose2d input grad[{v}]"),
+            &g.read(&gdx),
+            &dx,
+            1e-5,
+        );
+        let gdw = g.zeros(&[s.weight_len()]);
+        ops::conv_transpose2d_weight_grad(&g, &s, &gdy, &gx, 1.0, 0.0, &gdw);
+        let mut dw = vec![0.0; s.weight_len()];
+        cpu::conv_transpose2d_weight_grad(&s, &dy, &x, 1.0, 0.0, &mut dw);
+        check(
+            &format!("conv_transpose2d weight grad[{vw}]"),
+            &g.read(&gdw),
+            &dw,
+            1e-5,
+        );
+    }
+}
+
+/// `ops::gemm_variant` (what the measurement dispatches) ignores the recorder's choice.
+#[test]
+fn gemm_explicit_variant_matches_twin() {
+    let g = gpu();
+    let mut rng = Rng::new(42);
+    let (m, n, k) = (70usize, 37usize, 45usize);
+    let a = rng.vec(m * k, -1.0, 1.0);
+    let b = rng.vec(k * n, -1.0, 1.0);
+    let (ga, gb) = (g.upload(&[m * k], &a), g.upload(&[k * n], &b));
+    let mut want = vec![0.0; m * n];
+    cpu::gemm(Op::N, Op::T, m, n, k, 1.0, &a, &b, 0.0, &mut want);
+    for v in Family::Gemm.available(&g) {
+        let gc = g.zeros(&[m * n]);
+        ops::gemm_variant(&g, v, Op::N, Op::T, m, n, k, 1.0, &ga, &gb, 0.0, &gc);
+        check(&format!("gemm_variant[{v}]"), &g.read(&gc), &want, 1e-5);
+    }
+}
+
+/// Reports whether the adapter offers subgroup operations (no variant uses them yet).
+#[test]
+fn adapter_subgroup_feature_reported() {
+    let g = gpu();
+    let f = g.ctx.adapter.features();
+    let info = g.ctx.adapter.get_info();
+    println!(
+        "{}: SUBGROUP {}, SUBGROUP_BARRIER {}, subgroup size {}..={}, enabled on the device: {}",
+        g.ctx.info.name,
+        f.contains(wgpu::Features::SUBGROUP),
+        f.contains(wgpu::Features::SUBGROUP_BARRIER),
+        info.subgroup_min_size,
+        info.subgroup_max_size,
+        g.ctx.features.contains(wgpu::Features::SUBGROUP)
+    );
+    assert_eq!(
+        f.contains(wgpu::Features::SUBGROUP),
+        g.ctx.features.contains(wgpu::Features::SUBGROUP)
+    );
 }

@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use fsnn::gpu::{list_adapters, GpuContext};
+use fsnn::variants::{self, Family};
 use serde_json::{json, Map, Value};
 
 use crate::Global;
@@ -68,7 +69,22 @@ pub fn adapter_report(ctx: &GpuContext) -> Value {
         "fsnn": {
             "pass_timestamps": ctx.has_pass_timestamps(),
             "max_binding_bytes": ctx.max_binding_bytes(),
+            "variants": variants_json(ctx),
         },
+    })
+}
+
+/// The kernel variant each family runs on this adapter, and whether `fsnn tune` measured it.
+fn variants_json(ctx: &GpuContext) -> Value {
+    let chosen = variants::initial(&ctx.info, &ctx.features);
+    let families: Map<String, Value> = Family::ALL
+        .iter()
+        .map(|&f| (f.name().to_string(), json!(chosen.get(f).name())))
+        .collect();
+    json!({
+        "chosen": families,
+        "measured": variants::cached(&ctx.info).is_some(),
+        "cache": variants::cache_path(),
     })
 }
 
@@ -113,6 +129,20 @@ pub fn run(global: &Global, args: &Args) -> Result<()> {
         }
     );
     println!("features     {}", ctx.feature_names().join(", "));
+    let chosen = variants::initial(&ctx.info, &ctx.features);
+    println!(
+        "variants     {} ({})",
+        Family::ALL
+            .iter()
+            .map(|&f| format!("{f}={}", chosen.get(f)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if variants::cached(&ctx.info).is_some() {
+            "measured by `fsnn tune`"
+        } else {
+            "defaults: not measured on this adapter, `fsnn tune` measures them"
+        }
+    );
     println!("limits");
     for (k, v) in limits_json(&ctx.limits) {
         println!("  {k:<68} {v}");

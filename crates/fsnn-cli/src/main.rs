@@ -7,6 +7,7 @@ mod info;
 mod inspect;
 mod report;
 mod train;
+mod tune;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -48,6 +49,8 @@ enum Command {
     /// Firing rates, silent/saturated neurons, the equilibrium residual against T, spike rasters
     /// and rate histograms of a checkpoint's network.
     Inspect(inspect::Args),
+    /// Measure which kernel variants are fastest on this adapter and cache the choice.
+    Tune(tune::Args),
 }
 
 fn main() {
@@ -80,6 +83,7 @@ fn run() -> Result<()> {
             std::process::exit(130);
         }
     })?;
+    fsnn::variants::check_env()?;
     let global = Global {
         // FSNN_ADAPTER is read here rather than through clap so that an empty value means "unset".
         adapter: AdapterChoice::from_flag_or_env(cli.adapter.as_deref()),
@@ -91,5 +95,6 @@ fn run() -> Result<()> {
         Command::Eval(args) => train::run_eval(&global, &args),
         Command::Presets(args) => train::run_presets(&args),
         Command::Inspect(args) => inspect::run(&global, &args),
+        Command::Tune(args) => tune::run(&global, &args),
     }
 }

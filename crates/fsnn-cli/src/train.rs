@@ -319,6 +319,11 @@ pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
         "adapter: {} ({}, {})",
         gpu.ctx.info.name, gpu.ctx.info.backend, gpu.ctx.info.driver
     );
+    if fsnn::variants::cached(&gpu.ctx.info).is_none() {
+        eprintln!(
+            "kernel variants: not measured on this adapter, the defaults run (`fsnn tune` measures them once)"
+        );
+    }
     eprintln!("run folder: {}", out.display());
     match train::train(&gpu, net_cfg, &cfg) {
         Ok(_) => {}

@@ -126,6 +126,125 @@ fn bench_kernels_quick_json() {
     }
 }
 
+/// `fsnn tune` times every variant of every family and names the choice; `FSNN_VARIANT_*` forces
+/// one over the measurement (and a name that is no variant fails).
+#[test]
+fn tune_quick_measures_every_family_and_env_forces_a_variant() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |env: Option<(&str, &str)>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fsnn"));
+        cmd.args(["tune", "--quick", "--no-peak"])
+            .env_remove("FSNN_ADAPTER")
+            .env("FSNN_CACHE_DIR", dir.path());
+        for f in ["GEMM", "CONV2D", "CONV2D_INPUT_GRAD", "CONV2D_WEIGHT_GRAD"] {
+            cmd.env_remove(format!("FSNN_VARIANT_{f}"));
+        }
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("cannot run fsnn")
+    };
+    let out = run(None);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for family in ["gemm", "conv2d", "conv2d_input_grad", "conv2d_weight_grad"] {
+        for variant in ["blocked", "tiled"] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{family} "))
+                        && l.contains(&format!(" {variant} "))),
+                "no {family} {variant} row:\n{text}"
+            );
+        }
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{family}: "))),
+            "no {family} choice:\n{text}"
+        );
+    }
+    assert!(text.contains("variants not cached (--quick)"), "{text}");
+    assert!(!dir.path().join("variants.json").exists());
+    let out = run(Some(("FSNN_VARIANT_CONV2D", "tiled")));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("conv2d: ")
+            && l.ends_with("-> tiled (forced by FSNN_VARIANT_CONV2D=tiled)")),
+        "{text}"
+    );
+    let out = run(Some(("FSNN_VARIANT_GEMM", "fastest")));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("FSNN_VARIANT_GEMM") && err.contains("fastest"),
+        "{err}"
+    );
+}
+
+/// A measured choice in the cache (as `fsnn tune` writes it, under the adapter's key) is what a
+/// new device runs, `fsnn info` shows it, and `FSNN_VARIANT_*` overrides it.
+#[test]
+fn cached_variant_choice_is_used_and_env_overrides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let info = |env: &[(&str, &str)]| -> Value {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fsnn"));
+        cmd.args(["info", "--json"])
+            .env_remove("FSNN_ADAPTER")
+            .env("FSNN_CACHE_DIR", dir.path());
+        for f in ["GEMM", "CONV2D", "CONV2D_INPUT_GRAD", "CONV2D_WEIGHT_GRAD"] {
+            cmd.env_remove(format!("FSNN_VARIANT_{f}"));
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("cannot run fsnn");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let before = info(&[]);
+    let v = &before["fsnn"]["variants"];
+    assert_eq!(v["measured"], false, "{v}");
+    for f in ["gemm", "conv2d", "conv2d_input_grad", "conv2d_weight_grad"] {
+        assert_eq!(v["chosen"][f], "blocked", "default of {f}: {v}");
+    }
+    // The key fsnn::variants::cache_key builds from the adapter.
+    let a = &before["adapter"];
+    let key = format!(
+        "{} | {} | {} {} | variants v1",
+        a["name"].as_str().unwrap(),
+        a["backend"].as_str().unwrap(),
+        a["driver"].as_str().unwrap(),
+        a["driver_info"].as_str().unwrap()
+    );
+    let choice = |v: &str| serde_json::json!({ "chosen": v, "timings": [] });
+    let cache = serde_json::json!({
+        key: { "conv2d": choice("tiled"), "conv2d_weight_grad": choice("tiled") },
+        "another adapter | Vulkan | x y | variants v1": { "gemm": choice("tiled") },
+    });
+    std::fs::write(dir.path().join("variants.json"), cache.to_string()).unwrap();
+    let after = info(&[]);
+    let v = &after["fsnn"]["variants"];
+    assert_eq!(v["measured"], true, "{v}");
+    assert_eq!(v["chosen"]["conv2d"], "tiled", "{v}");
+    assert_eq!(v["chosen"]["conv2d_weight_grad"], "tiled", "{v}");
+    assert_eq!(v["chosen"]["gemm"], "blocked", "{v}");
+    let forced = info(&[
+        ("FSNN_VARIANT_CONV2D", "blocked"),
+        ("FSNN_VARIANT_GEMM", "tiled"),
+    ]);
+    let v = &forced["fsnn"]["variants"];
+    assert_eq!(v["chosen"]["conv2d"], "blocked", "{v}");
+    assert_eq!(v["chosen"]["gemm"], "tiled", "{v}");
+    assert_eq!(v["chosen"]["conv2d_weight_grad"], "tiled", "{v}");
+}
+
 #[test]
 fn bench_peak_quick_json() {
     let v = json(&["bench", "peak", "--json", "--runs", "1", "--quick"]);

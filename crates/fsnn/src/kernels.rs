@@ -216,3 +216,23 @@ pub fn measure(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> Result<Choice> {
         event_ms,
     })
 }
+
+/// `fsnn tune`: measures the dense and event paths for this model anew (whatever the cache holds)
+/// and stores the result as [`resolve`] would. `None` for models without an event path.
+pub fn remeasure(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> Result<Option<Choice>> {
+    let net_cfg = cfg;
+    if !events_supported(net_cfg) {
+        return Ok(None);
+    }
+    let c = measure(gpu, net_cfg, batch)?;
+    let path = cache_path();
+    let mut cache = load_cache(&path);
+    cache.insert(cache_key(gpu, net_cfg, batch), c.clone());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("json.{}", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&cache)?)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(Some(c))
+}

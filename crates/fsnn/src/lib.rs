@@ -48,6 +48,7 @@ pub mod reference;
 pub mod shader_source;
 pub mod solver;
 pub mod train;
+pub mod variants;
 
 pub mod inspect;
 

@@ -3,6 +3,7 @@
 //! each is the function of the same name in [`crate::cpu`].
 
 use crate::gpu::{Binding, Gpu, Params, Tensor};
+use crate::variants::{Family, Variant};
 
 /// Shapes of a 2-D convolution (NCHW; weight `[cout, cin, kh, kw]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -194,6 +195,27 @@ pub fn gemm(
     beta: f32,
     c: &Tensor,
 ) {
+    let v = gpu.variant(Family::Gemm);
+    gemm_variant(gpu, v, ta, tb, m, n, k, alpha, a, b, beta, c);
+}
+
+/// [`gemm`] with an explicit kernel variant (see [`crate::variants`]). Every variant takes the
+/// same parameters and covers 64×64 of C per workgroup.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_variant(
+    gpu: &Gpu,
+    variant: Variant,
+    ta: Op,
+    tb: Op,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &Tensor,
+    b: &Tensor,
+    beta: f32,
+    c: &Tensor,
+) {
     check(a, m * k, "gemm A");
     check(b, k * n, "gemm B");
     check(c, m * n, "gemm C");
@@ -224,7 +246,7 @@ pub fn gemm(
         };
         let (cb, c_off) = gpu.window(c, r0 * n, rows * n);
         gpu.dispatch(
-            "gemm",
+            Family::Gemm.kernel(variant),
             Params::new()
                 .u(rows)
                 .u(n)
@@ -249,16 +271,32 @@ pub fn gemm(
 
 // -------------------------------------------------------------------- conv
 
-/// `y = alpha · conv(x, w) + beta · y` (no bias).
+/// `y = conv(x, w) + beta · y` (no bias).
 pub fn conv2d(gpu: &Gpu, s: &ConvShape, x: &Tensor, w: &Tensor, beta: f32, y: &Tensor) {
+    conv2d_variant(gpu, gpu.variant(Family::Conv2d), s, x, w, 1.0, beta, y);
+}
+
+/// `y = alpha · conv(x, w) + beta · y` with an explicit kernel variant (see [`crate::variants`]);
+/// every variant covers 64 output pixels × 64 output channels per workgroup.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_variant(
+    gpu: &Gpu,
+    variant: Variant,
+    s: &ConvShape,
+    x: &Tensor,
+    w: &Tensor,
+    alpha: f32,
+    beta: f32,
+    y: &Tensor,
+) {
     check(x, s.input_len(), "conv2d x");
     check(w, s.weight_len(), "conv2d w");
     check(y, s.output_len(), "conv2d y");
     assert_distinct(y, x, "conv2d");
     let rows = s.batch * s.oh() * s.ow();
     gpu.dispatch(
-        "conv2d_forward",
-        s.params(s.oh(), s.ow(), 1.0, beta),
+        Family::Conv2d.kernel(variant),
+        s.params(s.oh(), s.ow(), alpha, beta),
         vec![gpu.bind(x), gpu.bind(w), gpu.bind(y)],
         [s.cout.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1],
     );
@@ -274,14 +312,31 @@ pub fn conv2d_input_grad(
     beta: f32,
     dx: &Tensor,
 ) {
+    let v = gpu.variant(Family::Conv2dInputGrad);
+    conv2d_input_grad_variant(gpu, v, s, dy, w, alpha, beta, dx);
+}
+
+/// [`conv2d_input_grad`] with an explicit kernel variant (see [`crate::variants`]).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_input_grad_variant(
+    gpu: &Gpu,
+    variant: Variant,
+    s: &ConvShape,
+    dy: &Tensor,
+    w: &Tensor,
+    alpha: f32,
+    beta: f32,
+    dx: &Tensor,
+) {
     check(dy, s.output_len(), "conv2d_input_grad dy");
     check(w, s.weight_len(), "conv2d_input_grad w");
     check(dx, s.input_len(), "conv2d_input_grad dx");
     assert_distinct(dx, dy, "conv2d_input_grad");
-    // One z-slice per stride parity class (see the kernel); the largest class has this many rows.
+    // Every variant: one z-slice per stride parity class (see the kernels); the largest class has
+    // this many rows.
     let rows = s.batch * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
     gpu.dispatch(
-        "conv2d_input_grad",
+        Family::Conv2dInputGrad.kernel(variant),
         s.params(s.oh(), s.ow(), alpha, beta),
         vec![gpu.bind(dy), gpu.bind(w), gpu.bind(dx)],
         [
@@ -302,12 +357,29 @@ pub fn conv2d_weight_grad(
     beta: f32,
     dw: &Tensor,
 ) {
+    let v = gpu.variant(Family::Conv2dWeightGrad);
+    conv2d_weight_grad_variant(gpu, v, s, dy, x, alpha, beta, dw);
+}
+
+/// [`conv2d_weight_grad`] with an explicit kernel variant (see [`crate::variants`]); every
+/// variant covers 64 output channels × 64 (cin, ky, kx) columns per workgroup.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_weight_grad_variant(
+    gpu: &Gpu,
+    variant: Variant,
+    s: &ConvShape,
+    dy: &Tensor,
+    x: &Tensor,
+    alpha: f32,
+    beta: f32,
+    dw: &Tensor,
+) {
     check(dy, s.output_len(), "conv2d_weight_grad dy");
     check(x, s.input_len(), "conv2d_weight_grad x");
     check(dw, s.weight_len(), "conv2d_weight_grad dw");
     let cols = s.cin * s.kh * s.kw;
     gpu.dispatch(
-        "conv2d_weight_grad",
+        Family::Conv2dWeightGrad.kernel(variant),
         s.params(s.oh(), s.ow(), alpha, beta),
         vec![gpu.bind(dy), gpu.bind(x), gpu.bind(dw)],
         [cols.div_ceil(64) as u32, s.cout.div_ceil(64) as u32, 1],

@@ -9,6 +9,7 @@
 use anyhow::Result;
 use fsnn::gpu::{Gpu, Tensor};
 use fsnn::ops::{self, BnShape, ConvShape, ConvTShape, NeuronStep, Op};
+use fsnn::variants::{Family, Variant};
 use serde::Serialize;
 
 use super::peak::{self, Peak};
@@ -298,6 +299,7 @@ fn cases(gpu: &Gpu, quick: bool) -> Vec<Case> {
         });
     }
     v.extend(event_cases(gpu, b, c));
+    v.extend(variant_cases(gpu, b, &c));
 
     {
         let s = BnShape {
@@ -473,13 +475,13 @@ pub fn run(global: &Global, args: &Args) -> Result<()> {
         );
     }
     println!(
-        "{:<20} {:<38} {:>10} {:>10} {:>10} {:>9} {:>8} {:>7} {:>7}",
+        "{:<27} {:<38} {:>10} {:>10} {:>10} {:>9} {:>8} {:>7} {:>7}",
         "kernel", "shape", "ms", "min", "max", "GFLOP/s", "GB/s", "%FLOP", "%BW"
     );
     let pct = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into());
     for r in &rows {
         println!(
-            "{:<20} {:<38} {:>10.3} {:>10.3} {:>10.3} {:>9.2} {:>8.2} {:>7} {:>7}",
+            "{:<27} {:<38} {:>10.3} {:>10.3} {:>10.3} {:>9.2} {:>8.2} {:>7} {:>7}",
             r.name,
             r.shape,
             r.ms,
@@ -654,4 +656,99 @@ fn conv64_feedback(batch: usize, ch: usize) -> ConvShape {
         stride: 1,
         pad: 2,
     }
+}
+
+/// One row per kernel variant (`fsnn::variants`) at the dominant shapes: the fc400 feedback GEMM,
+/// conv64's 5×5 layer and AlexNet-F's 384→384 and strided 256→384 layers, forward and both
+/// gradients. Named `<family>[<variant>]`; the plain rows above run the adapter's chosen variant.
+fn variant_cases(gpu: &Gpu, b: usize, c: &impl Fn(usize) -> usize) -> Vec<Case> {
+    let name = |f: Family, v: Variant| -> &'static str {
+        Box::leak(format!("{}[{}]", f.name(), v.name()).into_boxed_str())
+    };
+    let mut out = Vec::new();
+    let (m, n, k) = (b, c(400), c(400));
+    let (ga, gb, gc) = (
+        tensor(gpu, m * k, 1),
+        tensor(gpu, k * n, 2),
+        gpu.zeros(&[m * n]),
+    );
+    for v in Family::Gemm.available(gpu) {
+        let (ga, gb, gc) = (ga.clone(), gb.clone(), gc.clone());
+        out.push(Case {
+            name: name(Family::Gemm, v),
+            shape: format!("NT {m}x{n}x{k}"),
+            note: "fc400 forward / feedback: [128x400]·W[400x400]ᵀ",
+            flops: 2.0 * (m * n * k) as f64,
+            bytes: 4.0 * (m * k + k * n + m * n) as f64,
+            record: Box::new(move |g| {
+                ops::gemm_variant(g, v, Op::N, Op::T, m, n, k, 1.0, &ga, &gb, 0.0, &gc)
+            }),
+        });
+    }
+    let conv = |cin: usize, cout: usize, hw: usize, k: usize, stride: usize| ConvShape {
+        batch: b,
+        cin: c(cin),
+        h: hw,
+        w: hw,
+        cout: c(cout),
+        kh: k,
+        kw: k,
+        stride,
+        pad: k / 2,
+    };
+    for (s, note) in [
+        (conv(64, 64, 14, 5, 1), "conv64 5x5 64->64 layer"),
+        (
+            conv(384, 384, 8, 3, 1),
+            "AlexNet-F layer 384->384 3x3 on 8x8",
+        ),
+        (conv(256, 384, 16, 3, 2), "AlexNet-F layer 256->384 3x3 s2"),
+    ] {
+        let (x, w, y) = (
+            tensor(gpu, s.input_len(), 3),
+            tensor(gpu, s.weight_len(), 4),
+            tensor(gpu, s.output_len(), 5),
+        );
+        let dx = gpu.zeros(&[s.input_len()]);
+        let dw = gpu.zeros(&[s.weight_len()]);
+        let bytes = 4.0 * (s.input_len() + s.weight_len() + s.output_len()) as f64;
+        for v in Family::Conv2d.available(gpu) {
+            let (x, w, y) = (x.clone(), w.clone(), y.clone());
+            out.push(Case {
+                name: name(Family::Conv2d, v),
+                shape: conv_tag(&s),
+                note,
+                flops: s.flops(),
+                bytes,
+                record: Box::new(move |g| ops::conv2d_variant(g, v, &s, &x, &w, 1.0, 0.0, &y)),
+            });
+        }
+        for v in Family::Conv2dInputGrad.available(gpu) {
+            let (dx, w, y) = (dx.clone(), w.clone(), y.clone());
+            out.push(Case {
+                name: name(Family::Conv2dInputGrad, v),
+                shape: conv_tag(&s),
+                note,
+                flops: s.flops(),
+                bytes,
+                record: Box::new(move |g| {
+                    ops::conv2d_input_grad_variant(g, v, &s, &y, &w, 1.0, 0.0, &dx)
+                }),
+            });
+        }
+        for v in Family::Conv2dWeightGrad.available(gpu) {
+            let (dw, x, y) = (dw.clone(), x.clone(), y.clone());
+            out.push(Case {
+                name: name(Family::Conv2dWeightGrad, v),
+                shape: conv_tag(&s),
+                note,
+                flops: s.flops(),
+                bytes,
+                record: Box::new(move |g| {
+                    ops::conv2d_weight_grad_variant(g, v, &s, &y, &x, 1.0, 0.0, &dw)
+                }),
+            });
+        }
+    }
+    out
 }

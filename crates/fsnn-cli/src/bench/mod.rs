@@ -2,7 +2,7 @@
 //! module of its own; all share the timing loop below.
 
 mod kernels;
-mod peak;
+pub(crate) mod peak;
 mod step;
 
 use std::time::Instant;

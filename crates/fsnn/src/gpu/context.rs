@@ -167,7 +167,9 @@ impl GpuContext {
         let info = AdapterSummary::new(pick, &adapter.get_info());
         let wanted = wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
-            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            // The subgroup kernel variants (crate::variants) are candidates only with this.
+            | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;
         // The adapter's real limits, not WebGPU's defaults (which cap buffers at 256 MiB).
         let limits = adapter.limits();

@@ -150,6 +150,8 @@ pub struct Gpu {
     timestamps: Mutex<Option<timing::TimestampSet>>,
     /// Mappable buffers for reads, by size, reused so steady-state steps create none.
     staging: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    /// The kernel variant each family dispatches (see [`crate::variants`]).
+    variants: Mutex<crate::variants::Chosen>,
 }
 
 impl Gpu {
@@ -159,7 +161,6 @@ impl Gpu {
 
     pub fn from_context(ctx: Arc<GpuContext>) -> Self {
         Self {
-            ctx,
             pool: BufferPool::default(),
             pipelines: Mutex::new(HashMap::new()),
             pending: Mutex::new(Pending {
@@ -174,7 +175,23 @@ impl Gpu {
             profile: Mutex::new(Profile::default()),
             timestamps: Mutex::new(None),
             staging: Mutex::new(HashMap::new()),
+            variants: Mutex::new(crate::variants::initial(&ctx.info, &ctx.features)),
+            ctx,
         }
+    }
+
+    /// The variant `ops` dispatches for a kernel family on this recorder.
+    pub fn variant(&self, f: crate::variants::Family) -> crate::variants::Variant {
+        self.variants.lock().unwrap().get(f)
+    }
+
+    /// Makes this recorder dispatch variant `v` for family `f` (other recorders keep theirs).
+    pub fn set_variant(&self, f: crate::variants::Family, v: crate::variants::Variant) {
+        assert!(
+            f.candidates().contains(&v) && v.supported(&self.ctx.features),
+            "{f} has no {v} variant on this device"
+        );
+        self.variants.lock().unwrap().set(f, v);
     }
 
     // ---------------------------------------------------------------- tensors

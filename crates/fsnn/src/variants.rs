@@ -1,0 +1,640 @@
+//! Kernel variants: for each hot kernel family, the WGSL kernels that compute the same result
+//! (the same CPU twin), and which of them a [`Gpu`] dispatches.
+//!
+//! The defaults are the register-blocked kernels written for the software driver (`blocked`). The
+//! `tiled` variants stage 64×64 tiles through workgroup memory, which is what real GPUs are fast
+//! at. Which is faster is measured (median of a few timed dispatches at the presets' shapes, see
+//! [`measure`]) once per adapter and driver, by `fsnn tune`, and cached in [`cache_path`] next to
+//! the simulation-kernel cache; every [`Gpu`] starts from the cached choice for its adapter, else
+//! the defaults. `FSNN_VARIANT_<FAMILY>=<name>` (e.g. `FSNN_VARIANT_GEMM=tiled`) forces one
+//! variant over both; [`Gpu::set_variant`] forces one on one recorder (the tests do).
+//!
+//! The event-driven feedback of the forward simulation has its own choice (dense or event path),
+//! measured per model shape: see [`crate::kernels`].
+//!
+//! `subgroup` variants (GEMM only so far) are candidates where the adapter has
+//! `Features::SUBGROUP` (lavapipe has), which the device then enables.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::gpu::{AdapterSummary, Gpu, Tensor};
+use crate::ops::{self, ConvShape, Op};
+
+/// A family of kernels that compute the same thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// `ops::gemm`.
+    Gemm,
+    /// `ops::conv2d` (and the input gradient of a transposed convolution).
+    Conv2d,
+    /// `ops::conv2d_input_grad` (and the forward pass of a transposed convolution).
+    Conv2dInputGrad,
+    /// `ops::conv2d_weight_grad` (and the weight gradient of a transposed convolution).
+    Conv2dWeightGrad,
+}
+
+impl Family {
+    pub const ALL: [Family; 4] = [
+        Family::Gemm,
+        Family::Conv2d,
+        Family::Conv2dInputGrad,
+        Family::Conv2dWeightGrad,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Gemm => "gemm",
+            Family::Conv2d => "conv2d",
+            Family::Conv2dInputGrad => "conv2d_input_grad",
+            Family::Conv2dWeightGrad => "conv2d_weight_grad",
+        }
+    }
+
+    /// The environment variable that forces this family's variant.
+    pub fn env_var(self) -> String {
+        format!("FSNN_VARIANT_{}", self.name().to_uppercase())
+    }
+
+    /// Every candidate, the default first (see [`Family::available`] for one adapter's).
+    pub fn candidates(self) -> &'static [Variant] {
+        match self {
+            Family::Gemm => &[Variant::Blocked, Variant::Tiled, Variant::Subgroup],
+            Family::Conv2d | Family::Conv2dInputGrad | Family::Conv2dWeightGrad => {
+                &[Variant::Blocked, Variant::Tiled]
+            }
+        }
+    }
+
+    /// The candidates this device can run (subgroup variants need `Features::SUBGROUP`).
+    pub fn available(self, gpu: &Gpu) -> Vec<Variant> {
+        self.candidates()
+            .iter()
+            .copied()
+            .filter(|v| v.supported(&gpu.ctx.features))
+            .collect()
+    }
+
+    /// The WGSL kernel (file under `shaders/`) of one variant.
+    pub fn kernel(self, v: Variant) -> &'static str {
+        match (self, v) {
+            (Family::Gemm, Variant::Blocked) => "gemm",
+            (Family::Gemm, Variant::Tiled) => "gemm_tiled",
+            (Family::Gemm, Variant::Subgroup) => "gemm_subgroup",
+            (Family::Conv2d, Variant::Blocked) => "conv2d_forward",
+            (Family::Conv2d, Variant::Tiled) => "conv2d_forward_tiled",
+            (Family::Conv2dInputGrad, Variant::Blocked) => "conv2d_input_grad",
+            (Family::Conv2dInputGrad, Variant::Tiled) => "conv2d_input_grad_tiled",
+            (Family::Conv2dWeightGrad, Variant::Blocked) => "conv2d_weight_grad",
+            (Family::Conv2dWeightGrad, Variant::Tiled) => "conv2d_weight_grad_tiled",
+            (f, v) => panic!("{f} has no {v} variant"),
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One way of computing a family's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// An 8×8 block of the result per invocation in registers, operands straight from storage
+    /// (written for lavapipe, where workgroup memory is slow). The default.
+    Blocked,
+    /// 64×64 tiles per workgroup of 16×16 invocations (4×4 each), operands staged through
+    /// workgroup memory as vec4 in steps of 16 along the reduction.
+    Tiled,
+    /// The register-blocked kernel with operand loads shared across a subgroup by shuffles
+    /// (needs `Features::SUBGROUP`).
+    Subgroup,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Blocked => "blocked",
+            Variant::Tiled => "tiled",
+            Variant::Subgroup => "subgroup",
+        }
+    }
+
+    /// Whether a device with these features can run this variant.
+    pub fn supported(self, features: &wgpu::Features) -> bool {
+        self != Variant::Subgroup || features.contains(wgpu::Features::SUBGROUP)
+    }
+}
+
+impl FromStr for Variant {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "blocked" => Ok(Variant::Blocked),
+            "tiled" => Ok(Variant::Tiled),
+            "subgroup" => Ok(Variant::Subgroup),
+            _ => Err(format!(
+                "unknown kernel variant {s:?} (blocked | tiled | subgroup)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The variant of every family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chosen([Variant; 4]);
+
+impl Default for Chosen {
+    fn default() -> Self {
+        Chosen(Family::ALL.map(|f| f.candidates()[0]))
+    }
+}
+
+impl Chosen {
+    pub fn get(&self, f: Family) -> Variant {
+        self.0[f.index()]
+    }
+    pub fn set(&mut self, f: Family, v: Variant) {
+        self.0[f.index()] = v;
+    }
+}
+
+/// The variant forced by `FSNN_VARIANT_<FAMILY>`, if set (an unknown name is an error).
+pub fn env_override(f: Family) -> Result<Option<Variant>> {
+    match std::env::var(f.env_var()) {
+        Ok(v) if !v.is_empty() => v
+            .parse::<Variant>()
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", f.env_var())),
+        _ => Ok(None),
+    }
+}
+
+/// Every `FSNN_VARIANT_*` names a candidate of its family (for a clean error before a [`Gpu`],
+/// which panics on a bad one, is created).
+pub fn check_env() -> Result<()> {
+    for f in Family::ALL {
+        if let Some(v) = env_override(f)? {
+            anyhow::ensure!(
+                f.candidates().contains(&v),
+                "{}={v}: {f} has no {v} variant (candidates: {})",
+                f.env_var(),
+                f.candidates()
+                    .iter()
+                    .map(|v| v.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ cache
+
+/// What the measurement found for one family on one adapter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FamilyChoice {
+    pub chosen: Variant,
+    pub timings: Vec<Timing>,
+}
+
+/// One candidate at one shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Timing {
+    pub shape: String,
+    pub variant: Variant,
+    pub ms: f64,
+    pub gflops: f64,
+}
+
+/// The cache file: next to the simulation-kernel cache (`kernels.json`).
+pub fn cache_path() -> PathBuf {
+    crate::kernels::cache_path().with_file_name("variants.json")
+}
+
+/// The cache key: adapter, backend, driver and its version (as in `kernels.json`), and the
+/// version of the variant set, so that new candidates are measured again.
+pub fn cache_key(info: &AdapterSummary) -> String {
+    format!(
+        "{} | {} | {} {} | variants v{VARIANT_SET}",
+        info.name, info.backend, info.driver, info.driver_info
+    )
+}
+
+/// Bumped whenever a candidate or a measured shape changes.
+const VARIANT_SET: u32 = 1;
+
+/// One adapter's measurement: the choice per family.
+pub type Measured = BTreeMap<Family, FamilyChoice>;
+
+type Cache = BTreeMap<String, Measured>;
+
+type Memo = HashMap<(PathBuf, String), Option<Measured>>;
+
+fn load_cache(path: &Path) -> Cache {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// This process's view of the cache per file and key, so that each new [`Gpu`] does not reread
+/// the file.
+fn memo() -> &'static Mutex<Memo> {
+    static M: OnceLock<Mutex<Memo>> = OnceLock::new();
+    M.get_or_init(Default::default)
+}
+
+/// The cached measurement for this adapter, if any.
+pub fn cached(info: &AdapterSummary) -> Option<Measured> {
+    let (path, key) = (cache_path(), cache_key(info));
+    memo()
+        .lock()
+        .unwrap()
+        .entry((path.clone(), key.clone()))
+        .or_insert_with(|| load_cache(&path).remove(&key))
+        .clone()
+}
+
+/// What a new [`Gpu`] on this adapter dispatches: the environment's forced variants, else the
+/// cached measurement, else the defaults. An invalid `FSNN_VARIANT_*` value panics with its
+/// message (it is a user's typo, not something to ignore); a variant of another family, or one
+/// this device cannot run, is refused the same way.
+pub fn initial(info: &AdapterSummary, features: &wgpu::Features) -> Chosen {
+    let mut c = Chosen::default();
+    if let Some(m) = cached(info) {
+        for (f, fc) in m {
+            if f.candidates().contains(&fc.chosen) && fc.chosen.supported(features) {
+                c.set(f, fc.chosen);
+            }
+        }
+    }
+    for f in Family::ALL {
+        match env_override(f) {
+            Ok(Some(v)) => {
+                assert!(
+                    f.candidates().contains(&v) && v.supported(features),
+                    "{}={v}: {f} has no {v} variant on this device (candidates: {:?})",
+                    f.env_var(),
+                    f.candidates()
+                );
+                c.set(f, v)
+            }
+            Ok(None) => {}
+            Err(e) => panic!("{e:#}"),
+        }
+    }
+    c
+}
+
+/// Stores a measurement for this adapter (in the file and in this process).
+pub fn store(info: &AdapterSummary, m: &Measured) -> Result<PathBuf> {
+    let path = cache_path();
+    let key = cache_key(info);
+    let mut cache = load_cache(&path);
+    cache.insert(key.clone(), m.clone());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("json.{}", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&cache)?)?;
+    std::fs::rename(&tmp, &path)?;
+    memo()
+        .lock()
+        .unwrap()
+        .insert((path.clone(), key), Some(m.clone()));
+    Ok(path)
+}
+
+// ------------------------------------------------------------ measurement
+
+/// One representative problem of a family.
+#[derive(Debug, Clone, Copy)]
+pub enum Problem {
+    Gemm {
+        ta: Op,
+        tb: Op,
+        m: usize,
+        n: usize,
+        k: usize,
+    },
+    Conv(ConvShape),
+}
+
+impl Problem {
+    pub fn flops(&self) -> f64 {
+        match *self {
+            Problem::Gemm { m, n, k, .. } => 2.0 * (m * n * k) as f64,
+            Problem::Conv(s) => s.flops(),
+        }
+    }
+    pub fn describe(&self) -> String {
+        match self {
+            Problem::Gemm { ta, tb, m, n, k } => format!("{ta:?}{tb:?} {m}x{n}x{k}"),
+            Problem::Conv(s) => format!(
+                "b{} {}->{} {}x{} k{} s{}",
+                s.batch, s.cin, s.cout, s.h, s.w, s.kh, s.stride
+            ),
+        }
+    }
+}
+
+/// The shapes each family is measured at: the fc400 GEMMs at batch 128 (feedback / forward,
+/// input layer, its weight gradient), conv64's 64→64 5×5 layer on 14×14 and AlexNet-F's four
+/// 3×3 layers at batch 16. `quick` shrinks them (batch 2, widths / 8) for tests.
+pub fn problems(f: Family, quick: bool) -> Vec<Problem> {
+    let full = problems_full(f);
+    if !quick {
+        return full;
+    }
+    let c = |n: usize| n.div_ceil(8);
+    full.into_iter()
+        .map(|p| match p {
+            Problem::Gemm { ta, tb, m, n, k } => Problem::Gemm {
+                ta,
+                tb,
+                m: c(m),
+                n: c(n),
+                k: c(k),
+            },
+            Problem::Conv(s) => Problem::Conv(ConvShape {
+                batch: 2,
+                cin: c(s.cin),
+                cout: c(s.cout),
+                ..s
+            }),
+        })
+        .collect()
+}
+
+fn problems_full(f: Family) -> Vec<Problem> {
+    match f {
+        Family::Gemm => vec![
+            Problem::Gemm {
+                ta: Op::N,
+                tb: Op::T,
+                m: 128,
+                n: 400,
+                k: 400,
+            },
+            Problem::Gemm {
+                ta: Op::N,
+                tb: Op::T,
+                m: 128,
+                n: 400,
+                k: 784,
+            },
+            Problem::Gemm {
+                ta: Op::T,
+                tb: Op::N,
+                m: 400,
+                n: 784,
+                k: 128,
+            },
+        ],
+        Family::Conv2d | Family::Conv2dInputGrad | Family::Conv2dWeightGrad => {
+            let conv = |cin, cout, hw, k, stride, pad| ConvShape {
+                batch: 16,
+                cin,
+                h: hw,
+                w: hw,
+                cout,
+                kh: k,
+                kw: k,
+                stride,
+                pad,
+            };
+            vec![
+                Problem::Conv(conv(64, 64, 14, 5, 1, 2)),
+                Problem::Conv(conv(96, 256, 16, 3, 1, 1)),
+                Problem::Conv(conv(256, 384, 16, 3, 2, 1)),
+                Problem::Conv(conv(384, 384, 8, 3, 1, 1)),
+                Problem::Conv(conv(384, 256, 8, 3, 1, 1)),
+            ]
+        }
+    }
+}
+
+/// Operands of one problem, deterministic and ordinary (no denormals or zeros).
+fn operands(gpu: &Gpu, f: Family, p: &Problem) -> (Tensor, Tensor, Tensor) {
+    let fill = |n: usize, seed: u32| -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32 ^ seed).wrapping_mul(0x9E37_79B9);
+                (h >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    };
+    let (na, nb, nc) = match (f, p) {
+        (_, Problem::Gemm { m, n, k, .. }) => (m * k, k * n, m * n),
+        (Family::Conv2dInputGrad, Problem::Conv(s)) => {
+            (s.output_len(), s.weight_len(), s.input_len())
+        }
+        (Family::Conv2dWeightGrad, Problem::Conv(s)) => {
+            (s.output_len(), s.input_len(), s.weight_len())
+        }
+        (_, Problem::Conv(s)) => (s.input_len(), s.weight_len(), s.output_len()),
+    };
+    (
+        gpu.upload(&[na], &fill(na, 1)),
+        gpu.upload(&[nb], &fill(nb, 2)),
+        gpu.zeros(&[nc]),
+    )
+}
+
+/// Records one problem with an explicit variant.
+fn record(gpu: &Gpu, f: Family, v: Variant, p: &Problem, t: &(Tensor, Tensor, Tensor)) {
+    let (a, b, c) = t;
+    match (f, *p) {
+        (Family::Gemm, Problem::Gemm { ta, tb, m, n, k }) => {
+            ops::gemm_variant(gpu, v, ta, tb, m, n, k, 1.0, a, b, 0.0, c)
+        }
+        (Family::Conv2d, Problem::Conv(s)) => ops::conv2d_variant(gpu, v, &s, a, b, 1.0, 0.0, c),
+        (Family::Conv2dInputGrad, Problem::Conv(s)) => {
+            ops::conv2d_input_grad_variant(gpu, v, &s, a, b, 1.0, 0.0, c)
+        }
+        (Family::Conv2dWeightGrad, Problem::Conv(s)) => {
+            ops::conv2d_weight_grad_variant(gpu, v, &s, a, b, 1.0, 0.0, c)
+        }
+        _ => unreachable!("problem of another family"),
+    }
+}
+
+/// Timed dispatches per candidate and shape (after one warm-up); the median counts.
+pub const RUNS: usize = 3;
+
+/// Milliseconds of one recorded dispatch: its GPU timestamp span where the adapter has pass
+/// timestamps (as `fsnn bench kernels` times), else the wall time of the flush that runs it.
+fn time_one(gpu: &Gpu, record: impl Fn()) -> f64 {
+    if gpu.ctx.has_pass_timestamps() {
+        gpu.set_profiling(true);
+        record();
+        let p = gpu.take_profile();
+        gpu.set_profiling(false);
+        p.kernel_ns() as f64 / 1e6
+    } else {
+        let t0 = Instant::now();
+        record();
+        gpu.flush();
+        t0.elapsed().as_secs_f64() * 1e3
+    }
+}
+
+/// Times every candidate of `f` at its [`problems`] (median of [`RUNS`] dispatches after a
+/// warm-up, candidates alternating; see `time_one`) and picks the one with the least total.
+pub fn measure(gpu: &Gpu, f: Family, quick: bool) -> FamilyChoice {
+    let cands = &f.available(gpu)[..];
+    let mut timings = Vec::new();
+    let mut total = vec![0.0f64; cands.len()];
+    for p in problems(f, quick) {
+        let t = operands(gpu, f, &p);
+        for &v in cands {
+            record(gpu, f, v, &p, &t);
+        }
+        gpu.flush();
+        let mut ms = vec![Vec::new(); cands.len()];
+        for _ in 0..RUNS {
+            for (i, &v) in cands.iter().enumerate() {
+                ms[i].push(time_one(gpu, || record(gpu, f, v, &p, &t)));
+            }
+        }
+        for (i, &v) in cands.iter().enumerate() {
+            ms[i].sort_by(f64::total_cmp);
+            let med = ms[i][ms[i].len() / 2];
+            total[i] += med;
+            timings.push(Timing {
+                shape: p.describe(),
+                variant: v,
+                ms: med,
+                gflops: p.flops() / (med * 1e6),
+            });
+        }
+        let (a, b, c) = t;
+        for x in [a, b, c] {
+            gpu.recycle(x);
+        }
+    }
+    let best = (0..cands.len())
+        .min_by(|&i, &j| total[i].total_cmp(&total[j]))
+        .unwrap();
+    FamilyChoice {
+        chosen: cands[best],
+        timings,
+    }
+}
+
+/// Measures every family, stores the result in the cache (returning its path; not with `quick`,
+/// whose shapes are not representative) and applies it to `gpu` (families forced by
+/// `FSNN_VARIANT_*` keep the forced variant).
+pub fn tune(gpu: &Gpu, quick: bool) -> Result<(Measured, Option<PathBuf>)> {
+    let m: Measured = Family::ALL
+        .iter()
+        .map(|&f| (f, measure(gpu, f, quick)))
+        .collect();
+    let path = if quick {
+        None
+    } else {
+        Some(store(&gpu.ctx.info, &m)?)
+    };
+    for (&f, fc) in &m {
+        let v = env_override(f)?.unwrap_or(fc.chosen);
+        gpu.set_variant(f, v);
+    }
+    Ok((m, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, driver_info: &str) -> AdapterSummary {
+        AdapterSummary {
+            index: 0,
+            name: name.into(),
+            backend: "Vulkan".into(),
+            device_type: "Cpu".into(),
+            driver: "llvmpipe".into(),
+            driver_info: driver_info.into(),
+            vendor: 0x10005,
+            device: 0,
+        }
+    }
+
+    #[test]
+    fn cache_key_separates_adapters_drivers_and_variant_sets_only() {
+        let a = info("llvmpipe (LLVM 19.1.7, 256 bits)", "Mesa 25.0.7");
+        let key = cache_key(&a);
+        // Same adapter and driver: same key, whatever the index it was found at.
+        let mut a2 = a.clone();
+        a2.index = 3;
+        assert_eq!(cache_key(&a2), key);
+        // Another driver version or adapter name: another key.
+        assert_ne!(
+            cache_key(&info("llvmpipe (LLVM 19.1.7, 256 bits)", "Mesa 25.1.0")),
+            key
+        );
+        assert_ne!(cache_key(&info("NVIDIA H200", "Mesa 25.0.7")), key);
+        assert!(key.contains(&format!("variants v{VARIANT_SET}")), "{key}");
+        // The stored form round-trips, with the family and variant names readable.
+        let mut m = BTreeMap::new();
+        m.insert(
+            Family::Conv2dInputGrad,
+            FamilyChoice {
+                chosen: Variant::Tiled,
+                timings: vec![],
+            },
+        );
+        let mut cache = Cache::new();
+        cache.insert(key.clone(), m);
+        let text = serde_json::to_string(&cache).unwrap();
+        assert!(
+            text.contains("\"conv2d_input_grad\"") && text.contains("\"tiled\""),
+            "{text}"
+        );
+        let back: Cache = serde_json::from_str(&text).unwrap();
+        assert_eq!(back[&key][&Family::Conv2dInputGrad].chosen, Variant::Tiled);
+    }
+
+    #[test]
+    fn every_variant_has_a_kernel_and_names_round_trip() {
+        assert!(!Variant::Subgroup.supported(&wgpu::Features::empty()));
+        assert!(Variant::Tiled.supported(&wgpu::Features::empty()));
+        for f in Family::ALL {
+            assert_eq!(f.candidates()[0], Chosen::default().get(f));
+            for &v in f.candidates() {
+                assert!(
+                    crate::gpu::kernel_source(f.kernel(v)).is_some(),
+                    "{f} {v}: no kernel {}",
+                    f.kernel(v)
+                );
+                assert_eq!(v.name().parse::<Variant>().unwrap(), v);
+            }
+        }
+        assert_eq!(
+            Family::Conv2dInputGrad.env_var(),
+            "FSNN_VARIANT_CONV2D_INPUT_GRAD"
+        );
+        assert!("fast".parse::<Variant>().is_err());
+    }
+}
