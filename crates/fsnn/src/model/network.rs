@@ -697,6 +697,9 @@ impl Network {
             x_offset: 0,
         };
         let fb_mask = drop.then_some(&w.m_fb);
+        // W_effᵀ for the event kernels lives in grad_eff unless its rows need padding: that
+        // buffer only carries ∂L/∂W_eff from the backward pass to the spectral-norm backward, so
+        // it is free here and the event path needs no extra weight-sized buffer.
         let wt = w.wt_padded.as_ref().unwrap_or(&self.sn.grad_eff);
         if w.events.is_some() {
             // Rows of W_eff: layer 1's features (linear) or channels (conv).
