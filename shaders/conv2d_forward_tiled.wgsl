@@ -16,11 +16,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-const TILE: u32 = 64u;
-const KSTEP: u32 = 16u;
-
-var<workgroup> sa: array<vec4<f32>, 256>;
-var<workgroup> sb: array<vec4<f32>, 256>;
+#import tile
 
 @compute @workgroup_size(16, 16)
 fn main(
@@ -80,14 +76,7 @@ fn main(
         let wv = vec4<f32>(wt[wb[0] + ob], wt[wb[1] + ob], wt[wb[2] + ob], wt[wb[3] + ob]);
         sb[kb * 16u + vb] = select(vec4<f32>(0.0), wv, rb < kdim);
         workgroupBarrier();
-        for (var kk = 0u; kk < KSTEP; kk++) {
-            let av = sa[kk * 16u + lid.y];
-            let bv = sb[kk * 16u + lid.x];
-            acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
-            acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
-            acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
-            acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
-        }
+        tile_step(&acc, lid);
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {

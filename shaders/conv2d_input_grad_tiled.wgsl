@@ -17,11 +17,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
-const TILE: u32 = 64u;
-const KSTEP: u32 = 16u;
-
-var<workgroup> sa: array<vec4<f32>, 256>;
-var<workgroup> sb: array<vec4<f32>, 256>;
+#import tile
 
 @compute @workgroup_size(16, 16)
 fn main(
@@ -100,14 +96,7 @@ fn main(
         let wv = vec4<f32>(wt[wc[0] + wo], wt[wc[1] + wo], wt[wc[2] + wo], wt[wc[3] + wo]);
         sb[kb * 16u + vb] = select(vec4<f32>(0.0), wv, rb < kdim);
         workgroupBarrier();
-        for (var kk = 0u; kk < KSTEP; kk++) {
-            let av = sa[kk * 16u + lid.y];
-            let bv = sb[kk * 16u + lid.x];
-            acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
-            acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
-            acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
-            acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
-        }
+        tile_step(&acc, lid);
         workgroupBarrier();
     }
     let hw = p.h * p.w;

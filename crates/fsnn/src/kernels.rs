@@ -98,8 +98,8 @@ pub fn cache_key(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> String {
     )
 }
 
-/// Whether the event-driven simulation handles this network (as [`Network::events_supported`]
-/// says of a built one): one spiking layer whose feedback is linear (up to
+/// Whether the event-driven simulation handles this network (the one place that decides;
+/// [`Network::events_supported`] asks it of a built one): one spiking layer whose feedback is linear (up to
 /// [`ops::FC_EVENT_MAX_NEURONS`] neurons) or a convolution the event kernel supports.
 pub fn events_supported(cfg: &NetworkSpec) -> bool {
     if cfg.depth() != 1 || cfg.validate().is_err() {

@@ -52,15 +52,11 @@ struct OpIndex {
     running: Option<usize>,
 }
 
-/// One operator's buffers for a batch.
-struct OpWork {
-    out: Tensor,
-    /// Batch statistics of a BN (mean, biased variance), from its last batch-mode pass.
-    stats: Option<(Tensor, Tensor)>,
-}
-
 struct LayerWork {
-    ops: Vec<OpWork>,
+    /// Each operator's output for a batch.
+    outs: Vec<Tensor>,
+    /// Each BN's batch statistics (mean, biased variance) from its last batch-mode pass.
+    stats: Vec<Option<(Tensor, Tensor)>>,
     u: Tensor,
     acc: Tensor,
     spikes: Tensor,
@@ -270,14 +266,7 @@ impl Network {
     /// Whether the event-driven simulation handles this network: one spiking layer whose
     /// feedback is linear (up to [`ops::FC_EVENT_MAX_NEURONS`]) or a "same" convolution.
     pub fn events_supported(&self) -> bool {
-        if self.depth() != 1 {
-            return false;
-        }
-        match self.spec.feedback {
-            FeedbackSpec::Linear {} => self.len(0) <= ops::FC_EVENT_MAX_NEURONS,
-            FeedbackSpec::Conv { .. } => ops::conv_event_supported(&self.fb_conv(1).unwrap()),
-            FeedbackSpec::ConvTranspose { .. } => false,
-        }
+        crate::kernels::events_supported(&self.spec)
     }
 
     /// Selects the forward simulation's kernels; `Event` (and unresolved `Auto`) fall back to
@@ -308,23 +297,24 @@ impl Network {
         }
         self.work = None;
         let z = |n: usize| gpu.zeros(&[n]);
-        let chain_bufs = |ops: &[ResolvedOp]| -> Vec<OpWork> {
-            ops.iter()
-                .map(|op| OpWork {
-                    out: z(batch * op.output.len()),
-                    stats: matches!(op.op, OpSpec::BatchNorm {}).then(|| {
-                        let c = op.input.channels();
-                        (z(c), z(c))
-                    }),
-                })
-                .collect()
+        let chain_outs = |ops: &[ResolvedOp]| -> Vec<Tensor> {
+            ops.iter().map(|op| z(batch * op.output.len())).collect()
         };
         let events = self.kernels == Kernels::Event;
         let layers = (0..self.depth())
             .map(|l| {
                 let n = batch * self.len(l);
                 LayerWork {
-                    ops: chain_bufs(&self.chains[l]),
+                    outs: chain_outs(&self.chains[l]),
+                    stats: self.chains[l]
+                        .iter()
+                        .map(|op| {
+                            matches!(op.op, OpSpec::BatchNorm {}).then(|| {
+                                let c = op.input.channels();
+                                (z(c), z(c))
+                            })
+                        })
+                        .collect(),
                     u: z(n),
                     acc: z(n),
                     spikes: z(if events { 1 } else { n }),
@@ -364,10 +354,7 @@ impl Network {
                 (
                     z(self.spec.neuron.time_steps * batch * il),
                     z(batch * il),
-                    chain_bufs(&self.chains[0])
-                        .into_iter()
-                        .map(|o| o.out)
-                        .collect(),
+                    chain_outs(&self.chains[0]),
                 )
             }),
             labels: z(batch),
@@ -456,7 +443,7 @@ impl Network {
                 OpSpec::BatchNorm {} => {
                     let s = Self::bn_shape(b, op.input);
                     let (rm, rv) = &self.running[ix.running.unwrap()];
-                    let (bm, bv) = w.layers[l].ops[j].stats.as_ref().unwrap();
+                    let (bm, bv) = w.layers[l].stats[j].as_ref().unwrap();
                     let (gamma, beta) = (&p[ix.weight.unwrap()].value, &p[ix.bias.unwrap()].value);
                     let (mean, var) = match bn {
                         Bn::Running => (rm, rv),
@@ -505,7 +492,7 @@ impl Network {
             let x = if j == 0 {
                 input
             } else {
-                &w.layers[l].ops[j - 1].out
+                &w.layers[l].outs[j - 1]
             };
             let first = j == 0;
             if first && dx.is_none() && !grads {
@@ -558,7 +545,7 @@ impl Network {
                 OpSpec::BatchNorm {} => {
                     let s = Self::bn_shape(b, op.input);
                     let (rm, rv) = &self.running[ix.running.unwrap()];
-                    let (bm, bv) = w.layers[l].ops[j].stats.as_ref().unwrap();
+                    let (bm, bv) = w.layers[l].stats[j].as_ref().unwrap();
                     let batch_stats = bn != Bn::Running;
                     let (mean, var) = if batch_stats { (bm, bv) } else { (rm, rv) };
                     let (dg, db) = if grads {
@@ -673,9 +660,8 @@ impl Network {
         let spec = &self.spec;
         let (b, n, steps) = (w.batch, self.depth(), spec.neuron.time_steps);
         let l0 = &w.layers[0];
-        let outs0: Vec<Tensor> = l0.ops.iter().map(|o| o.out.clone()).collect();
         let bn0 = if train { Bn::BatchUpdate } else { Bn::Running };
-        let x1 = self.chain_forward(gpu, w, 0, &w.x, &outs0, bn0).clone();
+        let x1 = self.chain_forward(gpu, w, 0, &w.x, &l0.outs, bn0).clone();
         let drop = train && spec.neuron.dropout > 0.0;
         if drop {
             let p = spec.neuron.dropout;
@@ -785,9 +771,8 @@ impl Network {
             for l in 1..n {
                 // Spikes of the layer before, in this same step; running BN statistics.
                 let lw = &w.layers[l];
-                let outs: Vec<Tensor> = lw.ops.iter().map(|o| o.out.clone()).collect();
                 let cur =
-                    self.chain_forward(gpu, w, l, &w.layers[l - 1].spikes, &outs, Bn::Running);
+                    self.chain_forward(gpu, w, l, &w.layers[l - 1].spikes, &lw.outs, Bn::Running);
                 if drop {
                     ops::mask_mul(gpu, &lw.drop, cur);
                 }
@@ -847,12 +832,11 @@ impl Network {
         if drop {
             ops::mask_mul(gpu, &w.m_fb, &l0.z);
         }
-        ops::axpby(gpu, 1.0, &l0.ops.last().unwrap().out, 1.0, &l0.z);
+        ops::axpby(gpu, 1.0, l0.outs.last().unwrap(), 1.0, &l0.z);
         ops::clamp_mask(gpu, &l0.z, 1.0 / vth, &l0.a, &l0.mask);
         for l in 1..self.depth() {
             let lw = &w.layers[l];
-            let outs: Vec<Tensor> = lw.ops.iter().map(|o| o.out.clone()).collect();
-            let cur = self.chain_forward(gpu, w, l, &w.layers[l - 1].a, &outs, bn);
+            let cur = self.chain_forward(gpu, w, l, &w.layers[l - 1].a, &lw.outs, bn);
             if drop {
                 ops::mask_mul(gpu, &lw.drop, cur);
             }
