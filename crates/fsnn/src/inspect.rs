@@ -308,11 +308,6 @@ const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
 /// Most neuron rows a raster shows (more are subsampled evenly).
 pub const RASTER_MAX_NEURONS: usize = 256;
 
-fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
-    img.save_with_format(path, image::ImageFormat::Png)
-        .with_context(|| format!("{}: cannot write plot", path.display()))
-}
-
 fn fill(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, c: Rgb<u8>) {
     for yy in y..(y + h).min(img.height()) {
         for xx in x..(x + w).min(img.width()) {
@@ -475,7 +470,7 @@ pub fn write_plots(report: &Report, rec: &Recording, dir: &Path) -> Result<Vec<P
                 stats.neurons
             );
             let p = dir.join(format!("layer{}_raster.png", stats.layer));
-            save_png(&raster_image(spikes, report.recorded_samples, &title), &p)?;
+            crate::plot::save_png(&raster_image(spikes, report.recorded_samples, &title), &p)?;
             out.push(p);
         }
         if let Some(rates) = rec.rates.get(l) {
@@ -487,7 +482,7 @@ pub fn write_plots(report: &Report, rec: &Recording, dir: &Path) -> Result<Vec<P
                 stats.silent * 100.0
             );
             let p = dir.join(format!("layer{}_rates.png", stats.layer));
-            save_png(&histogram_image(rates, &title), &p)?;
+            crate::plot::save_png(&histogram_image(rates, &title), &p)?;
             out.push(p);
         }
     }

@@ -125,7 +125,8 @@ pub fn plot_metrics(history: &[EpochMetrics], path: &Path) -> Result<()> {
     save_png(&img, path)
 }
 
-fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
+/// Writes a PNG atomically (temporary file, then rename), so a crash never leaves half a plot.
+pub(crate) fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     let tmp = path.with_extension("png.tmp");
     img.save_with_format(&tmp, image::ImageFormat::Png)
         .with_context(|| format!("{}: cannot write plot", path.display()))?;
