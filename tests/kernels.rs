@@ -3,7 +3,7 @@
 
 use fsnn::cpu;
 use fsnn::ops::{self, BnShape, ConvShape, ConvTShape, NeuronStep, Op};
-use fsnn::variants::Family;
+use fsnn::variants::{Family, Variant};
 use fsnn_tests::{check, gpu, Rng};
 
 #[test]
@@ -1350,6 +1350,38 @@ fn conv2d_and_its_gradients_every_variant_odd_sizes() {
     }
 }
 
+/// The cooperative GEMM's path for subgroups that cannot share loads (smaller than 8, or lanes
+/// not in invocation order), which lavapipe never takes by itself.
+#[test]
+fn gemm_coop_unshared_path_matches_twin() {
+    let g = gpu();
+    if !Variant::Coop.supported(&g.ctx.features) {
+        panic!("gemm coop needs subgroup operations, which this adapter lacks");
+    }
+    let mut rng = Rng::new(43);
+    for &(m, n, k) in &[(1usize, 1usize, 1usize), (17, 33, 29), (130, 70, 257)] {
+        for (ta, tb) in [(Op::N, Op::N), (Op::N, Op::T), (Op::T, Op::N)] {
+            let a = rng.vec(m * k, -1.0, 1.0);
+            let b = rng.vec(k * n, -1.0, 1.0);
+            let c0 = rng.vec(m * n, -1.0, 1.0);
+            let (ga, gb, gc) = (
+                g.upload(&[m * k], &a),
+                g.upload(&[k * n], &b),
+                g.upload(&[m * n], &c0),
+            );
+            ops::gemm_coop_unshared(&g, ta, tb, m, n, k, 0.5, &ga, &gb, 1.0, &gc);
+            let mut c = c0.clone();
+            cpu::gemm(ta, tb, m, n, k, 0.5, &a, &b, 1.0, &mut c);
+            check(
+                &format!("gemm[coop, unshared] {ta:?}{tb:?} {m}x{n}x{k}"),
+                &g.read(&gc),
+                &c,
+                1e-5,
+            );
+        }
+    }
+}
+
 /// `ops::gemm_variant` (what the measurement dispatches) ignores the recorder's choice.
 #[test]
 fn gemm_explicit_variant_matches_twin() {
@@ -1368,7 +1400,7 @@ fn gemm_explicit_variant_matches_twin() {
     }
 }
 
-/// Reports whether the adapter offers subgroup operations (no variant uses them yet).
+/// Reports whether the adapter offers subgroup operations (the subgroup and coop GEMMs need them).
 #[test]
 fn adapter_subgroup_feature_reported() {
     let g = gpu();

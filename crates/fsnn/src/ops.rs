@@ -199,12 +199,74 @@ pub fn gemm(
     gemm_variant(gpu, v, ta, tb, m, n, k, alpha, a, b, beta, c);
 }
 
+/// Workgroups of one GEMM dispatch: 64×64 of C each, except the cooperative variant's 16 rows ×
+/// 32 columns.
+fn gemm_groups(variant: Variant, rows: usize, n: usize) -> [u32; 3] {
+    match variant {
+        Variant::Coop => [n.div_ceil(32) as u32, rows.div_ceil(16) as u32, 1],
+        _ => [n.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1],
+    }
+}
+
 /// [`gemm`] with an explicit kernel variant (see [`crate::variants`]). Every variant takes the
-/// same parameters and covers 64×64 of C per workgroup.
+/// same parameters.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_variant(
     gpu: &Gpu,
     variant: Variant,
+    ta: Op,
+    tb: Op,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &Tensor,
+    b: &Tensor,
+    beta: f32,
+    c: &Tensor,
+) {
+    gemm_dispatch(gpu, variant, false, ta, tb, m, n, k, alpha, a, b, beta, c);
+}
+
+/// The cooperative GEMM variant with its subgroup sharing switched off, as it runs on adapters
+/// whose subgroups cannot share (so that tests cover that path on every adapter).
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_coop_unshared(
+    gpu: &Gpu,
+    ta: Op,
+    tb: Op,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &Tensor,
+    b: &Tensor,
+    beta: f32,
+    c: &Tensor,
+) {
+    gemm_dispatch(
+        gpu,
+        Variant::Coop,
+        true,
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        b,
+        beta,
+        c,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_dispatch(
+    gpu: &Gpu,
+    variant: Variant,
+    unshared: bool,
     ta: Op,
     tb: Op,
     m: usize,
@@ -259,11 +321,11 @@ pub fn gemm_variant(
                 .u(b_sn)
                 .u(c_off)
                 .u(n)
-                .u(0u32)
+                .u(unshared as u32)
                 .f(alpha)
                 .f(beta),
             vec![ab, gpu.bind(b), cb],
-            [n.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1],
+            gemm_groups(variant, rows, n),
         );
         r0 += rows;
     }

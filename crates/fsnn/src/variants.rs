@@ -67,7 +67,12 @@ impl Family {
     /// Every candidate, the default first (see [`Family::available`] for one adapter's).
     pub fn candidates(self) -> &'static [Variant] {
         match self {
-            Family::Gemm => &[Variant::Blocked, Variant::Tiled, Variant::Subgroup],
+            Family::Gemm => &[
+                Variant::Blocked,
+                Variant::Tiled,
+                Variant::Subgroup,
+                Variant::Coop,
+            ],
             Family::Conv2d | Family::Conv2dInputGrad | Family::Conv2dWeightGrad => {
                 &[Variant::Blocked, Variant::Tiled]
             }
@@ -89,6 +94,7 @@ impl Family {
             (Family::Gemm, Variant::Blocked) => "gemm",
             (Family::Gemm, Variant::Tiled) => "gemm_tiled",
             (Family::Gemm, Variant::Subgroup) => "gemm_subgroup",
+            (Family::Gemm, Variant::Coop) => "gemm_coop",
             (Family::Conv2d, Variant::Blocked) => "conv2d_forward",
             (Family::Conv2d, Variant::Tiled) => "conv2d_forward_tiled",
             (Family::Conv2dInputGrad, Variant::Blocked) => "conv2d_input_grad",
@@ -123,6 +129,10 @@ pub enum Variant {
     /// The register-blocked kernel with operand loads shared across a subgroup by shuffles
     /// (needs `Features::SUBGROUP`).
     Subgroup,
+    /// Written for CPU drivers, whose kernels are bound by per-lane loads: 8 invocations load
+    /// 8 consecutive k of each row of A once between them and share them by constant-lane
+    /// shuffles, 16 rows × 4 columns per invocation (needs `Features::SUBGROUP`).
+    Coop,
 }
 
 impl Variant {
@@ -131,12 +141,14 @@ impl Variant {
             Variant::Blocked => "blocked",
             Variant::Tiled => "tiled",
             Variant::Subgroup => "subgroup",
+            Variant::Coop => "coop",
         }
     }
 
     /// Whether a device with these features can run this variant.
     pub fn supported(self, features: &wgpu::Features) -> bool {
-        self != Variant::Subgroup || features.contains(wgpu::Features::SUBGROUP)
+        !matches!(self, Variant::Subgroup | Variant::Coop)
+            || features.contains(wgpu::Features::SUBGROUP)
     }
 }
 
@@ -147,8 +159,9 @@ impl FromStr for Variant {
             "blocked" => Ok(Variant::Blocked),
             "tiled" => Ok(Variant::Tiled),
             "subgroup" => Ok(Variant::Subgroup),
+            "coop" => Ok(Variant::Coop),
             _ => Err(format!(
-                "unknown kernel variant {s:?} (blocked | tiled | subgroup)"
+                "unknown kernel variant {s:?} (blocked | tiled | subgroup | coop)"
             )),
         }
     }
@@ -283,6 +296,12 @@ pub fn cached(info: &AdapterSummary) -> Option<Measured> {
 /// this device cannot run, is refused the same way.
 pub fn initial(info: &AdapterSummary, features: &wgpu::Features) -> Chosen {
     let mut c = Chosen::default();
+    // On a CPU driver every per-invocation load costs a scalar load per SIMD lane, so the GEMM
+    // that shares its loads across a subgroup wins at every shape we measured (BENCHMARKS,
+    // "written out"); GPUs keep the blocked default until `fsnn tune` measures them.
+    if info.device_type == "Cpu" && Variant::Coop.supported(features) {
+        c.set(Family::Gemm, Variant::Coop);
+    }
     if let Some(m) = cached(info) {
         for (f, fc) in m {
             if f.candidates().contains(&fc.chosen) && fc.chosen.supported(features) {
@@ -360,7 +379,8 @@ impl Problem {
     }
 }
 
-/// The shapes each family is measured at: the fc400 GEMMs at batch 128 (feedback / forward,
+/// The shapes each family is measured at: the fc400 GEMMs at batch 128 (feedback / forward, the
+/// solve's J_fᵀ product,
 /// input layer, its weight gradient), conv64's 64→64 5×5 layer on 14×14 and AlexNet-F's four
 /// 3×3 layers at batch 16. `quick` shrinks them (batch 2, widths / 8) for tests.
 pub fn problems(f: Family, quick: bool) -> Vec<Problem> {
@@ -411,6 +431,14 @@ fn problems_full(f: Family) -> Vec<Problem> {
                 m: 400,
                 n: 784,
                 k: 128,
+            },
+            // The adjoint solve's J_fᵀ product (the step's most frequent GEMM).
+            Problem::Gemm {
+                ta: Op::N,
+                tb: Op::N,
+                m: 128,
+                n: 400,
+                k: 400,
             },
         ],
         Family::Conv2d | Family::Conv2dInputGrad | Family::Conv2dWeightGrad => {
