@@ -735,10 +735,22 @@ fn solver_dots_track_combine() {
             best: &gbest,
         };
         // Products.
-        let gscal = up(&scal);
-        ops::solver_dots(&g, &l, i, &ghist, &v, &gscal);
+        let mut kernels = vec![false];
+        if g.ctx.features.contains(wgpu::Features::SUBGROUP) {
+            kernels.push(true);
+        }
+        let before = scal.clone();
         cpu::solver_dots(&l, i, &hist, &jx, &x, &gl, &gold, &step, &mut scal);
-        check(&format!("solver_dots {tag}"), &g.read(&gscal), &scal, 1e-5);
+        for &coop in &kernels {
+            let gscal = up(&before);
+            ops::solver_dots_with(&g, coop, &l, i, &ghist, &v, &gscal);
+            check(
+                &format!("solver_dots coop={coop} {tag}"),
+                &g.read(&gscal),
+                &scal,
+                1e-5,
+            );
+        }
         // Global step, from each state the stopping rule distinguishes.
         let eps2 = 0.5 * scal[slots * 3];
         for (what, lowest, done, threshold, e2) in [
@@ -773,47 +785,49 @@ fn solver_dots_track_combine() {
             cpu::solver_track(&l, i, 30, 0.0, 1e-6, &mut s);
             s[st + 1] = done;
             s[st + 2] = improved;
-            let (mut h, mut xx, mut go, mut sp, mut bs) = (
-                hist.clone(),
-                x.clone(),
-                gold.clone(),
-                step.clone(),
-                best.clone(),
-            );
-            let (gh, gxx, ggo, gsp, gbs) = (up(&h), up(&xx), up(&go), up(&sp), up(&bs));
-            let v = ops::SolverVectors {
-                jx: &gjx,
-                x: &gxx,
-                gl: &ggl,
-                g: &ggo,
-                step: &gsp,
-                best: &gbs,
-            };
-            ops::solver_combine(&g, &l, i, 0.5, &gh, &v, &up(&s));
-            cpu::solver_combine(
-                &l, i, 0.5, &mut h, &jx, &mut xx, &gl, &mut go, &mut sp, &mut bs, &s,
-            );
-            for (name, gt, want) in [
-                ("hist", &gh, &h),
-                ("x", &gxx, &xx),
-                ("g", &ggo, &go),
-                ("step", &gsp, &sp),
-                ("best", &gbs, &bs),
-            ] {
-                let got = g.read(gt);
-                assert!(
-                    got.iter().all(|v| v.is_finite()),
-                    "{tag}: non-finite {name}"
+            for &coop in &kernels {
+                let (mut h, mut xx, mut go, mut sp, mut bs) = (
+                    hist.clone(),
+                    x.clone(),
+                    gold.clone(),
+                    step.clone(),
+                    best.clone(),
                 );
-                check(
-                    &format!("solver_combine {tag} {what} {name}"),
-                    &got,
-                    want,
-                    1e-4,
+                let (gh, gxx, ggo, gsp, gbs) = (up(&h), up(&xx), up(&go), up(&sp), up(&bs));
+                let v = ops::SolverVectors {
+                    jx: &gjx,
+                    x: &gxx,
+                    gl: &ggl,
+                    g: &ggo,
+                    step: &gsp,
+                    best: &gbs,
+                };
+                ops::solver_combine_with(&g, coop, &l, i, 0.5, &gh, &v, &up(&s));
+                cpu::solver_combine(
+                    &l, i, 0.5, &mut h, &jx, &mut xx, &gl, &mut go, &mut sp, &mut bs, &s,
                 );
-            }
-            if done != 0.0 {
-                assert_eq!(xx, x, "a stopped solve must not move β");
+                for (name, gt, want) in [
+                    ("hist", &gh, &h),
+                    ("x", &gxx, &xx),
+                    ("g", &ggo, &go),
+                    ("step", &gsp, &sp),
+                    ("best", &gbs, &bs),
+                ] {
+                    let got = g.read(gt);
+                    assert!(
+                        got.iter().all(|v| v.is_finite()),
+                        "{tag}: non-finite {name}"
+                    );
+                    check(
+                        &format!("solver_combine coop={coop} {tag} {what} {name}"),
+                        &got,
+                        want,
+                        1e-4,
+                    );
+                }
+                if done != 0.0 {
+                    assert_eq!(xx, x, "a stopped solve must not move β");
+                }
             }
         }
     }

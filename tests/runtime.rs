@@ -279,9 +279,12 @@ fn chunked_solver_history_over_the_binding_cap() {
         step: &t[4],
         best: &t[5],
     };
-    let nd = dispatches_of(&g, "solver_dots", || {
-        ops::solver_dots(&g, &l, i, &gh, &v, &gs)
-    });
+    let dots = if ops::solver_coop(&g) {
+        "solver_dots_coop"
+    } else {
+        "solver_dots"
+    };
+    let nd = dispatches_of(&g, dots, || ops::solver_dots(&g, &l, i, &gh, &v, &gs));
     let [jx, x, gl, gold, step, best] = vecs.clone().try_into().unwrap();
     cpu::solver_dots(&l, i, &hist, &jx, &x, &gl, &gold, &step, &mut scal);
     check(
@@ -293,7 +296,12 @@ fn chunked_solver_history_over_the_binding_cap() {
     assert!(nd >= 3, "solver_dots ran in {nd} dispatch(es)");
     cpu::solver_track(&l, i, 30, 0.0, 1e-6, &mut scal);
     let gs = up(&scal);
-    let nc = dispatches_of(&g, "solver_combine", || {
+    let combine = if ops::solver_coop(&g) {
+        "solver_combine_coop"
+    } else {
+        "solver_combine"
+    };
+    let nc = dispatches_of(&g, combine, || {
         ops::solver_combine(&g, &l, i, 0.5, &gh, &v, &gs)
     });
     let (mut x, mut gold, mut step, mut best) = (x, gold, step, best);

@@ -1132,9 +1132,31 @@ fn solver_hist_window(
     }
 }
 
+/// Whether [`solver_dots`] and [`solver_combine`] dispatch their `_coop` kernels, in which the
+/// invocations of a sample share their loads through subgroup shuffles: on CPU adapters with
+/// subgroups, where loads bound these kernels. GPUs keep the plain kernels, which nothing here has
+/// measured against them.
+pub fn solver_coop(gpu: &Gpu) -> bool {
+    gpu.ctx.features.contains(wgpu::Features::SUBGROUP) && gpu.ctx.info.device_type == "Cpu"
+}
+
 /// Per-sample products of one iteration into `scal` (see shaders/solver_dots.wgsl).
 pub fn solver_dots(
     gpu: &Gpu,
+    l: &SolverLayout,
+    i: SolverIter,
+    hist: &Tensor,
+    v: &SolverVectors,
+    scal: &Tensor,
+) {
+    solver_dots_with(gpu, solver_coop(gpu), l, i, hist, v, scal);
+}
+
+/// [`solver_dots`] with the kernel chosen by the caller (tests run both).
+#[doc(hidden)]
+pub fn solver_dots_with(
+    gpu: &Gpu,
+    coop: bool,
     l: &SolverLayout,
     i: SolverIter,
     hist: &Tensor,
@@ -1154,8 +1176,16 @@ pub fn solver_dots(
             "solver vectors must share an alignment"
         );
         let [xb, lb, gb, sb] = ws.map(|w| w.0);
+        let (kernel, groups) = if coop {
+            (
+                "solver_dots_coop",
+                [nb as u32, (i.count + 1).div_ceil(8) as u32, 1],
+            )
+        } else {
+            ("solver_dots", gpu.groups_1d(nb * (i.count + 1)))
+        };
         gpu.dispatch(
-            "solver_dots",
+            kernel,
             Params::new()
                 .u(nb)
                 .u(l.dim)
@@ -1167,7 +1197,7 @@ pub fn solver_dots(
                 .u(vo)
                 .u(b0),
             vec![hb, jb, xb, lb, gb, sb, gpu.bind(scal)],
-            gpu.groups_1d(nb * (i.count + 1)),
+            groups,
         );
     }
 }
@@ -1217,6 +1247,22 @@ pub fn solver_combine(
     v: &SolverVectors,
     scal: &Tensor,
 ) {
+    solver_combine_with(gpu, solver_coop(gpu), l, i, alpha, hist, v, scal);
+}
+
+/// [`solver_combine`] with the kernel chosen by the caller (tests run both).
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn solver_combine_with(
+    gpu: &Gpu,
+    coop: bool,
+    l: &SolverLayout,
+    i: SolverIter,
+    alpha: f32,
+    hist: &Tensor,
+    v: &SolverVectors,
+    scal: &Tensor,
+) {
     v.check(l.batch * l.dim);
     check(hist, l.hist_len(), "solver_combine hist");
     check(scal, l.scal_len(), "solver_combine scal");
@@ -1230,8 +1276,16 @@ pub fn solver_combine(
             "solver vectors must share an alignment"
         );
         let [xb, lb, gb, sb, bb] = ws.map(|w| w.0);
+        let (kernel, groups) = if coop {
+            (
+                "solver_combine_coop",
+                [l.dim.div_ceil(8) as u32, nb as u32, 1],
+            )
+        } else {
+            ("solver_combine", gpu.groups_1d(nb * l.dim))
+        };
         gpu.dispatch(
-            "solver_combine",
+            kernel,
             Params::new()
                 .u(nb)
                 .u(l.dim)
@@ -1247,7 +1301,7 @@ pub fn solver_combine(
                 .u(l.gamma_offset())
                 .f(alpha),
             vec![hb, jb, xb, lb, gb, sb, bb, gpu.bind(scal)],
-            gpu.groups_1d(nb * l.dim),
+            groups,
         );
     }
 }
