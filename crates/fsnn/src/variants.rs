@@ -256,7 +256,7 @@ pub fn cache_key(info: &AdapterSummary) -> String {
 }
 
 /// Bumped whenever a candidate or a measured shape changes.
-const VARIANT_SET: u32 = 1;
+const VARIANT_SET: u32 = 2;
 
 /// One adapter's measurement: the choice per family.
 pub type Measured = BTreeMap<Family, FamilyChoice>;
