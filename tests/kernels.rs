@@ -1054,16 +1054,26 @@ fn conv_event_sim_matches_twin_and_dense_path() {
         stride: 1,
         pad,
     };
-    for (s, steps, masked) in [
+    let mut forms = vec![ops::EventKernel::Plain];
+    if g.ctx.features.contains(wgpu::Features::SUBGROUP) {
+        forms.extend([ops::EventKernel::Coop, ops::EventKernel::CoopUnshared]);
+    }
+    let cases = [
         (shape(2, 5, 9, 11, 5, 5, 2), 4usize, true),
         (shape(1, 3, 6, 37, 70, 3, 1), 1, false),
         (shape(2, 6, 8, 9, 6, 3, 1), 3, true),
         (shape(1, 4, 5, 33, 3, 3, 0), 1, true),
         (shape(2, 70, 7, 40, 70, 3, 1), 3, false),
         (shape(3, 64, 14, 14, 64, 5, 2), 3, true),
-    ] {
+        // More kernel rows than a subgroup shares at once.
+        (shape(1, 3, 12, 13, 3, 9, 4), 3, true),
+    ];
+    for (form, (s, steps, masked)) in forms
+        .iter()
+        .flat_map(|&f| cases.iter().map(move |&c| (f, c)))
+    {
         let name = format!(
-            "conv_event_sim b={} {}→{} {}x{} k={} p={} T={steps} mask={masked}",
+            "conv_event_sim[{form:?}] b={} {}→{} {}x{} k={} p={} T={steps} mask={masked}",
             s.batch, s.cin, s.cout, s.h, s.w, s.kh, s.pad
         );
         let (oh, ow) = (s.oh(), s.ow());
@@ -1104,8 +1114,9 @@ fn conv_event_sim_matches_twin_and_dense_path() {
         };
         for t in 0..steps {
             let (i, o) = (t % 2, (t + 1) % 2);
-            ops::conv_event_sim(
+            ops::conv_event_sim_with(
                 &g,
+                form,
                 &s,
                 step,
                 &gu,

@@ -106,7 +106,7 @@ fn bench_kernels_quick_json() {
         "neuron_step",
         "fc_event_sim",
         "fc_dense_step",
-        "conv_event_sim",
+        "conv_event_sim[plain]",
         "conv_dense_step",
     ] {
         assert!(names.contains(&want), "{want} not benchmarked: {names:?}");

@@ -1132,11 +1132,11 @@ fn solver_hist_window(
     }
 }
 
-/// Whether [`solver_dots`] and [`solver_combine`] dispatch their `_coop` kernels, in which the
-/// invocations of a sample share their loads through subgroup shuffles: on CPU adapters with
-/// subgroups, where loads bound these kernels. GPUs keep the plain kernels, which nothing here has
-/// measured against them.
-pub fn solver_coop(gpu: &Gpu) -> bool {
+/// Whether [`solver_dots`], [`solver_combine`] and [`conv_event_sim`] dispatch their `_coop`
+/// kernels, in which neighbouring invocations share their loads through subgroup shuffles: on CPU
+/// adapters with subgroups, where each load costs a scalar load per SIMD lane and loads bound
+/// these kernels. GPUs keep the plain kernels, which nothing here has measured against them.
+pub fn coop_kernels(gpu: &Gpu) -> bool {
     gpu.ctx.features.contains(wgpu::Features::SUBGROUP) && gpu.ctx.info.device_type == "Cpu"
 }
 
@@ -1149,7 +1149,7 @@ pub fn solver_dots(
     v: &SolverVectors,
     scal: &Tensor,
 ) {
-    solver_dots_with(gpu, solver_coop(gpu), l, i, hist, v, scal);
+    solver_dots_with(gpu, coop_kernels(gpu), l, i, hist, v, scal);
 }
 
 /// [`solver_dots`] with the kernel chosen by the caller (tests run both).
@@ -1247,7 +1247,7 @@ pub fn solver_combine(
     v: &SolverVectors,
     scal: &Tensor,
 ) {
-    solver_combine_with(gpu, solver_coop(gpu), l, i, alpha, hist, v, scal);
+    solver_combine_with(gpu, coop_kernels(gpu), l, i, alpha, hist, v, scal);
 }
 
 /// [`solver_combine`] with the kernel chosen by the caller (tests run both).
@@ -1502,6 +1502,42 @@ pub fn conv_event_sim(
     x: &Tensor,
     mask: Option<&Tensor>,
 ) {
+    let form = if coop_kernels(gpu) {
+        EventKernel::Coop
+    } else {
+        EventKernel::Plain
+    };
+    conv_event_sim_with(gpu, form, s, step, u, acc, in_bits, out_bits, wt, x, mask);
+}
+
+/// Which of the two conv_event_sim kernels runs, and how (tests run all three).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKernel {
+    /// conv_event_sim.wgsl.
+    Plain,
+    /// conv_event_sim_coop.wgsl, sharing its loads across each subgroup.
+    Coop,
+    /// conv_event_sim_coop.wgsl on the path it takes where subgroups cannot share.
+    CoopUnshared,
+}
+
+/// [`conv_event_sim`] with the kernel chosen by the caller.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn conv_event_sim_with(
+    gpu: &Gpu,
+    form: EventKernel,
+    s: &ConvShape,
+    step: NeuronStep,
+    u: &Tensor,
+    acc: &Tensor,
+    in_bits: &Tensor,
+    out_bits: &Tensor,
+    wt: &Tensor,
+    x: &Tensor,
+    mask: Option<&Tensor>,
+) {
     assert!(
         conv_event_supported(s),
         "conv_event_sim: unsupported shape {s:?} (stride 1, kw ≤ 32, pad < 32, width ≤ 256)"
@@ -1527,8 +1563,12 @@ pub fn conv_event_sim(
     if let Some(m) = mask {
         check(m, out, "conv_event_sim mask");
     }
+    let kernel = match form {
+        EventKernel::Plain => "conv_event_sim",
+        EventKernel::Coop | EventKernel::CoopUnshared => "conv_event_sim_coop",
+    };
     gpu.dispatch(
-        "conv_event_sim",
+        kernel,
         Params::new()
             .u(s.cin)
             .u(s.h)
@@ -1543,7 +1583,7 @@ pub fn conv_event_sim(
             .u(mask.is_some() as u32)
             .u(step.x_offset)
             .u(ld / 4)
-            .u(0u32)
+            .u((form == EventKernel::CoopUnshared) as u32)
             .u(0u32)
             .u(0u32)
             .f(step.vth)

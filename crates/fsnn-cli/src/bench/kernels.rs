@@ -608,16 +608,44 @@ fn event_cases(gpu: &Gpu, b: usize, c: impl Fn(usize) -> usize) -> Vec<Case> {
         tensor(gpu, s.cin * s.kh * s.kw * ops::conv_event_ld(s.cout), 29),
     );
     let bytes = 4.0 * (s.weight_len() + 4 * out) as f64;
-    v.push(Case {
-        name: "conv_event_sim",
-        shape: conv_tag(&s),
-        note: "conv64 step, event path (one fused dispatch), 14% spikes",
-        flops: s.flops(),
-        bytes,
-        record: Box::new(move |g| {
-            ops::conv_event_sim(g, &s, step, &u, &acc, &gin, &gout, &wt, &x, Some(&m))
-        }),
-    });
+    // Both kernels of the event step, so a reader sees what sharing loads in a subgroup buys.
+    let mut forms = vec![("conv_event_sim[plain]", ops::EventKernel::Plain)];
+    if gpu.ctx.features.contains(wgpu::Features::SUBGROUP) {
+        forms.push(("conv_event_sim[coop]", ops::EventKernel::Coop));
+    }
+    for (name, form) in forms {
+        let (u, acc, gin, gout, wt, x, m) = (
+            u.clone(),
+            acc.clone(),
+            gin.clone(),
+            gout.clone(),
+            wt.clone(),
+            x.clone(),
+            m.clone(),
+        );
+        v.push(Case {
+            name,
+            shape: conv_tag(&s),
+            note: "conv64 step, event path (one fused dispatch), 14% spikes",
+            flops: s.flops(),
+            bytes,
+            record: Box::new(move |g| {
+                ops::conv_event_sim_with(
+                    g,
+                    form,
+                    &s,
+                    step,
+                    &u,
+                    &acc,
+                    &gin,
+                    &gout,
+                    &wt,
+                    &x,
+                    Some(&m),
+                )
+            }),
+        });
+    }
     let (sp, w, fb, u, acc, x, m, s_out) = (
         gpu.upload(&[s.input_len()], &spikes),
         tensor(gpu, s.weight_len(), 29),

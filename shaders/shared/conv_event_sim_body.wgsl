@@ -1,0 +1,138 @@
+// The body of conv_event_sim.wgsl and conv_event_sim_coop.wgsl (see their headers); each
+// defines `exchange`, which passes a lane's input-row window to the others.
+#import common
+
+const VPL: u32 = 2u;             // vec4s of output channels per invocation
+const CB: u32 = 8u;              // channel groups (of 4·VPL) per workgroup
+const PH: u32 = 8u;              // column phases per workgroup; CB · PH = WG
+const MAX_ROW_WORDS: u32 = 8u;   // output row width ≤ 32 · MAX_ROW_WORDS (checked on the host)
+
+struct Params {
+    cin: u32, h: u32, w: u32, cout: u32,
+    oh: u32, ow: u32, kh: u32, kw: u32,
+    pad: u32, has_fb: u32, has_mask: u32, x_off: u32,
+    ld4: u32, unshared: u32, _p1: u32, _p2: u32,
+    vth: f32, leak: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> u: array<f32>;
+@group(0) @binding(2) var<storage, read_write> acc: array<f32>;
+@group(0) @binding(3) var<storage, read> in_bits: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out_bits: array<u32>;
+@group(0) @binding(5) var<storage, read> wt: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> x: array<f32>;
+@group(0) @binding(7) var<storage, read> mask: array<f32>;
+
+// The row's spikes of the workgroup's 4·VPL·CB channels, assembled from all column phases.
+var<workgroup> obits: array<atomic<u32>, 512>; // 4 · VPL · CB · MAX_ROW_WORDS
+
+// 32 bits of a row starting at column s (which may be negative); columns outside the row are 0.
+fn row_bits(base: u32, wpr: u32, s: i32) -> u32 {
+    if (s < 0) {
+        return in_bits[base] << u32(-s);
+    }
+    let w0 = u32(s) / 32u;
+    let sh = u32(s) % 32u;
+    var r = 0u;
+    if (w0 < wpr) {
+        r = in_bits[base + w0] >> sh;
+    }
+    if (sh != 0u && w0 + 1u < wpr) {
+        r = r | (in_bits[base + w0 + 1u] << (32u - sh));
+    }
+    return r;
+}
+
+fn simulate(wid: vec3<u32>, lid: u32, lane: u32, share: bool) {
+    let g = wid.x * CB + lid % CB;
+    let phase = lid / CB;
+    let oy = wid.y;
+    let b = wid.z;
+    // Channel groups past the last one read a clamped vec4 (keeping lanes uniform) and store
+    // nothing.
+    var qs: array<u32, VPL>;
+    for (var v = 0u; v < VPL; v++) {
+        qs[v] = min(g * VPL + v, p.ld4 - 1u);
+    }
+    let in_wpr = (p.w + 31u) / 32u;
+    let out_wpr = (p.ow + 31u) / 32u;
+    let kmask = select((1u << p.kw) - 1u, 0xffffffffu, p.kw >= 32u);
+    let ohw = p.oh * p.ow;
+    let nwords = 4u * VPL * CB * out_wpr;
+    for (var i = lid; i < nwords; i += WG) {
+        atomicStore(&obits[i], 0u);
+    }
+    workgroupBarrier();
+    for (var ox = phase; ox < p.ow; ox += PH) {
+        var f: array<vec4<f32>, VPL>;
+        for (var v = 0u; v < VPL; v++) {
+            f[v] = vec4<f32>(0.0);
+        }
+        if (p.has_fb != 0u) {
+            let sx = i32(ox) - i32(p.pad);
+            for (var c = 0u; c < p.cin; c++) {
+                let cbase = (b * p.cin + c) * p.h;
+                let tapc = c * p.kh;
+                for (var ky0 = 0u; ky0 < p.kh; ky0 += 8u) {
+                    // The 8 lanes of a column phase read the windows of 8 kernel rows between them
+                    // (one each) and pass them round, instead of each reading all of them.
+                    var mine = 0u;
+                    if (share) {
+                        let iy = i32(oy + ky0 + lane % 8u) - i32(p.pad);
+                        if (ky0 + lane % 8u < p.kh && iy >= 0 && iy < i32(p.h)) {
+                            mine = row_bits((cbase + u32(iy)) * in_wpr, in_wpr, sx) & kmask;
+                        }
+                    }
+                    for (var kk = 0u; kk < min(8u, p.kh - ky0); kk++) {
+                        let ky = ky0 + kk;
+                        let iy = i32(oy + ky) - i32(p.pad);
+                        var m = exchange(mine, lane, kk);
+                        if (!share) {
+                            m = 0u;
+                            if (iy >= 0 && iy < i32(p.h)) {
+                                m = row_bits((cbase + u32(iy)) * in_wpr, in_wpr, sx) & kmask;
+                            }
+                        }
+                        let tap0 = (tapc + ky) * p.kw;
+                        while (m != 0u) {
+                            let kx = countTrailingZeros(m);
+                            m = m & (m - 1u);
+                            let row = (tap0 + kx) * p.ld4;
+                            for (var v = 0u; v < VPL; v++) {
+                                f[v] = f[v] + wt[row + qs[v]];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (var k = 0u; k < 4u * VPL; k++) {
+            let co_raw = 4u * VPL * g + k;
+            let co = min(co_raw, p.cout - 1u);
+            let i = (b * p.cout + co) * ohw + oy * p.ow + ox;
+            var v = u[i] + x[p.x_off + i];
+            if (p.has_fb != 0u) {
+                let fm = f[k / 4u][k % 4u] * select(1.0, mask[i], p.has_mask != 0u);
+                v = v + fm;
+            }
+            let s = select(0.0, 1.0, v >= p.vth);
+            v = (v - p.vth * s) * p.leak;
+            if (co_raw < p.cout) {
+                u[i] = v;
+                acc[i] = p.leak * acc[i] + s;
+                if (s != 0.0) {
+                    let lc = 4u * VPL * (lid % CB) + k;
+                    atomicOr(&obits[lc * out_wpr + ox / 32u], 1u << (ox % 32u));
+                }
+            }
+        }
+    }
+    workgroupBarrier();
+    for (var i = lid; i < nwords; i += WG) {
+        let co = wid.x * 4u * VPL * CB + i / out_wpr;
+        if (co < p.cout) {
+            out_bits[((b * p.cout + co) * p.oh + oy) * out_wpr + i % out_wpr] = atomicLoad(&obits[i]);
+        }
+    }
+}
