@@ -68,6 +68,7 @@ pub fn adapter_report(ctx: &GpuContext) -> Value {
         "limits": limits_json(&ctx.limits),
         "fsnn": {
             "pass_timestamps": ctx.has_pass_timestamps(),
+            "subgroups": ctx.features.contains(wgpu::Features::SUBGROUP),
             "max_binding_bytes": ctx.max_binding_bytes(),
             "variants": variants_json(ctx),
         },

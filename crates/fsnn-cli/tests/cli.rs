@@ -184,6 +184,10 @@ fn tune_quick_measures_every_family_and_env_forces_a_variant() {
     );
 }
 
+/// The families whose `coop` kernel is the default on CPU adapters with subgroups
+/// (`fsnn::variants::initial`).
+const COOP_DEFAULT_FAMILIES: &[&str] = &["gemm"];
+
 /// A measured choice in the cache (as `fsnn tune` writes it, under the adapter's key) is what a
 /// new device runs, `fsnn info` shows it, and `FSNN_VARIANT_*` overrides it.
 #[test]
@@ -211,13 +215,24 @@ fn cached_variant_choice_is_used_and_env_overrides_it() {
     let before = info(&[]);
     let v = &before["fsnn"]["variants"];
     assert_eq!(v["measured"], false, "{v}");
+    // CPU drivers with subgroups default to the coop kernels of the families that have them;
+    // everything else to blocked.
+    let coop_default =
+        before["adapter"]["device_type"] == "Cpu" && before["fsnn"]["subgroups"] == true;
+    let default_of = |f: &str| {
+        if coop_default && COOP_DEFAULT_FAMILIES.contains(&f) {
+            "coop"
+        } else {
+            "blocked"
+        }
+    };
     for f in ["gemm", "conv2d", "conv2d_input_grad", "conv2d_weight_grad"] {
-        assert_eq!(v["chosen"][f], "blocked", "default of {f}: {v}");
+        assert_eq!(v["chosen"][f], default_of(f), "default of {f}: {v}");
     }
     // The key fsnn::variants::cache_key builds from the adapter.
     let a = &before["adapter"];
     let key = format!(
-        "{} | {} | {} {} | variants v1",
+        "{} | {} | {} {} | variants v2",
         a["name"].as_str().unwrap(),
         a["backend"].as_str().unwrap(),
         a["driver"].as_str().unwrap(),
@@ -226,7 +241,7 @@ fn cached_variant_choice_is_used_and_env_overrides_it() {
     let choice = |v: &str| serde_json::json!({ "chosen": v, "timings": [] });
     let cache = serde_json::json!({
         key: { "conv2d": choice("tiled"), "conv2d_weight_grad": choice("tiled") },
-        "another adapter | Vulkan | x y | variants v1": { "gemm": choice("tiled") },
+        "another adapter | Vulkan | x y | variants v2": { "gemm": choice("tiled") },
     });
     std::fs::write(dir.path().join("variants.json"), cache.to_string()).unwrap();
     let after = info(&[]);
@@ -234,7 +249,13 @@ fn cached_variant_choice_is_used_and_env_overrides_it() {
     assert_eq!(v["measured"], true, "{v}");
     assert_eq!(v["chosen"]["conv2d"], "tiled", "{v}");
     assert_eq!(v["chosen"]["conv2d_weight_grad"], "tiled", "{v}");
-    assert_eq!(v["chosen"]["gemm"], "blocked", "{v}");
+    // Families the cache does not name keep their defaults.
+    assert_eq!(v["chosen"]["gemm"], default_of("gemm"), "{v}");
+    assert_eq!(
+        v["chosen"]["conv2d_input_grad"],
+        default_of("conv2d_input_grad"),
+        "{v}"
+    );
     let forced = info(&[
         ("FSNN_VARIANT_CONV2D", "blocked"),
         ("FSNN_VARIANT_GEMM", "tiled"),
