@@ -1407,6 +1407,116 @@ fn gemm_coop_unshared_path_matches_twin() {
     }
 }
 
+/// The cooperative convolution kernels, both with the subgroup sharing their loads and on the
+/// path for subgroups that cannot (smaller than 8, or lanes not in invocation order), which
+/// lavapipe never takes by itself. The shapes cut every tile edge, leave reductions that are not
+/// multiples of 8, and (3×3 output planes) make the weight gradient's shared loads cross batch
+/// items inside one group of 8.
+#[test]
+fn conv_coop_shared_and_unshared_paths_match_twin() {
+    let g = gpu();
+    if !Variant::Coop.supported(&g.ctx.features) {
+        panic!("the coop convolutions need subgroup operations, which this adapter lacks");
+    }
+    let mut rng = Rng::new(44);
+    let shape = |batch, cin, h, w, cout, k, stride, pad| ConvShape {
+        batch,
+        cin,
+        h,
+        w,
+        cout,
+        kh: k,
+        kw: k,
+        stride,
+        pad,
+    };
+    for s in [
+        shape(2, 19, 13, 11, 37, 3, 1, 1),
+        shape(3, 9, 15, 14, 17, 5, 2, 2),
+        shape(5, 11, 5, 6, 9, 3, 2, 1),
+        shape(2, 3, 7, 7, 5, 3, 1, 0),
+    ] {
+        let tag = format!(
+            "{}x{}x{}x{} k{} s{} p{} -> {}",
+            s.batch, s.cin, s.h, s.w, s.kh, s.stride, s.pad, s.cout
+        );
+        let x = rng.vec(s.input_len(), -1.0, 1.0);
+        let w = rng.vec(s.weight_len(), -1.0, 1.0);
+        let dy = rng.vec(s.output_len(), -1.0, 1.0);
+        let (gx, gw, gdy) = (
+            g.upload(&[x.len()], &x),
+            g.upload(&[w.len()], &w),
+            g.upload(&[dy.len()], &dy),
+        );
+        let y0 = rng.vec(s.output_len(), -1.0, 1.0);
+        let mut y = y0.clone();
+        cpu::conv2d(&s, &x, &w, 1.0, &mut y);
+        y.iter_mut()
+            .zip(&y0)
+            .for_each(|(v, v0)| *v = 0.5 * (*v - v0) + v0);
+        let dx0 = rng.vec(s.input_len(), -1.0, 1.0);
+        let mut dx = dx0.clone();
+        cpu::conv2d_input_grad(&s, &dy, &w, 0.5, 1.0, &mut dx);
+        let dw0 = rng.vec(s.weight_len(), -1.0, 1.0);
+        let mut dw = dw0.clone();
+        cpu::conv2d_weight_grad(&s, &dy, &x, 0.5, 1.0, &mut dw);
+        for unshared in [false, true] {
+            let path = if unshared { "coop, unshared" } else { "coop" };
+            let run = |f: Family, a: &fsnn::Tensor, b: &fsnn::Tensor, init: &[f32]| {
+                let out = g.upload(&[init.len()], init);
+                if unshared {
+                    ops::conv_coop_unshared(&g, f, &s, a, b, 0.5, 1.0, &out);
+                } else {
+                    match f {
+                        Family::Conv2d => {
+                            ops::conv2d_variant(&g, Variant::Coop, &s, a, b, 0.5, 1.0, &out)
+                        }
+                        Family::Conv2dInputGrad => ops::conv2d_input_grad_variant(
+                            &g,
+                            Variant::Coop,
+                            &s,
+                            a,
+                            b,
+                            0.5,
+                            1.0,
+                            &out,
+                        ),
+                        _ => ops::conv2d_weight_grad_variant(
+                            &g,
+                            Variant::Coop,
+                            &s,
+                            a,
+                            b,
+                            0.5,
+                            1.0,
+                            &out,
+                        ),
+                    }
+                }
+                g.read(&out)
+            };
+            check(
+                &format!("conv2d[{path}] {tag}"),
+                &run(Family::Conv2d, &gx, &gw, &y0),
+                &y,
+                1e-5,
+            );
+            check(
+                &format!("conv2d_input_grad[{path}] {tag}"),
+                &run(Family::Conv2dInputGrad, &gdy, &gw, &dx0),
+                &dx,
+                1e-5,
+            );
+            check(
+                &format!("conv2d_weight_grad[{path}] {tag}"),
+                &run(Family::Conv2dWeightGrad, &gdy, &gx, &dw0),
+                &dw,
+                1e-5,
+            );
+        }
+    }
+}
+
 /// `ops::gemm_variant` (what the measurement dispatches) ignores the recorder's choice.
 #[test]
 fn gemm_explicit_variant_matches_twin() {

@@ -186,7 +186,8 @@ fn tune_quick_measures_every_family_and_env_forces_a_variant() {
 
 /// The families whose `coop` kernel is the default on CPU adapters with subgroups
 /// (`fsnn::variants::initial`).
-const COOP_DEFAULT_FAMILIES: &[&str] = &["gemm"];
+const COOP_DEFAULT_FAMILIES: &[&str] =
+    &["gemm", "conv2d", "conv2d_input_grad", "conv2d_weight_grad"];
 
 /// A measured choice in the cache (as `fsnn tune` writes it, under the adapter's key) is what a
 /// new device runs, `fsnn info` shows it, and `FSNN_VARIANT_*` overrides it.

@@ -338,8 +338,7 @@ pub fn conv2d(gpu: &Gpu, s: &ConvShape, x: &Tensor, w: &Tensor, beta: f32, y: &T
     conv2d_variant(gpu, gpu.variant(Family::Conv2d), s, x, w, 1.0, beta, y);
 }
 
-/// `y = alpha · conv(x, w) + beta · y` with an explicit kernel variant (see [`crate::variants`]);
-/// every variant covers 64 output pixels × 64 output channels per workgroup.
+/// `y = alpha · conv(x, w) + beta · y` with an explicit kernel variant (see [`crate::variants`]).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_variant(
     gpu: &Gpu,
@@ -351,16 +350,117 @@ pub fn conv2d_variant(
     beta: f32,
     y: &Tensor,
 ) {
-    check(x, s.input_len(), "conv2d x");
-    check(w, s.weight_len(), "conv2d w");
-    check(y, s.output_len(), "conv2d y");
-    assert_distinct(y, x, "conv2d");
-    let rows = s.batch * s.oh() * s.ow();
+    conv_dispatch(gpu, Family::Conv2d, variant, false, s, x, w, alpha, beta, y);
+}
+
+/// Rows and columns of the result that one workgroup of a convolution kernel covers: 64 × 64,
+/// except the cooperative kernels' shared rows × columns (`R` × `8·C` in their WGSL, measured per
+/// family).
+fn conv_tile(f: Family, variant: Variant) -> (usize, usize) {
+    match (variant, f) {
+        (Variant::Coop, Family::Conv2dInputGrad) => (32, 32),
+        (Variant::Coop, _) => (32, 64),
+        _ => (64, 64),
+    }
+}
+
+/// Workgroups of one convolution dispatch. The blocked and tiled kernels take output pixels
+/// (forward, input gradient) or output channels (weight gradient) along y; the cooperative ones
+/// take the operand they share (channels) along y and the other along x.
+fn conv_groups(f: Family, variant: Variant, s: &ConvShape) -> [u32; 3] {
+    let (tr, tc) = conv_tile(f, variant);
+    let g = |n: usize, t: usize| n.div_ceil(t) as u32;
+    let coop = variant == Variant::Coop;
+    match f {
+        Family::Conv2d => {
+            let pixels = s.batch * s.oh() * s.ow();
+            if coop {
+                [g(pixels, tc), g(s.cout, tr), 1]
+            } else {
+                [g(s.cout, tc), g(pixels, tr), 1]
+            }
+        }
+        // One z-slice per stride parity class (see the kernels); the largest class has this many
+        // pixels.
+        Family::Conv2dInputGrad => {
+            let pixels = s.batch * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
+            let z = (s.stride * s.stride) as u32;
+            if coop {
+                [g(pixels, tc), g(s.cin, tr), z]
+            } else {
+                [g(s.cin, tc), g(pixels, tr), z]
+            }
+        }
+        Family::Conv2dWeightGrad => [g(s.cin * s.kh * s.kw, tc), g(s.cout, tr), 1],
+        Family::Gemm => unreachable!("not a convolution"),
+    }
+}
+
+/// A cooperative convolution kernel (`f` one of the three convolution families) with its subgroup
+/// sharing switched off, as it runs on adapters whose subgroups cannot share (so that tests cover
+/// that path on every adapter). Operands in the order of the family's function: (x, w), (dy, w)
+/// or (dy, x).
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn conv_coop_unshared(
+    gpu: &Gpu,
+    f: Family,
+    s: &ConvShape,
+    a: &Tensor,
+    b: &Tensor,
+    alpha: f32,
+    beta: f32,
+    out: &Tensor,
+) {
+    conv_dispatch(gpu, f, Variant::Coop, true, s, a, b, alpha, beta, out);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_dispatch(
+    gpu: &Gpu,
+    f: Family,
+    variant: Variant,
+    unshared: bool,
+    s: &ConvShape,
+    a: &Tensor,
+    b: &Tensor,
+    alpha: f32,
+    beta: f32,
+    out: &Tensor,
+) {
+    let (input, weight, output) = (s.input_len(), s.weight_len(), s.output_len());
+    let [(la, na), (lb, nb), (lo, no)] = match f {
+        Family::Conv2d => [
+            (input, "conv2d x"),
+            (weight, "conv2d w"),
+            (output, "conv2d y"),
+        ],
+        Family::Conv2dInputGrad => [
+            (output, "conv2d_input_grad dy"),
+            (weight, "conv2d_input_grad w"),
+            (input, "conv2d_input_grad dx"),
+        ],
+        Family::Conv2dWeightGrad => [
+            (output, "conv2d_weight_grad dy"),
+            (input, "conv2d_weight_grad x"),
+            (weight, "conv2d_weight_grad dw"),
+        ],
+        Family::Gemm => unreachable!("not a convolution"),
+    };
+    check(a, la, na);
+    check(b, lb, nb);
+    check(out, lo, no);
+    if f != Family::Conv2dWeightGrad {
+        assert_distinct(out, a, f.name());
+    }
+    let mut params = s.params(s.oh(), s.ow(), alpha, beta);
+    // Word 11 is the cooperative kernels' `unshared` flag (padding in the others).
+    params.0[11] = unshared as u32;
     gpu.dispatch(
-        Family::Conv2d.kernel(variant),
-        s.params(s.oh(), s.ow(), alpha, beta),
-        vec![gpu.bind(x), gpu.bind(w), gpu.bind(y)],
-        [s.cout.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1],
+        f.kernel(variant),
+        params,
+        vec![gpu.bind(a), gpu.bind(b), gpu.bind(out)],
+        conv_groups(f, variant, s),
     );
 }
 
@@ -390,22 +490,17 @@ pub fn conv2d_input_grad_variant(
     beta: f32,
     dx: &Tensor,
 ) {
-    check(dy, s.output_len(), "conv2d_input_grad dy");
-    check(w, s.weight_len(), "conv2d_input_grad w");
-    check(dx, s.input_len(), "conv2d_input_grad dx");
-    assert_distinct(dx, dy, "conv2d_input_grad");
-    // Every variant: one z-slice per stride parity class (see the kernels); the largest class has
-    // this many rows.
-    let rows = s.batch * s.h.div_ceil(s.stride) * s.w.div_ceil(s.stride);
-    gpu.dispatch(
-        Family::Conv2dInputGrad.kernel(variant),
-        s.params(s.oh(), s.ow(), alpha, beta),
-        vec![gpu.bind(dy), gpu.bind(w), gpu.bind(dx)],
-        [
-            s.cin.div_ceil(64) as u32,
-            rows.div_ceil(64) as u32,
-            (s.stride * s.stride) as u32,
-        ],
+    conv_dispatch(
+        gpu,
+        Family::Conv2dInputGrad,
+        variant,
+        false,
+        s,
+        dy,
+        w,
+        alpha,
+        beta,
+        dx,
     );
 }
 
@@ -423,8 +518,7 @@ pub fn conv2d_weight_grad(
     conv2d_weight_grad_variant(gpu, v, s, dy, x, alpha, beta, dw);
 }
 
-/// [`conv2d_weight_grad`] with an explicit kernel variant (see [`crate::variants`]); every
-/// variant covers 64 output channels × 64 (cin, ky, kx) columns per workgroup.
+/// [`conv2d_weight_grad`] with an explicit kernel variant (see [`crate::variants`]).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_weight_grad_variant(
     gpu: &Gpu,
@@ -436,15 +530,17 @@ pub fn conv2d_weight_grad_variant(
     beta: f32,
     dw: &Tensor,
 ) {
-    check(dy, s.output_len(), "conv2d_weight_grad dy");
-    check(x, s.input_len(), "conv2d_weight_grad x");
-    check(dw, s.weight_len(), "conv2d_weight_grad dw");
-    let cols = s.cin * s.kh * s.kw;
-    gpu.dispatch(
-        Family::Conv2dWeightGrad.kernel(variant),
-        s.params(s.oh(), s.ow(), alpha, beta),
-        vec![gpu.bind(dy), gpu.bind(x), gpu.bind(dw)],
-        [cols.div_ceil(64) as u32, s.cout.div_ceil(64) as u32, 1],
+    conv_dispatch(
+        gpu,
+        Family::Conv2dWeightGrad,
+        variant,
+        false,
+        s,
+        dy,
+        x,
+        alpha,
+        beta,
+        dw,
     );
 }
 

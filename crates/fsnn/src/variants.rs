@@ -12,8 +12,8 @@
 //! The event-driven feedback of the forward simulation has its own choice (dense or event path),
 //! measured per model shape: see [`crate::kernels`].
 //!
-//! `subgroup` variants (GEMM only so far) are candidates where the adapter has
-//! `Features::SUBGROUP` (lavapipe has), which the device then enables.
+//! The `subgroup` (GEMM only) and `coop` (GEMM and convolutions) variants are candidates where
+//! the adapter has `Features::SUBGROUP` (lavapipe has), which the device then enables.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -74,7 +74,7 @@ impl Family {
                 Variant::Coop,
             ],
             Family::Conv2d | Family::Conv2dInputGrad | Family::Conv2dWeightGrad => {
-                &[Variant::Blocked, Variant::Tiled]
+                &[Variant::Blocked, Variant::Tiled, Variant::Coop]
             }
         }
     }
@@ -97,10 +97,13 @@ impl Family {
             (Family::Gemm, Variant::Coop) => "gemm_coop",
             (Family::Conv2d, Variant::Blocked) => "conv2d_forward",
             (Family::Conv2d, Variant::Tiled) => "conv2d_forward_tiled",
+            (Family::Conv2d, Variant::Coop) => "conv2d_forward_coop",
             (Family::Conv2dInputGrad, Variant::Blocked) => "conv2d_input_grad",
             (Family::Conv2dInputGrad, Variant::Tiled) => "conv2d_input_grad_tiled",
+            (Family::Conv2dInputGrad, Variant::Coop) => "conv2d_input_grad_coop",
             (Family::Conv2dWeightGrad, Variant::Blocked) => "conv2d_weight_grad",
             (Family::Conv2dWeightGrad, Variant::Tiled) => "conv2d_weight_grad_tiled",
+            (Family::Conv2dWeightGrad, Variant::Coop) => "conv2d_weight_grad_coop",
             (f, v) => panic!("{f} has no {v} variant"),
         }
     }
@@ -131,7 +134,9 @@ pub enum Variant {
     Subgroup,
     /// Written for CPU drivers, whose kernels are bound by per-lane loads: 8 invocations load
     /// 8 consecutive k of each row of A once between them and share them by constant-lane
-    /// shuffles, 16 rows × 4 columns per invocation (needs `Features::SUBGROUP`).
+    /// shuffles, 16 rows × 4 columns per invocation (needs `Features::SUBGROUP`). The
+    /// convolutions share their channel rows the same way (weights, or dy for the weight
+    /// gradient), 32 rows × 8 (4 for the input gradient) columns per invocation.
     Coop,
 }
 
@@ -299,8 +304,12 @@ pub fn initial(info: &AdapterSummary, features: &wgpu::Features) -> Chosen {
     // On a CPU driver every per-invocation load costs a scalar load per SIMD lane, so the GEMM
     // that shares its loads across a subgroup wins at every shape we measured (BENCHMARKS,
     // "written out"); GPUs keep the blocked default until `fsnn tune` measures them.
+    // The convolutions' cooperative kernels likewise beat the blocked ones at every shape of
+    // `problems_full` on llvmpipe (2.3–4.4×, `fsnn tune`).
     if info.device_type == "Cpu" && Variant::Coop.supported(features) {
-        c.set(Family::Gemm, Variant::Coop);
+        for f in Family::ALL {
+            c.set(f, Variant::Coop);
+        }
     }
     if let Some(m) = cached(info) {
         for (f, fc) in m {
