@@ -301,11 +301,10 @@ pub fn cached(info: &AdapterSummary) -> Option<Measured> {
 /// this device cannot run, is refused the same way.
 pub fn initial(info: &AdapterSummary, features: &wgpu::Features) -> Chosen {
     let mut c = Chosen::default();
-    // On a CPU driver every per-invocation load costs a scalar load per SIMD lane, so the GEMM
-    // that shares its loads across a subgroup wins at every shape we measured (BENCHMARKS,
-    // "written out"); GPUs keep the blocked default until `fsnn tune` measures them.
-    // The convolutions' cooperative kernels likewise beat the blocked ones at every shape of
-    // `problems_full` on llvmpipe (2.3–4.4×, `fsnn tune`).
+    // On a CPU driver every per-invocation load costs a scalar load per SIMD lane, so the coop
+    // kernels, which share their loads across a subgroup, win at every shape of `problems_full`
+    // on llvmpipe (GEMM ~2×, the convolutions 2.3–4.4×; BENCHMARKS, "what a kernel costs on
+    // lavapipe"). GPUs keep the blocked defaults until `fsnn tune` measures them.
     if info.device_type == "Cpu" && Variant::Coop.supported(features) {
         for f in Family::ALL {
             c.set(f, Variant::Coop);
