@@ -4,6 +4,7 @@
 use fsnn::cpu;
 use fsnn::gpu::Gpu;
 use fsnn::ops::{self, Op};
+use fsnn::variants::Family;
 use fsnn_tests::{check, gpu, private_gpu, Rng};
 
 /// The binding cap the chunking tests run under: small, so modest tensors need several chunks.
@@ -46,7 +47,8 @@ fn chunked_gemm_over_the_binding_cap() {
             g.upload(&[k * n], &b),
             g.upload(&[m * n], &c0),
         );
-        let chunks = dispatches_of(&g, "gemm", || {
+        let kernel = Family::Gemm.kernel(g.variant(Family::Gemm));
+        let chunks = dispatches_of(&g, kernel, || {
             ops::gemm(&g, Op::N, tb, m, n, k, 0.5, &ga, &gb, 1.0, &gc)
         });
         assert!(chunks >= 4, "gemm ran in {chunks} dispatch(es)");
@@ -222,7 +224,8 @@ fn profiling_names_every_dispatch_and_writes_a_chrome_trace() {
     print!("{}", p.table());
     assert_eq!(p.gpu_timestamps, g.ctx.has_pass_timestamps());
     let names: Vec<&str> = p.spans.iter().map(|s| s.name).collect();
-    assert_eq!(names, ["scale", "axpby", "gemm"]);
+    let gemm = Family::Gemm.kernel(g.variant(Family::Gemm));
+    assert_eq!(names, ["scale", "axpby", gemm]);
     assert_eq!(p.submits, 2);
     for s in &p.spans {
         assert!(s.dur_ns > 0, "{} has no duration", s.name);

@@ -506,8 +506,9 @@ fn trace_of_a_training_step_is_chrome_trace_json() {
         assert!(e["ts"].as_f64().unwrap() >= 0.0 && e["dur"].as_f64().unwrap() >= 0.0);
     }
     // tiny_config runs the event-driven simulation: one fc_event_sim per forward pass.
+    let gemm = fsnn::variants::Family::Gemm.kernel(g.variant(fsnn::variants::Family::Gemm));
     for k in [
-        "gemm",
+        gemm,
         "fc_event_sim",
         "solver_dots",
         "solver_track",
