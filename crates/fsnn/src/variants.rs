@@ -305,7 +305,7 @@ pub fn initial(info: &AdapterSummary, features: &wgpu::Features) -> Chosen {
     // that shares its loads across a subgroup wins at every shape we measured (BENCHMARKS,
     // "written out"); GPUs keep the blocked default until `fsnn tune` measures them.
     // The convolutions' cooperative kernels likewise beat the blocked ones at every shape of
-    // `problems_full` on llvmpipe (2.3–4.4×, `fsnn tune`).
+    // `problems_full` on llvmpipe (1.4–4.4×, `fsnn tune`).
     if info.device_type == "Cpu" && Variant::Coop.supported(features) {
         for f in Family::ALL {
             c.set(f, Variant::Coop);
