@@ -303,7 +303,7 @@ pub fn initial(info: &AdapterSummary, features: &wgpu::Features) -> Chosen {
     let mut c = Chosen::default();
     // On a CPU driver every per-invocation load costs a scalar load per SIMD lane, so the coop
     // kernels, which share their loads across a subgroup, win at every shape of `problems_full`
-    // on llvmpipe (GEMM ~2×, the convolutions 2.3–4.4×; BENCHMARKS, "what a kernel costs on
+    // on llvmpipe (GEMM ~2×, the convolutions 1.4–4.4×; BENCHMARKS, "what a kernel costs on
     // lavapipe"). GPUs keep the blocked defaults until `fsnn tune` measures them.
     if info.device_type == "Cpu" && Variant::Coop.supported(features) {
         for f in Family::ALL {
