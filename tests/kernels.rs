@@ -2,6 +2,7 @@
 //! tile or workgroup size. Each test prints its worst relative error.
 
 use fsnn::cpu;
+use fsnn::gpu::Sharing;
 use fsnn::ops::{self, BnShape, ConvShape, ConvTShape, NeuronStep, Op};
 use fsnn::variants::{Family, Variant};
 use fsnn_tests::{check, gpu, Rng};
@@ -735,17 +736,18 @@ fn solver_dots_track_combine() {
             best: &gbest,
         };
         // Products.
-        let mut kernels = vec![false];
+        let mut modes = vec![Sharing::Plain];
         if g.ctx.features.contains(wgpu::Features::SUBGROUP) {
-            kernels.push(true);
+            modes.push(Sharing::Shared);
         }
         let before = scal.clone();
         cpu::solver_dots(&l, i, &hist, &jx, &x, &gl, &gold, &step, &mut scal);
-        for &coop in &kernels {
+        for &mode in &modes {
             let gscal = up(&before);
-            ops::solver_dots_with(&g, coop, &l, i, &ghist, &v, &gscal);
+            g.set_sharing(mode);
+            ops::solver_dots(&g, &l, i, &ghist, &v, &gscal);
             check(
-                &format!("solver_dots coop={coop} {tag}"),
+                &format!("solver_dots {mode:?} {tag}"),
                 &g.read(&gscal),
                 &scal,
                 1e-5,
@@ -785,7 +787,7 @@ fn solver_dots_track_combine() {
             cpu::solver_track(&l, i, 30, 0.0, 1e-6, &mut s);
             s[st + 1] = done;
             s[st + 2] = improved;
-            for &coop in &kernels {
+            for &mode in &modes {
                 let (mut h, mut xx, mut go, mut sp, mut bs) = (
                     hist.clone(),
                     x.clone(),
@@ -802,7 +804,8 @@ fn solver_dots_track_combine() {
                     step: &gsp,
                     best: &gbs,
                 };
-                ops::solver_combine_with(&g, coop, &l, i, 0.5, &gh, &v, &up(&s));
+                g.set_sharing(mode);
+                ops::solver_combine(&g, &l, i, 0.5, &gh, &v, &up(&s));
                 cpu::solver_combine(
                     &l, i, 0.5, &mut h, &jx, &mut xx, &gl, &mut go, &mut sp, &mut bs, &s,
                 );
@@ -819,7 +822,7 @@ fn solver_dots_track_combine() {
                         "{tag}: non-finite {name}"
                     );
                     check(
-                        &format!("solver_combine coop={coop} {tag} {what} {name}"),
+                        &format!("solver_combine {mode:?} {tag} {what} {name}"),
                         &got,
                         want,
                         1e-4,
@@ -1054,9 +1057,9 @@ fn conv_event_sim_matches_twin_and_dense_path() {
         stride: 1,
         pad,
     };
-    let mut forms = vec![ops::EventKernel::Plain];
+    let mut forms = vec![Sharing::Plain];
     if g.ctx.features.contains(wgpu::Features::SUBGROUP) {
-        forms.extend([ops::EventKernel::Coop, ops::EventKernel::CoopUnshared]);
+        forms.extend([Sharing::Shared, Sharing::Unshared]);
     }
     let cases = [
         (shape(2, 5, 9, 11, 5, 5, 2), 4usize, true),
@@ -1114,9 +1117,9 @@ fn conv_event_sim_matches_twin_and_dense_path() {
         };
         for t in 0..steps {
             let (i, o) = (t % 2, (t + 1) % 2);
-            ops::conv_event_sim_with(
+            g.set_sharing(form);
+            ops::conv_event_sim(
                 &g,
-                form,
                 &s,
                 step,
                 &gu,
@@ -1383,6 +1386,7 @@ fn gemm_coop_unshared_path_matches_twin() {
     if !Variant::Coop.supported(&g.ctx.features) {
         panic!("gemm coop needs subgroup operations, which this adapter lacks");
     }
+    g.set_sharing(Sharing::Unshared);
     let mut rng = Rng::new(43);
     for &(m, n, k) in &[(1usize, 1usize, 1usize), (17, 33, 29), (130, 70, 257)] {
         for (ta, tb) in [(Op::N, Op::N), (Op::N, Op::T), (Op::T, Op::N)] {
@@ -1394,7 +1398,7 @@ fn gemm_coop_unshared_path_matches_twin() {
                 g.upload(&[k * n], &b),
                 g.upload(&[m * n], &c0),
             );
-            ops::gemm_coop_unshared(&g, ta, tb, m, n, k, 0.5, &ga, &gb, 1.0, &gc);
+            ops::gemm_variant(&g, Variant::Coop, ta, tb, m, n, k, 0.5, &ga, &gb, 1.0, &gc);
             let mut c = c0.clone();
             cpu::gemm(ta, tb, m, n, k, 0.5, &a, &b, 1.0, &mut c);
             check(
@@ -1464,33 +1468,20 @@ fn conv_coop_shared_and_unshared_paths_match_twin() {
             let path = if unshared { "coop, unshared" } else { "coop" };
             let run = |f: Family, a: &fsnn::Tensor, b: &fsnn::Tensor, init: &[f32]| {
                 let out = g.upload(&[init.len()], init);
-                if unshared {
-                    ops::conv_coop_unshared(&g, f, &s, a, b, 0.5, 1.0, &out);
+                g.set_sharing(if unshared {
+                    Sharing::Unshared
                 } else {
-                    match f {
-                        Family::Conv2d => {
-                            ops::conv2d_variant(&g, Variant::Coop, &s, a, b, 0.5, 1.0, &out)
-                        }
-                        Family::Conv2dInputGrad => ops::conv2d_input_grad_variant(
-                            &g,
-                            Variant::Coop,
-                            &s,
-                            a,
-                            b,
-                            0.5,
-                            1.0,
-                            &out,
-                        ),
-                        _ => ops::conv2d_weight_grad_variant(
-                            &g,
-                            Variant::Coop,
-                            &s,
-                            a,
-                            b,
-                            0.5,
-                            1.0,
-                            &out,
-                        ),
+                    Sharing::Shared
+                });
+                match f {
+                    Family::Conv2d => {
+                        ops::conv2d_variant(&g, Variant::Coop, &s, a, b, 0.5, 1.0, &out)
+                    }
+                    Family::Conv2dInputGrad => {
+                        ops::conv2d_input_grad_variant(&g, Variant::Coop, &s, a, b, 0.5, 1.0, &out)
+                    }
+                    _ => {
+                        ops::conv2d_weight_grad_variant(&g, Variant::Coop, &s, a, b, 0.5, 1.0, &out)
                     }
                 }
                 g.read(&out)

@@ -285,7 +285,7 @@ fn chunked_solver_history_over_the_binding_cap() {
         step: &t[4],
         best: &t[5],
     };
-    let dots = if ops::coop_kernels(&g) {
+    let dots = if g.sharing() != fsnn::gpu::Sharing::Plain {
         "solver_dots_coop"
     } else {
         "solver_dots"
@@ -302,7 +302,7 @@ fn chunked_solver_history_over_the_binding_cap() {
     assert!(nd >= 3, "solver_dots ran in {nd} dispatch(es)");
     cpu::solver_track(&l, i, 30, 0.0, 1e-6, &mut scal);
     let gs = up(&scal);
-    let combine = if ops::coop_kernels(&g) {
+    let combine = if g.sharing() != fsnn::gpu::Sharing::Plain {
         "solver_combine_coop"
     } else {
         "solver_combine"

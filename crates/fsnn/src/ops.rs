@@ -2,7 +2,7 @@
 //! function records work on the [`Gpu`]; nothing runs until a flush or a read. The CPU twin of
 //! each is the function of the same name in [`crate::cpu`].
 
-use crate::gpu::{Binding, Gpu, Params, Tensor};
+use crate::gpu::{Binding, Gpu, Params, Sharing, Tensor};
 use crate::variants::{Family, Variant};
 
 /// Shapes of a 2-D convolution (NCHW; weight `[cout, cin, kh, kw]`).
@@ -225,59 +225,6 @@ pub fn gemm_variant(
     beta: f32,
     c: &Tensor,
 ) {
-    gemm_dispatch(gpu, variant, false, ta, tb, m, n, k, alpha, a, b, beta, c);
-}
-
-/// The cooperative GEMM variant with its subgroup sharing switched off, as it runs on adapters
-/// whose subgroups cannot share (so that tests cover that path on every adapter).
-#[doc(hidden)]
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_coop_unshared(
-    gpu: &Gpu,
-    ta: Op,
-    tb: Op,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: &Tensor,
-    b: &Tensor,
-    beta: f32,
-    c: &Tensor,
-) {
-    gemm_dispatch(
-        gpu,
-        Variant::Coop,
-        true,
-        ta,
-        tb,
-        m,
-        n,
-        k,
-        alpha,
-        a,
-        b,
-        beta,
-        c,
-    );
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_dispatch(
-    gpu: &Gpu,
-    variant: Variant,
-    unshared: bool,
-    ta: Op,
-    tb: Op,
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: &Tensor,
-    b: &Tensor,
-    beta: f32,
-    c: &Tensor,
-) {
     check(a, m * k, "gemm A");
     check(b, k * n, "gemm B");
     check(c, m * n, "gemm C");
@@ -321,7 +268,7 @@ fn gemm_dispatch(
                 .u(b_sn)
                 .u(c_off)
                 .u(n)
-                .u(unshared as u32)
+                .u(gpu.sharing().unshared_flag())
                 .f(alpha)
                 .f(beta),
             vec![ab, gpu.bind(b), cb],
@@ -350,7 +297,7 @@ pub fn conv2d_variant(
     beta: f32,
     y: &Tensor,
 ) {
-    conv_dispatch(gpu, Family::Conv2d, variant, false, s, x, w, alpha, beta, y);
+    conv_dispatch(gpu, Family::Conv2d, variant, s, x, w, alpha, beta, y);
 }
 
 /// Rows and columns of the result that one workgroup of a convolution kernel covers: 64 × 64,
@@ -396,31 +343,11 @@ fn conv_groups(f: Family, variant: Variant, s: &ConvShape) -> [u32; 3] {
     }
 }
 
-/// A cooperative convolution kernel (`f` one of the three convolution families) with its subgroup
-/// sharing switched off, as it runs on adapters whose subgroups cannot share (so that tests cover
-/// that path on every adapter). Operands in the order of the family's function: (x, w), (dy, w)
-/// or (dy, x).
-#[doc(hidden)]
-#[allow(clippy::too_many_arguments)]
-pub fn conv_coop_unshared(
-    gpu: &Gpu,
-    f: Family,
-    s: &ConvShape,
-    a: &Tensor,
-    b: &Tensor,
-    alpha: f32,
-    beta: f32,
-    out: &Tensor,
-) {
-    conv_dispatch(gpu, f, Variant::Coop, true, s, a, b, alpha, beta, out);
-}
-
 #[allow(clippy::too_many_arguments)]
 fn conv_dispatch(
     gpu: &Gpu,
     f: Family,
     variant: Variant,
-    unshared: bool,
     s: &ConvShape,
     a: &Tensor,
     b: &Tensor,
@@ -455,7 +382,7 @@ fn conv_dispatch(
     }
     let mut params = s.params(s.oh(), s.ow(), alpha, beta);
     // Word 11 is the cooperative kernels' `unshared` flag (padding in the others).
-    params.0[11] = unshared as u32;
+    params.0[11] = gpu.sharing().unshared_flag();
     gpu.dispatch(
         f.kernel(variant),
         params,
@@ -494,7 +421,6 @@ pub fn conv2d_input_grad_variant(
         gpu,
         Family::Conv2dInputGrad,
         variant,
-        false,
         s,
         dy,
         w,
@@ -534,7 +460,6 @@ pub fn conv2d_weight_grad_variant(
         gpu,
         Family::Conv2dWeightGrad,
         variant,
-        false,
         s,
         dy,
         x,
@@ -1228,31 +1153,9 @@ fn solver_hist_window(
     }
 }
 
-/// Whether [`solver_dots`], [`solver_combine`] and [`conv_event_sim`] dispatch their `_coop`
-/// kernels, in which neighbouring invocations share their loads through subgroup shuffles: on CPU
-/// adapters with subgroups, where each load costs a scalar load per SIMD lane and loads bound
-/// these kernels. GPUs keep the plain kernels, which nothing here has measured against them.
-pub fn coop_kernels(gpu: &Gpu) -> bool {
-    gpu.ctx.features.contains(wgpu::Features::SUBGROUP) && gpu.ctx.info.device_type == "Cpu"
-}
-
 /// Per-sample products of one iteration into `scal` (see shaders/solver_dots.wgsl).
 pub fn solver_dots(
     gpu: &Gpu,
-    l: &SolverLayout,
-    i: SolverIter,
-    hist: &Tensor,
-    v: &SolverVectors,
-    scal: &Tensor,
-) {
-    solver_dots_with(gpu, coop_kernels(gpu), l, i, hist, v, scal);
-}
-
-/// [`solver_dots`] with the kernel chosen by the caller (tests run both).
-#[doc(hidden)]
-pub fn solver_dots_with(
-    gpu: &Gpu,
-    coop: bool,
     l: &SolverLayout,
     i: SolverIter,
     hist: &Tensor,
@@ -1272,7 +1175,7 @@ pub fn solver_dots_with(
             "solver vectors must share an alignment"
         );
         let [xb, lb, gb, sb] = ws.map(|w| w.0);
-        let (kernel, groups) = if coop {
+        let (kernel, groups) = if gpu.sharing() != Sharing::Plain {
             (
                 "solver_dots_coop",
                 [nb as u32, (i.count + 1).div_ceil(8) as u32, 1],
@@ -1343,22 +1246,6 @@ pub fn solver_combine(
     v: &SolverVectors,
     scal: &Tensor,
 ) {
-    solver_combine_with(gpu, coop_kernels(gpu), l, i, alpha, hist, v, scal);
-}
-
-/// [`solver_combine`] with the kernel chosen by the caller (tests run both).
-#[doc(hidden)]
-#[allow(clippy::too_many_arguments)]
-pub fn solver_combine_with(
-    gpu: &Gpu,
-    coop: bool,
-    l: &SolverLayout,
-    i: SolverIter,
-    alpha: f32,
-    hist: &Tensor,
-    v: &SolverVectors,
-    scal: &Tensor,
-) {
     v.check(l.batch * l.dim);
     check(hist, l.hist_len(), "solver_combine hist");
     check(scal, l.scal_len(), "solver_combine scal");
@@ -1372,7 +1259,7 @@ pub fn solver_combine_with(
             "solver vectors must share an alignment"
         );
         let [xb, lb, gb, sb, bb] = ws.map(|w| w.0);
-        let (kernel, groups) = if coop {
+        let (kernel, groups) = if gpu.sharing() != Sharing::Plain {
             (
                 "solver_combine_coop",
                 [l.dim.div_ceil(8) as u32, nb as u32, 1],
@@ -1598,42 +1485,6 @@ pub fn conv_event_sim(
     x: &Tensor,
     mask: Option<&Tensor>,
 ) {
-    let form = if coop_kernels(gpu) {
-        EventKernel::Coop
-    } else {
-        EventKernel::Plain
-    };
-    conv_event_sim_with(gpu, form, s, step, u, acc, in_bits, out_bits, wt, x, mask);
-}
-
-/// Which of the two conv_event_sim kernels runs, and how (tests run all three).
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKernel {
-    /// conv_event_sim.wgsl.
-    Plain,
-    /// conv_event_sim_coop.wgsl, sharing its loads across each subgroup.
-    Coop,
-    /// conv_event_sim_coop.wgsl on the path it takes where subgroups cannot share.
-    CoopUnshared,
-}
-
-/// [`conv_event_sim`] with the kernel chosen by the caller.
-#[doc(hidden)]
-#[allow(clippy::too_many_arguments)]
-pub fn conv_event_sim_with(
-    gpu: &Gpu,
-    form: EventKernel,
-    s: &ConvShape,
-    step: NeuronStep,
-    u: &Tensor,
-    acc: &Tensor,
-    in_bits: &Tensor,
-    out_bits: &Tensor,
-    wt: &Tensor,
-    x: &Tensor,
-    mask: Option<&Tensor>,
-) {
     assert!(
         conv_event_supported(s),
         "conv_event_sim: unsupported shape {s:?} (stride 1, kw ≤ 32, pad < 32, width ≤ 256)"
@@ -1659,9 +1510,9 @@ pub fn conv_event_sim_with(
     if let Some(m) = mask {
         check(m, out, "conv_event_sim mask");
     }
-    let kernel = match form {
-        EventKernel::Plain => "conv_event_sim",
-        EventKernel::Coop | EventKernel::CoopUnshared => "conv_event_sim_coop",
+    let kernel = match gpu.sharing() {
+        Sharing::Plain => "conv_event_sim",
+        Sharing::Shared | Sharing::Unshared => "conv_event_sim_coop",
     };
     gpu.dispatch(
         kernel,
@@ -1679,7 +1530,7 @@ pub fn conv_event_sim_with(
             .u(mask.is_some() as u32)
             .u(step.x_offset)
             .u(ld / 4)
-            .u((form == EventKernel::CoopUnshared) as u32)
+            .u(gpu.sharing().unshared_flag())
             .u(0u32)
             .u(0u32)
             .f(step.vth)

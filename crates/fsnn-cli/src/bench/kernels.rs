@@ -7,7 +7,7 @@
 //! docs/BENCHMARKS.md.
 
 use anyhow::Result;
-use fsnn::gpu::{Gpu, Tensor};
+use fsnn::gpu::{Gpu, Sharing, Tensor};
 use fsnn::ops::{self, BnShape, ConvShape, ConvTShape, NeuronStep, Op};
 use fsnn::variants::{Family, Variant};
 use serde::Serialize;
@@ -609,9 +609,9 @@ fn event_cases(gpu: &Gpu, b: usize, c: impl Fn(usize) -> usize) -> Vec<Case> {
     );
     let bytes = 4.0 * (s.weight_len() + 4 * out) as f64;
     // Both kernels of the event step, so a reader sees what sharing loads in a subgroup buys.
-    let mut forms = vec![("conv_event_sim[plain]", ops::EventKernel::Plain)];
+    let mut forms = vec![("conv_event_sim[plain]", Sharing::Plain)];
     if gpu.ctx.features.contains(wgpu::Features::SUBGROUP) {
-        forms.push(("conv_event_sim[coop]", ops::EventKernel::Coop));
+        forms.push(("conv_event_sim[coop]", Sharing::Shared));
     }
     for (name, form) in forms {
         let (u, acc, gin, gout, wt, x, m) = (
@@ -630,19 +630,12 @@ fn event_cases(gpu: &Gpu, b: usize, c: impl Fn(usize) -> usize) -> Vec<Case> {
             flops: s.flops(),
             bytes,
             record: Box::new(move |g| {
-                ops::conv_event_sim_with(
-                    g,
-                    form,
-                    &s,
-                    step,
-                    &u,
-                    &acc,
-                    &gin,
-                    &gout,
-                    &wt,
-                    &x,
-                    Some(&m),
-                )
+                // The recorder's setting picks the kernel when recorded; restore it for the
+                // rows after this one.
+                let before = g.sharing();
+                g.set_sharing(form);
+                ops::conv_event_sim(g, &s, step, &u, &acc, &gin, &gout, &wt, &x, Some(&m));
+                g.set_sharing(before);
             }),
         });
     }

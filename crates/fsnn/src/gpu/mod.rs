@@ -140,6 +140,38 @@ impl PendingRead {
 /// Most dispatches recorded into one command buffer before an automatic flush.
 const MAX_DISPATCHES_PER_SUBMIT: usize = 2048;
 
+/// How the kernels that can share their loads across a subgroup run: the `_coop` kernels of the
+/// solver and the event-driven conv step (plain kernels otherwise), and the `unshared` flag of
+/// every `_coop` kernel, the GEMM and convolution variants included. On a CPU driver each
+/// per-invocation load is a scalar load per SIMD lane, so sharing pays (BENCHMARKS, "what a
+/// kernel costs on lavapipe"); GPUs run the plain kernels, which nothing here has measured
+/// against the shared ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// The plain kernels (the coop GEMM and convolution variants, where chosen, still share).
+    Plain,
+    /// The `_coop` kernels, sharing where the subgroup allows (the default on CPU adapters with
+    /// subgroups).
+    Shared,
+    /// The `_coop` kernels on the path they take where subgroups cannot share.
+    Unshared,
+}
+
+impl Sharing {
+    fn default_for(ctx: &GpuContext) -> Self {
+        if ctx.features.contains(wgpu::Features::SUBGROUP) && ctx.info.device_type == "Cpu" {
+            Sharing::Shared
+        } else {
+            Sharing::Plain
+        }
+    }
+
+    /// The `unshared` word of a `_coop` kernel's parameters.
+    pub fn unshared_flag(self) -> u32 {
+        (self == Sharing::Unshared) as u32
+    }
+}
+
 pub struct Gpu {
     pub ctx: Arc<GpuContext>,
     pub pool: BufferPool,
@@ -152,6 +184,7 @@ pub struct Gpu {
     staging: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
     /// The kernel variant each family dispatches (see [`crate::variants`]).
     variants: Mutex<crate::variants::Chosen>,
+    sharing: Mutex<Sharing>,
 }
 
 impl Gpu {
@@ -176,6 +209,7 @@ impl Gpu {
             timestamps: Mutex::new(None),
             staging: Mutex::new(HashMap::new()),
             variants: Mutex::new(crate::variants::initial(&ctx.info, &ctx.features)),
+            sharing: Mutex::new(Sharing::default_for(&ctx)),
             ctx,
         }
     }
@@ -192,6 +226,21 @@ impl Gpu {
             "{f} has no {v} variant on this device"
         );
         self.variants.lock().unwrap().set(f, v);
+    }
+
+    /// How this recorder runs the kernels that can share their loads across a subgroup.
+    pub fn sharing(&self) -> Sharing {
+        *self.sharing.lock().unwrap()
+    }
+
+    /// Makes this recorder run the shared-load kernels as `s` (other recorders keep theirs);
+    /// tests use it to cover every path on one adapter.
+    pub fn set_sharing(&self, s: Sharing) {
+        assert!(
+            s == Sharing::Plain || self.ctx.features.contains(wgpu::Features::SUBGROUP),
+            "{s:?} needs subgroup operations, which this device lacks"
+        );
+        *self.sharing.lock().unwrap() = s;
     }
 
     // ---------------------------------------------------------------- tensors
