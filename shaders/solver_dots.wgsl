@@ -9,22 +9,7 @@
 //   fixed point: own row only.
 #import common
 
-struct Params {
-    batch: u32, dim: u32, slots: u32, count: u32,
-    mode: u32, slot: u32, h_off: u32, v_off: u32,
-    s_base: u32, _p0: u32, _p1: u32, _p2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> hist: array<f32>;
-@group(0) @binding(2) var<storage, read> jx: array<f32>;
-@group(0) @binding(3) var<storage, read> x: array<f32>;
-@group(0) @binding(4) var<storage, read> gl: array<f32>;
-@group(0) @binding(5) var<storage, read> gold: array<f32>;
-@group(0) @binding(6) var<storage, read> upd: array<f32>;
-@group(0) @binding(7) var<storage, read_write> scal: array<f32>;
-
-const BROYDEN: u32 = 1u;
+#import solver_dots_io
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
