@@ -199,11 +199,17 @@ pub fn gemm(
     gemm_variant(gpu, v, ta, tb, m, n, k, alpha, a, b, beta, c);
 }
 
-/// Workgroups of one GEMM dispatch: 64×64 of C each, except the cooperative variant's 16 rows ×
-/// 32 columns.
+/// Rows × columns of C per invocation of gemm_coop.wgsl (`R`, `C` there; tools/gen-coop-gemm.py).
+const GEMM_COOP_BLOCK: (usize, usize) = (16, 4);
+
+/// Workgroups of one GEMM dispatch: 64×64 of C each, except the cooperative variant's (8
+/// invocations of [`GEMM_COOP_BLOCK`]).
 fn gemm_groups(variant: Variant, rows: usize, n: usize) -> [u32; 3] {
     match variant {
-        Variant::Coop => [n.div_ceil(32) as u32, rows.div_ceil(16) as u32, 1],
+        Variant::Coop => {
+            let (r, c) = GEMM_COOP_BLOCK;
+            [n.div_ceil(8 * c) as u32, rows.div_ceil(r) as u32, 1]
+        }
         _ => [n.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1],
     }
 }
