@@ -2,7 +2,7 @@
 //! tile or workgroup size. Each test prints its worst relative error.
 
 use fsnn::cpu;
-use fsnn::gpu::Sharing;
+use fsnn::gpu::{Sharing, SpikeWalk};
 use fsnn::ops::{self, BnShape, ConvShape, ConvTShape, NeuronStep, Op};
 use fsnn::variants::{Family, Variant};
 use fsnn_tests::{check, gpu, Rng};
@@ -924,8 +924,9 @@ fn transpose_odd_sizes() {
     }
 }
 
-/// The fused linear event simulation against its twin, and against the dense path (GEMM on 0/1
-/// spike tensors, mask_mul, neuron_step): the same spikes and bit-identical potentials.
+/// The fused linear event simulation, walking the spikes as a bit set and as a list, against its
+/// twin and against the dense path (GEMM on 0/1 spike tensors, mask_mul, neuron_step): the same
+/// spikes and bit-identical potentials.
 #[test]
 fn fc_event_sim_matches_twin_and_dense_path() {
     let g = gpu();
@@ -974,16 +975,6 @@ fn fc_event_sim_matches_twin_and_dense_path() {
         };
         let (mut u, mut a, mut bits) = (vec![0.0; bn], vec![0.0; bn], vec![0u32; batch * words]);
         for &(t0, t1) in &chunks {
-            ops::fc_event_sim(
-                &g,
-                &sim(t0, t1),
-                &gu,
-                &ga,
-                &gbits,
-                &gwt,
-                &gx,
-                gmask.as_ref(),
-            );
             cpu::fc_event_sim(
                 &sim(t0, t1),
                 &mut u,
@@ -994,9 +985,6 @@ fn fc_event_sim_matches_twin_and_dense_path() {
                 mask.as_deref(),
             );
         }
-        check(&format!("{name} u"), &g.read(&gu), &u, 1e-6);
-        check(&format!("{name} rate acc"), &g.read(&ga), &a, 1e-6);
-        check_bits(&format!("{name} spikes"), &g.read_u32(&gbits), &bits);
 
         // The dense path on the GPU.
         let (du, da, ds, dfb) = (
@@ -1020,23 +1008,47 @@ fn fc_event_sim_matches_twin_and_dense_path() {
             };
             ops::neuron_step(&g, &du, &da, &ds, &gx, &dfb, step);
         }
-        check(
-            &format!("{name} u, dense path"),
-            &g.read(&gu),
-            &g.read(&du),
-            0.0,
-        );
-        check(
-            &format!("{name} acc, dense path"),
-            &g.read(&ga),
-            &g.read(&da),
-            0.0,
-        );
-        check_bits(
-            &format!("{name} spikes, dense path"),
-            &g.read_u32(&gbits),
-            &cpu::pack_rows(&g.read(&ds), n),
-        );
+        let dense_bits = cpu::pack_rows(&g.read(&ds), n);
+
+        // Both ways of walking the spikes (bit set, list) against both.
+        for walk in SpikeWalk::ALL {
+            let name = format!("{name} walk={}", walk.name());
+            g.set_spike_walk(walk);
+            let (gu, ga, gbits) = (g.zeros(&[bn]), g.zeros(&[bn]), g.zeros(&[batch * words]));
+            for &(t0, t1) in &chunks {
+                ops::fc_event_sim(
+                    &g,
+                    &sim(t0, t1),
+                    &gu,
+                    &ga,
+                    &gbits,
+                    &gwt,
+                    &gx,
+                    gmask.as_ref(),
+                );
+            }
+            check(&format!("{name} u"), &g.read(&gu), &u, 1e-6);
+            check(&format!("{name} rate acc"), &g.read(&ga), &a, 1e-6);
+            check_bits(&format!("{name} spikes"), &g.read_u32(&gbits), &bits);
+            check(
+                &format!("{name} u, dense path"),
+                &g.read(&gu),
+                &g.read(&du),
+                0.0,
+            );
+            check(
+                &format!("{name} acc, dense path"),
+                &g.read(&ga),
+                &g.read(&da),
+                0.0,
+            );
+            check_bits(
+                &format!("{name} spikes, dense path"),
+                &g.read_u32(&gbits),
+                &dense_bits,
+            );
+        }
+        g.set_spike_walk(SpikeWalk::Bits);
     }
 }
 

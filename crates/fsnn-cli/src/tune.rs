@@ -108,14 +108,18 @@ pub fn run(global: &Global, args: &Args) -> Result<()> {
             fsnn::kernels::MEASURE_STEPS
         );
         println!(
-            "{:<20} {:>10} {:>10}  chosen",
-            "preset", "dense ms", "event ms"
+            "{:<20} {:>10} {:>10} {:>10}  chosen",
+            "preset", "dense ms", "event ms", "list ms"
         );
         for p in fsnn::model::spec::presets() {
             if let Some(c) = fsnn::kernels::remeasure(&gpu, &p, args.batch)? {
+                let (list, walk) = match c.event_list_ms {
+                    Some(l) => (format!("{l:.2}"), format!(" ({} walk)", c.walk.name())),
+                    None => ("-".into(), String::new()),
+                };
                 println!(
-                    "{:<20} {:>10.2} {:>10.2}  {}",
-                    p.name, c.dense_ms, c.event_ms, c.kernels
+                    "{:<20} {:>10.2} {:>10.2} {:>10}  {}{walk}",
+                    p.name, c.dense_ms, c.event_ms, list, c.kernels
                 );
             }
         }

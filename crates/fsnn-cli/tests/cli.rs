@@ -1445,8 +1445,9 @@ fn bench_step_on_real_batches_of_a_dataset() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `--kernels auto` times both simulations once, stores the choice under FSNN_CACHE_DIR keyed by
-/// adapter, driver and shape, and the next run reuses it without measuring.
+/// `--kernels auto` times both simulations once (the event path of linear feedback walking its
+/// spikes both ways), stores the choice under FSNN_CACHE_DIR keyed by adapter, driver and shape,
+/// and the next run reuses it without measuring.
 #[test]
 fn bench_step_kernels_auto_measures_once_and_caches() {
     let dir = std::env::temp_dir().join(format!("fsnn-kernels-cache-{}", std::process::id()));
@@ -1490,6 +1491,19 @@ fn bench_step_kernels_auto_measures_once_and_caches() {
     assert!(key.contains("batch=8") && key.contains("T=2"), "{key}");
     positive(&choice["dense_ms"], "dense_ms");
     positive(&choice["event_ms"], "event_ms");
+    // Linear feedback: the event path is timed walking the spikes both ways, and the faster
+    // walk is the one kept.
+    positive(&choice["event_list_ms"], "event_list_ms");
+    let (bits_or_list, list) = (
+        choice["event_ms"].as_f64().unwrap(),
+        choice["event_list_ms"].as_f64().unwrap(),
+    );
+    assert!(
+        bits_or_list <= list,
+        "event_ms is not the faster walk: {choice}"
+    );
+    let walk = choice["walk"].as_str().expect("walk");
+    assert!(walk == "bits" || bits_or_list == list, "{choice}");
     assert_eq!(v1["kernels"], choice["kernels"]);
     let (v2, err2) = run();
     assert!(!err2.contains("kernels auto:"), "measured again: {err2}");

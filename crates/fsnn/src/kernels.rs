@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, SpikeWalk};
 use crate::model::network::Network;
 use crate::model::spec::{FeedbackSpec, NetworkSpec, Shape};
 use crate::model::HostRng;
@@ -56,7 +56,14 @@ pub const MEASURE_STEPS: usize = 4;
 pub struct Choice {
     pub kernels: Kernels,
     pub dense_ms: f64,
+    /// The event path with the faster [`SpikeWalk`] (linear feedback) or its only kernel (conv).
     pub event_ms: f64,
+    /// How the linear event kernel walks spikes, where it was measured both ways.
+    #[serde(default)]
+    pub walk: SpikeWalk,
+    /// The linear event path walking a spike list (`event_ms` is then the faster of the two).
+    #[serde(default)]
+    pub event_list_ms: Option<f64>,
 }
 
 /// The file `Auto` keeps its measurements in: `$FSNN_CACHE_DIR`, else `$XDG_CACHE_HOME/fsnn`, else
@@ -134,7 +141,8 @@ fn load_cache(path: &Path) -> BTreeMap<String, Choice> {
 
 /// The forward simulation's kernels for this model on this adapter: `requested` unless it is
 /// `Auto`, which times both paths once (a few forward passes on random input at the model's
-/// shape) and caches the faster in [`cache_path`]. Models without an event path get `Dense`.
+/// shape) and caches the faster in [`cache_path`]; where that is the linear event path, `Auto` also
+/// sets `gpu`'s [`SpikeWalk`] to the faster one. Models without an event path get `Dense`.
 pub fn resolve(gpu: &Gpu, cfg: &NetworkSpec, batch: usize, requested: Kernels) -> Result<Kernels> {
     let net_cfg = cfg;
     if !events_supported(net_cfg) {
@@ -147,16 +155,22 @@ pub fn resolve(gpu: &Gpu, cfg: &NetworkSpec, batch: usize, requested: Kernels) -
     let key = cache_key(gpu, net_cfg, batch);
     let mut cache = load_cache(&path);
     if let Some(c) = cache.get(&key) {
+        gpu.set_spike_walk(c.walk);
         return Ok(c.kernels);
     }
     let c = measure(gpu, net_cfg, batch)?;
+    let list = c
+        .event_list_ms
+        .map(|l| format!(" (spike list {l:.1} ms: walks {})", c.walk.name()))
+        .unwrap_or_default();
     eprintln!(
-        "kernels auto: dense {:.1} ms, event {:.1} ms per forward pass of at most {MEASURE_STEPS} steps -> {} (cached in {})",
+        "kernels auto: dense {:.1} ms, event {:.1} ms{list} per forward pass of at most {MEASURE_STEPS} steps -> {} (cached in {})",
         c.dense_ms,
         c.event_ms,
         c.kernels,
         path.display()
     );
+    gpu.set_spike_walk(c.walk);
     cache.insert(key, c.clone());
     // A cache that cannot be written only costs the measurement next time.
     if let Some(dir) = path.parent() {
@@ -169,9 +183,11 @@ pub fn resolve(gpu: &Gpu, cfg: &NetworkSpec, batch: usize, requested: Kernels) -
     Ok(c.kernels)
 }
 
-/// Median wall time of forward passes with each kernel choice, alternating between the two. The
-/// passes simulate at most [`MEASURE_STEPS`] steps: the paths differ per step, and a full T=30
-/// conv pass would make the one-off measurement take minutes on a software driver.
+/// Median wall time of forward passes with each kernel choice, alternating between them (for
+/// linear feedback, the event path both with the bit-set and with the list walk). The passes
+/// simulate at most [`MEASURE_STEPS`] steps: the paths differ per step, and a full T=30 conv pass
+/// would make the one-off measurement take minutes on a software driver. Leaves `gpu`'s
+/// [`SpikeWalk`] as it found it.
 pub fn measure(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> Result<Choice> {
     let mut cfg = cfg.clone();
     cfg.neuron.time_steps = cfg.neuron.time_steps.min(MEASURE_STEPS);
@@ -183,29 +199,49 @@ pub fn measure(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> Result<Choice> {
     let y: Vec<u32> = (0..batch)
         .map(|i| (i % cfg.classes.max(1)) as u32)
         .collect();
+    // (kernels, walk) of each candidate; the walk matters to the linear event kernel only.
+    let mut candidates = vec![
+        (Kernels::Dense, SpikeWalk::Bits),
+        (Kernels::Event, SpikeWalk::Bits),
+    ];
+    if matches!(cfg.feedback, FeedbackSpec::Linear {}) {
+        candidates.push((Kernels::Event, SpikeWalk::List));
+    }
+    let before = gpu.spike_walk();
     let mut nets = Vec::new();
-    for k in [Kernels::Dense, Kernels::Event] {
+    for &(k, _) in &candidates {
         let mut n = Network::new(gpu, cfg.clone(), 0)?;
         n.select_kernels(k);
         nets.push(n);
     }
     // Warm-up: pipelines and buffers.
-    for n in &mut nets {
+    for (n, &(_, walk)) in nets.iter_mut().zip(&candidates) {
+        gpu.set_spike_walk(walk);
         n.eval_batch(gpu, &x, &y)?;
     }
-    let mut ms = [Vec::new(), Vec::new()];
+    let mut ms = vec![Vec::new(); candidates.len()];
     for _ in 0..3 {
-        for (k, n) in nets.iter_mut().enumerate() {
+        for (k, (n, &(_, walk))) in nets.iter_mut().zip(&candidates).enumerate() {
+            gpu.set_spike_walk(walk);
             let t = Instant::now();
             n.eval_batch(gpu, &x, &y)?;
             ms[k].push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+    gpu.set_spike_walk(before);
+    let med: Vec<f64> = ms
+        .iter_mut()
+        .map(|v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect();
+    let dense_ms = med[0];
+    let event_list_ms = med.get(2).copied();
+    let (walk, event_ms) = match event_list_ms {
+        Some(l) if l < med[1] => (SpikeWalk::List, l),
+        _ => (SpikeWalk::Bits, med[1]),
     };
-    let (dense_ms, event_ms) = (med(&mut ms[0]), med(&mut ms[1]));
     Ok(Choice {
         kernels: if event_ms <= dense_ms {
             Kernels::Event
@@ -214,6 +250,8 @@ pub fn measure(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> Result<Choice> {
         },
         dense_ms,
         event_ms,
+        walk,
+        event_list_ms,
     })
 }
 

@@ -2,7 +2,7 @@
 //! function records work on the [`Gpu`]; nothing runs until a flush or a read. The CPU twin of
 //! each is the function of the same name in [`crate::cpu`].
 
-use crate::gpu::{Binding, Gpu, Params, Sharing, Tensor};
+use crate::gpu::{Binding, Gpu, Params, Sharing, SpikeWalk, Tensor};
 use crate::variants::{Family, Variant};
 
 /// Shapes of a 2-D convolution (NCHW; weight `[cout, cin, kh, kw]`).
@@ -1385,11 +1385,13 @@ pub fn fc_event_ld(n: usize) -> usize {
 }
 
 /// Steps `t_begin..t_end` of a linear feedback layer's simulation over `n` neurons per sample,
-/// event-driven and fused (see fc_event_sim.wgsl). `bits` (`[batch, spike_words(n)]` u32) holds
+/// event-driven and fused (see fc_event_sim.wgsl; the recorder's [`SpikeWalk`] picks the bit-set or
+/// the list kernel). `bits` (`[batch, spike_words(n)]` u32) holds
 /// the previous step's spikes and receives the last step's; `wt` is `W_effᵀ` (`[n_in, n_out]`,
 /// rows [`fc_event_ld`] apart, zero-padded);
 /// step t's input is `x[x_off + (t − t_begin)·x_step + b·n + j]`; `mask` multiplies the
 /// feedback current when given.
+#[derive(Debug, Clone, Copy)]
 pub struct FcEventSim {
     pub n: usize,
     pub batch: usize,
@@ -1433,8 +1435,12 @@ pub fn fc_event_sim(
     if let Some(m) = mask {
         check(m, batch * n, "fc_event_sim mask");
     }
+    let kernel = match gpu.spike_walk() {
+        SpikeWalk::Bits => "fc_event_sim",
+        SpikeWalk::List => "fc_event_sim_list",
+    };
     gpu.dispatch(
-        "fc_event_sim",
+        kernel,
         Params::new()
             .u(n)
             .u(s.t_begin)

@@ -7,7 +7,7 @@
 //! docs/BENCHMARKS.md.
 
 use anyhow::Result;
-use fsnn::gpu::{Gpu, Sharing, Tensor};
+use fsnn::gpu::{Gpu, Sharing, SpikeWalk, Tensor};
 use fsnn::ops::{self, BnShape, ConvShape, ConvTShape, NeuronStep, Op};
 use fsnn::variants::{Family, Variant};
 use serde::Serialize;
@@ -545,17 +545,35 @@ fn event_cases(gpu: &Gpu, b: usize, c: impl Fn(usize) -> usize) -> Vec<Case> {
         leak: 0.95,
     };
     let dense_flops = 2.0 * (b * n * n) as f64;
-    v.push(Case {
-        name: "fc_event_sim",
-        shape: format!("{b}x{n}, 1 step"),
-        note: "fc400 step, event path (one fused dispatch), 14% spikes",
-        flops: dense_flops,
-        bytes: 4.0 * (n * n + 4 * b * n) as f64,
-        record: Box::new(move |g| {
-            g.copy(&bits0, 0, &bits, 0, bits0.len());
-            ops::fc_event_sim(g, &sim, &u, &acc, &bits, &wt, &x, Some(&m));
-        }),
-    });
+    // Both ways of walking the spikes, so a reader sees which this adapter prefers.
+    for walk in SpikeWalk::ALL {
+        let (bits0, bits, u, acc, wt, x, m) = (
+            bits0.clone(),
+            bits.clone(),
+            u.clone(),
+            acc.clone(),
+            wt.clone(),
+            x.clone(),
+            m.clone(),
+        );
+        v.push(Case {
+            name: match walk {
+                SpikeWalk::Bits => "fc_event_sim[bits]",
+                SpikeWalk::List => "fc_event_sim[list]",
+            },
+            shape: format!("{b}x{n}, 1 step"),
+            note: "fc400 step, event path (one fused dispatch), 14% spikes",
+            flops: dense_flops,
+            bytes: 4.0 * (n * n + 4 * b * n) as f64,
+            record: Box::new(move |g| {
+                let before = g.spike_walk();
+                g.set_spike_walk(walk);
+                g.copy(&bits0, 0, &bits, 0, bits0.len());
+                ops::fc_event_sim(g, &sim, &u, &acc, &bits, &wt, &x, Some(&m));
+                g.set_spike_walk(before);
+            }),
+        });
+    }
     let spikes: Vec<f32> = (0..b * n)
         .map(|i| (pristine[i / n * n.div_ceil(32) + (i % n) / 32] >> (i % 32) & 1) as f32)
         .collect();

@@ -172,6 +172,31 @@ impl Sharing {
     }
 }
 
+/// How the fused linear event kernel walks the previous step's spikes: the bit set itself
+/// (`fc_event_sim.wgsl`), or an ordered list of the inputs that spiked, compacted from it each
+/// step (`fc_event_sim_list.wgsl`). Both add the same rows in the same order; which is faster
+/// depends on the adapter (a CPU driver pays a per-lane load per listed spike; a GPU can keep
+/// several of a list's independent row loads in flight), so the forward simulation's `auto`
+/// measurement chooses (see [`crate::kernels`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpikeWalk {
+    #[default]
+    Bits,
+    List,
+}
+
+impl SpikeWalk {
+    pub const ALL: [SpikeWalk; 2] = [SpikeWalk::Bits, SpikeWalk::List];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SpikeWalk::Bits => "bits",
+            SpikeWalk::List => "list",
+        }
+    }
+}
+
 pub struct Gpu {
     pub ctx: Arc<GpuContext>,
     pub pool: BufferPool,
@@ -185,6 +210,7 @@ pub struct Gpu {
     /// The kernel variant each family dispatches (see [`crate::variants`]).
     variants: Mutex<crate::variants::Chosen>,
     sharing: Mutex<Sharing>,
+    spike_walk: Mutex<SpikeWalk>,
 }
 
 impl Gpu {
@@ -210,6 +236,7 @@ impl Gpu {
             staging: Mutex::new(HashMap::new()),
             variants: Mutex::new(crate::variants::initial(&ctx.info, &ctx.features)),
             sharing: Mutex::new(Sharing::default_for(&ctx)),
+            spike_walk: Mutex::new(SpikeWalk::default()),
             ctx,
         }
     }
@@ -241,6 +268,16 @@ impl Gpu {
             "{s:?} needs subgroup operations, which this device lacks"
         );
         *self.sharing.lock().unwrap() = s;
+    }
+
+    /// How this recorder's linear event kernel walks spikes.
+    pub fn spike_walk(&self) -> SpikeWalk {
+        *self.spike_walk.lock().unwrap()
+    }
+
+    /// Makes this recorder's linear event kernel walk spikes as `w` (other recorders keep theirs).
+    pub fn set_spike_walk(&self, w: SpikeWalk) {
+        *self.spike_walk.lock().unwrap() = w;
     }
 
     // ---------------------------------------------------------------- tensors
