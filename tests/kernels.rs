@@ -1193,6 +1193,60 @@ fn conv_event_sim_matches_twin_and_dense_path() {
 
 // ----------------------------------------------------------------- variants
 
+/// A measurement with a different winner per shape (as `fsnn tune` stores it) makes each GEMM
+/// dispatch the variant of its nearest measured shape, and each still matches the twin.
+#[test]
+fn gemm_per_shape_choice_dispatches_each_shapes_variant() {
+    use fsnn::variants::{FamilyChoice, Problem, ShapeChoice, Variant};
+    let g = gpu();
+    let shape = |ta, tb, m, n, k, v| {
+        let p = Problem::Gemm { ta, tb, m, n, k };
+        ShapeChoice {
+            shape: p.describe(),
+            class: p.class(),
+            flops: p.flops(),
+            variant: v,
+        }
+    };
+    let fc = FamilyChoice {
+        chosen: Variant::Blocked,
+        timings: vec![],
+        per_shape: vec![
+            shape(Op::N, Op::T, 8, 8, 8, Variant::Tiled),
+            shape(Op::N, Op::T, 256, 256, 256, Variant::Blocked),
+        ],
+    };
+    g.set_measured_variants(Family::Gemm, &fc);
+    let mut rng = Rng::new(41);
+    for &(m, n, k, want) in &[
+        (7usize, 9usize, 5usize, Variant::Tiled),
+        (200, 300, 100, Variant::Blocked),
+    ] {
+        let (a, b) = (rng.vec(m * k, -1.0, 1.0), rng.vec(k * n, -1.0, 1.0));
+        let (ga, gb, gc) = (
+            g.upload(&[m * k], &a),
+            g.upload(&[k * n], &b),
+            g.zeros(&[m * n]),
+        );
+        g.set_profiling(true);
+        ops::gemm(&g, Op::N, Op::T, m, n, k, 1.0, &ga, &gb, 0.0, &gc);
+        let names: Vec<&str> = g.take_profile().spans.iter().map(|s| s.name).collect();
+        g.set_profiling(false);
+        assert_eq!(names, [Family::Gemm.kernel(want)], "{m}x{n}x{k}");
+        let mut c = vec![0.0; m * n];
+        cpu::gemm(Op::N, Op::T, m, n, k, 1.0, &a, &b, 0.0, &mut c);
+        check(
+            &format!("gemm per shape {m}x{n}x{k}"),
+            &g.read(&gc),
+            &c,
+            1e-5,
+        );
+    }
+    // Forcing a variant overrides the per-shape choice.
+    g.set_variant(Family::Gemm, Variant::Blocked);
+    assert!(g.variant_shapes(Family::Gemm).is_empty());
+}
+
 /// Every variant of every family (forced on its recorder, as `FSNN_VARIANT_*` or the tuned cache
 /// would choose it) against the CPU twin, at sizes that are multiples of no tile: 1×1, tiles cut
 /// in every dimension, and reductions that end inside a 16-step.

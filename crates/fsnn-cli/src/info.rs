@@ -82,8 +82,20 @@ fn variants_json(ctx: &GpuContext) -> Value {
         .iter()
         .map(|&f| (f.name().to_string(), json!(chosen.get(f).name())))
         .collect();
+    let per_shape: Map<String, Value> = Family::ALL
+        .iter()
+        .map(|&f| {
+            let shapes: Vec<Value> = chosen
+                .shapes(f)
+                .iter()
+                .map(|c| json!({ "shape": c.shape, "variant": c.variant.name() }))
+                .collect();
+            (f.name().to_string(), json!(shapes))
+        })
+        .collect();
     json!({
         "chosen": families,
+        "per_shape": per_shape,
         "measured": variants::cached(&ctx.info).is_some(),
         "cache": variants::cache_path(),
     })

@@ -68,7 +68,15 @@ pub fn run(global: &Global, args: &Args) -> Result<()> {
                 t.ms,
                 t.gflops,
                 pct,
-                if t.variant == fc.chosen { "*" } else { "" }
+                if fc
+                    .per_shape
+                    .iter()
+                    .any(|c| c.shape == t.shape && c.variant == t.variant)
+                {
+                    "*"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -89,8 +97,9 @@ pub fn run(global: &Global, args: &Args) -> Result<()> {
             .into_iter()
             .map(|v| format!("{v} {:.2} ms", total(v)))
             .collect();
+        let shapes = gpu_shapes(&gpu, f);
         println!(
-            "{}: {} in all -> {}{forced}",
+            "{}: {} in all -> {}{forced}{shapes}",
             f.name(),
             parts.join(", "),
             gpu.variant(f)
@@ -126,4 +135,20 @@ pub fn run(global: &Global, args: &Args) -> Result<()> {
         println!("cached in {}", fsnn::kernels::cache_path().display());
     }
     Ok(())
+}
+
+/// ", per shape: …" where the recorder's per-shape choices of `f` differ from its overall one.
+fn gpu_shapes(gpu: &fsnn::gpu::Gpu, f: Family) -> String {
+    let overall = gpu.variant(f);
+    let differ: Vec<String> = gpu
+        .variant_shapes(f)
+        .iter()
+        .filter(|c| c.variant != overall)
+        .map(|c| format!("{} at {}", c.variant, c.shape))
+        .collect();
+    if differ.is_empty() {
+        String::new()
+    } else {
+        format!(", but {}", differ.join(", "))
+    }
 }

@@ -240,8 +240,15 @@ fn cached_variant_choice_is_used_and_env_overrides_it() {
         a["driver_info"].as_str().unwrap()
     );
     let choice = |v: &str| serde_json::json!({ "chosen": v, "timings": [] });
+    // conv2d as `fsnn tune` now writes it, with the winner of each measured shape; the weight
+    // gradient as older caches have it, without.
+    let mut conv2d = choice("tiled");
+    conv2d["per_shape"] = serde_json::json!([
+        { "shape": "b16 64->64 14x14 k5 s1", "class": "s1", "flops": 1.0e9, "variant": "tiled" },
+        { "shape": "b16 256->384 16x16 k3 s2", "class": "s2", "flops": 2.0e9, "variant": "blocked" },
+    ]);
     let cache = serde_json::json!({
-        key: { "conv2d": choice("tiled"), "conv2d_weight_grad": choice("tiled") },
+        key: { "conv2d": conv2d, "conv2d_weight_grad": choice("tiled") },
         "another adapter | Vulkan | x y | variants v2": { "gemm": choice("tiled") },
     });
     std::fs::write(dir.path().join("variants.json"), cache.to_string()).unwrap();
@@ -250,6 +257,14 @@ fn cached_variant_choice_is_used_and_env_overrides_it() {
     assert_eq!(v["measured"], true, "{v}");
     assert_eq!(v["chosen"]["conv2d"], "tiled", "{v}");
     assert_eq!(v["chosen"]["conv2d_weight_grad"], "tiled", "{v}");
+    let shapes = v["per_shape"]["conv2d"].as_array().expect("per_shape");
+    assert_eq!(shapes.len(), 2, "{v}");
+    assert_eq!(shapes[1]["variant"], "blocked", "{v}");
+    assert_eq!(
+        v["per_shape"]["conv2d_weight_grad"],
+        serde_json::json!([]),
+        "{v}"
+    );
     // Families the cache does not name keep their defaults.
     assert_eq!(v["chosen"]["gemm"], default_of("gemm"), "{v}");
     assert_eq!(
@@ -263,6 +278,8 @@ fn cached_variant_choice_is_used_and_env_overrides_it() {
     ]);
     let v = &forced["fsnn"]["variants"];
     assert_eq!(v["chosen"]["conv2d"], "blocked", "{v}");
+    // Forcing a family overrides its per-shape choices too.
+    assert_eq!(v["per_shape"]["conv2d"], serde_json::json!([]), "{v}");
     assert_eq!(v["chosen"]["gemm"], "tiled", "{v}");
     assert_eq!(v["chosen"]["conv2d_weight_grad"], "tiled", "{v}");
 }

@@ -3,7 +3,7 @@
 //! each is the function of the same name in [`crate::cpu`].
 
 use crate::gpu::{Binding, Gpu, Params, Sharing, SpikeWalk, Tensor};
-use crate::variants::{Family, Variant};
+use crate::variants::{Family, Problem, Variant};
 
 /// Shapes of a 2-D convolution (NCHW; weight `[cout, cin, kh, kw]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -195,7 +195,7 @@ pub fn gemm(
     beta: f32,
     c: &Tensor,
 ) {
-    let v = gpu.variant(Family::Gemm);
+    let v = gpu.variant_at(Family::Gemm, &Problem::Gemm { ta, tb, m, n, k });
     gemm_variant(gpu, v, ta, tb, m, n, k, alpha, a, b, beta, c);
 }
 
@@ -288,7 +288,8 @@ pub fn gemm_variant(
 
 /// `y = conv(x, w) + beta · y` (no bias).
 pub fn conv2d(gpu: &Gpu, s: &ConvShape, x: &Tensor, w: &Tensor, beta: f32, y: &Tensor) {
-    conv2d_variant(gpu, gpu.variant(Family::Conv2d), s, x, w, 1.0, beta, y);
+    let v = gpu.variant_at(Family::Conv2d, &Problem::Conv(*s));
+    conv2d_variant(gpu, v, s, x, w, 1.0, beta, y);
 }
 
 /// `y = alpha · conv(x, w) + beta · y` with an explicit kernel variant (see [`crate::variants`]).
@@ -407,7 +408,7 @@ pub fn conv2d_input_grad(
     beta: f32,
     dx: &Tensor,
 ) {
-    let v = gpu.variant(Family::Conv2dInputGrad);
+    let v = gpu.variant_at(Family::Conv2dInputGrad, &Problem::Conv(*s));
     conv2d_input_grad_variant(gpu, v, s, dy, w, alpha, beta, dx);
 }
 
@@ -446,7 +447,7 @@ pub fn conv2d_weight_grad(
     beta: f32,
     dw: &Tensor,
 ) {
-    let v = gpu.variant(Family::Conv2dWeightGrad);
+    let v = gpu.variant_at(Family::Conv2dWeightGrad, &Problem::Conv(*s));
     conv2d_weight_grad_variant(gpu, v, s, dy, x, alpha, beta, dw);
 }
 

@@ -6,7 +6,10 @@
 //! at. Which is faster is measured (median of a few timed dispatches at the presets' shapes, see
 //! [`measure`]) once per adapter and driver, by `fsnn tune`, and cached in [`cache_path`] next to
 //! the simulation-kernel cache; every [`Gpu`] starts from the cached choice for its adapter, else
-//! the defaults. `FSNN_VARIANT_<FAMILY>=<name>` (e.g. `FSNN_VARIANT_GEMM=tiled`) forces one
+//! the defaults. The choice is made per shape: each measured shape keeps the variant that was
+//! fastest there, and a dispatch runs the variant of the measured shape nearest to its own (same
+//! transposes or stride, closest in FLOPs; see [`Chosen::get_at`]), the family's overall winner
+//! where nothing was measured. `FSNN_VARIANT_<FAMILY>=<name>` (e.g. `FSNN_VARIANT_GEMM=tiled`) forces one
 //! variant over both; [`Gpu::set_variant`] forces one on one recorder (the tests do).
 //!
 //! The event-driven feedback of the forward simulation has its own choice (dense or event path),
@@ -178,22 +181,71 @@ impl fmt::Display for Variant {
     }
 }
 
-/// The variant of every family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Chosen([Variant; 4]);
+/// The variant of every family, and where `fsnn tune` measured them, of every measured shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chosen {
+    family: [Variant; 4],
+    shapes: [Vec<ShapeChoice>; 4],
+}
 
 impl Default for Chosen {
     fn default() -> Self {
-        Chosen(Family::ALL.map(|f| f.candidates()[0]))
+        Chosen {
+            family: Family::ALL.map(|f| f.candidates()[0]),
+            shapes: Default::default(),
+        }
     }
 }
 
 impl Chosen {
+    /// The family's variant: its overall winner (least time summed over the measured shapes), the
+    /// default, or the forced one.
     pub fn get(&self, f: Family) -> Variant {
-        self.0[f.index()]
+        self.family[f.index()]
     }
+
+    /// The variant for one problem: that of the measured shape of the same class (transposes or
+    /// stride) nearest in FLOPs (of any class where none shares it), else [`Chosen::get`].
+    pub fn get_at(&self, f: Family, p: &Problem) -> Variant {
+        let shapes = &self.shapes[f.index()];
+        let (class, flops) = (p.class(), p.flops().max(1.0).ln());
+        let same: Vec<&ShapeChoice> = shapes.iter().filter(|c| c.class == class).collect();
+        let pool: Vec<&ShapeChoice> = if same.is_empty() {
+            shapes.iter().collect()
+        } else {
+            same
+        };
+        pool.into_iter()
+            .min_by(|a, b| {
+                let d = |c: &ShapeChoice| (c.flops.max(1.0).ln() - flops).abs();
+                d(a).total_cmp(&d(b))
+            })
+            .map_or(self.get(f), |c| c.variant)
+    }
+
+    /// Forces `v` for every shape of `f`.
     pub fn set(&mut self, f: Family, v: Variant) {
-        self.0[f.index()] = v;
+        self.family[f.index()] = v;
+        self.shapes[f.index()].clear();
+    }
+
+    /// The measured shapes' variants of `f` (empty unless measured and not forced).
+    pub fn shapes(&self, f: Family) -> &[ShapeChoice] {
+        &self.shapes[f.index()]
+    }
+
+    pub(crate) fn set_measured(&mut self, f: Family, fc: &FamilyChoice, features: &wgpu::Features) {
+        let ok = |v: Variant| f.candidates().contains(&v) && v.supported(features);
+        if !ok(fc.chosen) {
+            return;
+        }
+        self.family[f.index()] = fc.chosen;
+        self.shapes[f.index()] = fc
+            .per_shape
+            .iter()
+            .filter(|c| ok(c.variant))
+            .cloned()
+            .collect();
     }
 }
 
@@ -233,8 +285,23 @@ pub fn check_env() -> Result<()> {
 /// What the measurement found for one family on one adapter.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FamilyChoice {
+    /// The least time summed over the measured shapes.
     pub chosen: Variant,
     pub timings: Vec<Timing>,
+    /// The fastest variant at each measured shape (absent from caches written before per-shape
+    /// choice: then `chosen` serves every shape).
+    #[serde(default)]
+    pub per_shape: Vec<ShapeChoice>,
+}
+
+/// The fastest variant at one measured shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShapeChoice {
+    pub shape: String,
+    /// GEMM: the transposes (`NT`); convolutions: the stride (`s2`).
+    pub class: String,
+    pub flops: f64,
+    pub variant: Variant,
 }
 
 /// One candidate at one shape.
@@ -312,9 +379,7 @@ pub fn initial(info: &AdapterSummary, features: &wgpu::Features) -> Chosen {
     }
     if let Some(m) = cached(info) {
         for (f, fc) in m {
-            if f.candidates().contains(&fc.chosen) && fc.chosen.supported(features) {
-                c.set(f, fc.chosen);
-            }
+            c.set_measured(f, &fc, features);
         }
     }
     for f in Family::ALL {
@@ -374,6 +439,14 @@ impl Problem {
         match *self {
             Problem::Gemm { m, n, k, .. } => 2.0 * (m * n * k) as f64,
             Problem::Conv(s) => s.flops(),
+        }
+    }
+    /// What a measured shape must share with a problem to stand for it: the transposes of a
+    /// GEMM, the stride of a convolution.
+    pub fn class(&self) -> String {
+        match self {
+            Problem::Gemm { ta, tb, .. } => format!("{ta:?}{tb:?}"),
+            Problem::Conv(s) => format!("s{}", s.stride),
         }
     }
     pub fn describe(&self) -> String {
@@ -538,10 +611,12 @@ fn time_one(gpu: &Gpu, record: impl Fn()) -> f64 {
 }
 
 /// Times every candidate of `f` at its [`problems`] (median of [`RUNS`] dispatches after a
-/// warm-up, candidates alternating; see `time_one`) and picks the one with the least total.
+/// warm-up, candidates alternating; see `time_one`), keeps the fastest at each, and picks the one
+/// with the least total as the family's.
 pub fn measure(gpu: &Gpu, f: Family, quick: bool) -> FamilyChoice {
     let cands = &f.available(gpu)[..];
     let mut timings = Vec::new();
+    let mut per_shape = Vec::new();
     let mut total = vec![0.0f64; cands.len()];
     for p in problems(f, quick) {
         let t = operands(gpu, f, &p);
@@ -555,10 +630,14 @@ pub fn measure(gpu: &Gpu, f: Family, quick: bool) -> FamilyChoice {
                 ms[i].push(time_one(gpu, || record(gpu, f, v, &p, &t)));
             }
         }
+        let mut best: Option<(Variant, f64)> = None;
         for (i, &v) in cands.iter().enumerate() {
             ms[i].sort_by(f64::total_cmp);
             let med = ms[i][ms[i].len() / 2];
             total[i] += med;
+            if best.is_none_or(|(_, b)| med < b) {
+                best = Some((v, med));
+            }
             timings.push(Timing {
                 shape: p.describe(),
                 variant: v,
@@ -566,6 +645,12 @@ pub fn measure(gpu: &Gpu, f: Family, quick: bool) -> FamilyChoice {
                 gflops: p.flops() / (med * 1e6),
             });
         }
+        per_shape.push(ShapeChoice {
+            shape: p.describe(),
+            class: p.class(),
+            flops: p.flops(),
+            variant: best.expect("a family has candidates").0,
+        });
         let (a, b, c) = t;
         for x in [a, b, c] {
             gpu.recycle(x);
@@ -577,6 +662,7 @@ pub fn measure(gpu: &Gpu, f: Family, quick: bool) -> FamilyChoice {
     FamilyChoice {
         chosen: cands[best],
         timings,
+        per_shape,
     }
 }
 
@@ -594,8 +680,10 @@ pub fn tune(gpu: &Gpu, quick: bool) -> Result<(Measured, Option<PathBuf>)> {
         Some(store(&gpu.ctx.info, &m)?)
     };
     for (&f, fc) in &m {
-        let v = env_override(f)?.unwrap_or(fc.chosen);
-        gpu.set_variant(f, v);
+        match env_override(f)? {
+            Some(v) => gpu.set_variant(f, v),
+            None => gpu.set_measured_variants(f, fc),
+        }
     }
     Ok((m, path))
 }
@@ -639,6 +727,7 @@ mod tests {
             FamilyChoice {
                 chosen: Variant::Tiled,
                 timings: vec![],
+                per_shape: vec![],
             },
         );
         let mut cache = Cache::new();
@@ -650,6 +739,69 @@ mod tests {
         );
         let back: Cache = serde_json::from_str(&text).unwrap();
         assert_eq!(back[&key][&Family::Conv2dInputGrad].chosen, Variant::Tiled);
+    }
+
+    #[test]
+    fn per_shape_choice_takes_the_nearest_measured_shape_of_the_same_class() {
+        let gemm = |ta, tb, m, n, k| Problem::Gemm { ta, tb, m, n, k };
+        let shape = |p: Problem, v| ShapeChoice {
+            shape: p.describe(),
+            class: p.class(),
+            flops: p.flops(),
+            variant: v,
+        };
+        let fc = FamilyChoice {
+            chosen: Variant::Blocked,
+            timings: vec![],
+            per_shape: vec![
+                shape(gemm(Op::N, Op::T, 128, 400, 400), Variant::Subgroup),
+                shape(gemm(Op::N, Op::T, 1024, 1024, 1024), Variant::Tiled),
+                shape(gemm(Op::T, Op::N, 400, 784, 128), Variant::Blocked),
+            ],
+        };
+        let all = wgpu::Features::SUBGROUP;
+        let mut c = Chosen::default();
+        c.set_measured(Family::Gemm, &fc, &all);
+        let at = |c: &Chosen, p| c.get_at(Family::Gemm, &p);
+        // A measured shape gets its own winner; others the nearest in FLOPs of their class.
+        assert_eq!(at(&c, gemm(Op::N, Op::T, 128, 400, 400)), Variant::Subgroup);
+        assert_eq!(at(&c, gemm(Op::N, Op::T, 100, 300, 300)), Variant::Subgroup);
+        assert_eq!(at(&c, gemm(Op::N, Op::T, 2048, 512, 512)), Variant::Tiled);
+        // TN small and large: only one TN shape was measured.
+        assert_eq!(
+            at(&c, gemm(Op::T, Op::N, 4096, 4096, 4096)),
+            Variant::Blocked
+        );
+        // No NN shape measured: the nearest of any class.
+        assert_eq!(at(&c, gemm(Op::N, Op::N, 900, 1000, 1100)), Variant::Tiled);
+        assert_eq!(c.get(Family::Gemm), Variant::Blocked);
+        // Other families keep theirs.
+        let conv = Problem::Conv(ConvShape {
+            batch: 1,
+            cin: 3,
+            h: 8,
+            w: 8,
+            cout: 4,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: 1,
+        });
+        assert_eq!(
+            c.get_at(Family::Conv2d, &conv),
+            Chosen::default().get(Family::Conv2d)
+        );
+        // A device without subgroups drops the shapes whose winner it cannot run.
+        let mut plain = Chosen::default();
+        plain.set_measured(Family::Gemm, &fc, &wgpu::Features::empty());
+        assert_eq!(
+            at(&plain, gemm(Op::N, Op::T, 128, 400, 400)),
+            Variant::Tiled
+        );
+        // Forcing a variant overrides every shape.
+        c.set(Family::Gemm, Variant::Coop);
+        assert_eq!(at(&c, gemm(Op::N, Op::T, 1024, 1024, 1024)), Variant::Coop);
+        assert!(c.shapes(Family::Gemm).is_empty());
     }
 
     #[test]

@@ -241,12 +241,41 @@ impl Gpu {
         }
     }
 
-    /// The variant `ops` dispatches for a kernel family on this recorder.
+    /// The family's variant on this recorder (its overall choice; see [`Gpu::variant_at`]).
     pub fn variant(&self, f: crate::variants::Family) -> crate::variants::Variant {
         self.variants.lock().unwrap().get(f)
     }
 
-    /// Makes this recorder dispatch variant `v` for family `f` (other recorders keep theirs).
+    /// The variant `ops` dispatches for one problem of a family on this recorder (per shape where
+    /// `fsnn tune` measured; see [`crate::variants::Chosen::get_at`]).
+    pub fn variant_at(
+        &self,
+        f: crate::variants::Family,
+        p: &crate::variants::Problem,
+    ) -> crate::variants::Variant {
+        self.variants.lock().unwrap().get_at(f, p)
+    }
+
+    /// The per-shape choices of family `f` on this recorder (empty unless measured and not
+    /// forced).
+    pub fn variant_shapes(&self, f: crate::variants::Family) -> Vec<crate::variants::ShapeChoice> {
+        self.variants.lock().unwrap().shapes(f).to_vec()
+    }
+
+    /// Applies a measurement of family `f` to this recorder: its per-shape choices.
+    pub fn set_measured_variants(
+        &self,
+        f: crate::variants::Family,
+        fc: &crate::variants::FamilyChoice,
+    ) {
+        self.variants
+            .lock()
+            .unwrap()
+            .set_measured(f, fc, &self.ctx.features);
+    }
+
+    /// Makes this recorder dispatch variant `v` for family `f` at every shape (other recorders
+    /// keep theirs).
     pub fn set_variant(&self, f: crate::variants::Family, v: crate::variants::Variant) {
         assert!(
             f.candidates().contains(&v) && v.supported(&self.ctx.features),
