@@ -950,7 +950,6 @@ fn fc_event_sim_matches_twin_and_dense_path() {
         let mask = masked.then(|| drop_mask(&mut rng, batch * n));
         let words = ops::spike_words(n);
         let bn = batch * n;
-        let (gu, ga, gbits) = (g.zeros(&[bn]), g.zeros(&[bn]), g.zeros(&[batch * words]));
         let gw = g.upload(&[n * n], &w);
         let gwt = g.zeros(&[n * ld]);
         ops::transpose_padded(&g, n, n, ld, &gw, &gwt);
