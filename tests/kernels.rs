@@ -2,7 +2,7 @@
 //! tile or workgroup size. Each test prints its worst relative error.
 
 use fsnn::cpu;
-use fsnn::gpu::{Sharing, SpikeWalk};
+use fsnn::gpu::{ConvEventForm, Sharing, SpikeWalk};
 use fsnn::ops::{self, BnShape, ConvShape, ConvTShape, NeuronStep, Op};
 use fsnn::variants::{Family, Variant};
 use fsnn_tests::{check, gpu, Rng};
@@ -1068,9 +1068,15 @@ fn conv_event_sim_matches_twin_and_dense_path() {
         stride: 1,
         pad,
     };
-    let mut forms = vec![Sharing::Plain];
+    let mut forms = vec![
+        (Sharing::Plain, ConvEventForm::Phases),
+        (Sharing::Plain, ConvEventForm::Lanes),
+    ];
     if g.ctx.features.contains(wgpu::Features::SUBGROUP) {
-        forms.extend([Sharing::Shared, Sharing::Unshared]);
+        forms.extend([
+            (Sharing::Shared, ConvEventForm::Phases),
+            (Sharing::Unshared, ConvEventForm::Phases),
+        ]);
     }
     let cases = [
         (shape(2, 5, 9, 11, 5, 5, 2), 4usize, true),
@@ -1081,15 +1087,30 @@ fn conv_event_sim_matches_twin_and_dense_path() {
         (shape(3, 64, 14, 14, 64, 5, 2), 3, true),
         // More kernel rows than a subgroup shares at once.
         (shape(1, 3, 12, 13, 3, 9, 4), 3, true),
+        // The widest row the lanes form takes, and channels past one workgroup's 64.
+        (shape(2, 70, 6, 32, 70, 3, 1), 2, true),
     ];
-    for (form, (s, steps, masked)) in forms
+    for ((form, layout), (s, steps, masked)) in forms
         .iter()
         .flat_map(|&f| cases.iter().map(move |&c| (f, c)))
     {
         let name = format!(
-            "conv_event_sim[{form:?}] b={} {}→{} {}x{} k={} p={} T={steps} mask={masked}",
-            s.batch, s.cin, s.cout, s.h, s.w, s.kh, s.pad
+            "conv_event_sim[{form:?} {}] b={} {}→{} {}x{} k={} p={} T={steps} mask={masked}",
+            layout.name(),
+            s.batch,
+            s.cin,
+            s.cout,
+            s.h,
+            s.w,
+            s.kh,
+            s.pad
         );
+        // Rows wider than the lanes form's tile run the other form.
+        let kernel = match (layout, form) {
+            (ConvEventForm::Lanes, _) if s.ow() <= 32 => "conv_event_sim_lanes",
+            (_, Sharing::Plain) => "conv_event_sim",
+            _ => "conv_event_sim_coop",
+        };
         let (oh, ow) = (s.oh(), s.ow());
         let out = s.output_len();
         // The weight [cout, cin·kh·kw] and its transpose with rows padded to whole vec4s.
@@ -1129,6 +1150,8 @@ fn conv_event_sim_matches_twin_and_dense_path() {
         for t in 0..steps {
             let (i, o) = (t % 2, (t + 1) % 2);
             g.set_sharing(form);
+            g.set_conv_event_form(layout);
+            g.set_profiling(true);
             ops::conv_event_sim(
                 &g,
                 &s,
@@ -1141,6 +1164,9 @@ fn conv_event_sim_matches_twin_and_dense_path() {
                 &gx,
                 gmask.as_ref(),
             );
+            let ran: Vec<&str> = g.take_profile().spans.iter().map(|s| s.name).collect();
+            g.set_profiling(false);
+            assert_eq!(ran, [kernel], "{name}");
             let inb = cb[i].clone();
             cb[o].resize(out_words, 0);
             cpu::conv_event_sim(

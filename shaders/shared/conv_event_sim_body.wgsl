@@ -27,22 +27,7 @@ struct Params {
 // The row's spikes of the workgroup's 4·VPL·CB channels, assembled from all column phases.
 var<workgroup> obits: array<atomic<u32>, 512>; // 4 · VPL · CB · MAX_ROW_WORDS
 
-// 32 bits of a row starting at column s (which may be negative); columns outside the row are 0.
-fn row_bits(base: u32, wpr: u32, s: i32) -> u32 {
-    if (s < 0) {
-        return in_bits[base] << u32(-s);
-    }
-    let w0 = u32(s) / 32u;
-    let sh = u32(s) % 32u;
-    var r = 0u;
-    if (w0 < wpr) {
-        r = in_bits[base + w0] >> sh;
-    }
-    if (sh != 0u && w0 + 1u < wpr) {
-        r = r | (in_bits[base + w0 + 1u] << (32u - sh));
-    }
-    return r;
-}
+#import conv_spike_rows
 
 fn simulate(wid: vec3<u32>, lid: u32, lane: u32, share: bool) {
     let g = wid.x * CB + lid % CB;

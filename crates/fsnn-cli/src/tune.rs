@@ -117,18 +117,23 @@ pub fn run(global: &Global, args: &Args) -> Result<()> {
             fsnn::kernels::MEASURE_STEPS
         );
         println!(
-            "{:<20} {:>10} {:>10} {:>10}  chosen",
-            "preset", "dense ms", "event ms", "list ms"
+            "{:<20} {:>10} {:>10} {:>16}  chosen",
+            "preset", "dense ms", "event ms", "other form ms"
         );
         for p in fsnn::model::spec::presets() {
             if let Some(c) = fsnn::kernels::remeasure(&gpu, &p, args.batch)? {
-                let (list, walk) = match c.event_list_ms {
-                    Some(l) => (format!("{l:.2}"), format!(" ({} walk)", c.walk.name())),
-                    None => ("-".into(), String::new()),
+                // The event path's other form, where one was measured, and the form kept.
+                let (other, form) = match (c.event_list_ms, c.event_lanes_ms) {
+                    (Some(l), _) => (format!("list {l:.2}"), format!(" ({} walk)", c.walk.name())),
+                    (_, Some(l)) => (
+                        format!("lanes {l:.2}"),
+                        format!(" ({} form)", c.conv_form.name()),
+                    ),
+                    _ => ("-".into(), String::new()),
                 };
                 println!(
-                    "{:<20} {:>10.2} {:>10.2} {:>10}  {}{walk}",
-                    p.name, c.dense_ms, c.event_ms, list, c.kernels
+                    "{:<20} {:>10.2} {:>10.2} {:>16}  {}{form}",
+                    p.name, c.dense_ms, c.event_ms, other, c.kernels
                 );
             }
         }

@@ -1527,3 +1527,49 @@ fn bench_step_kernels_auto_measures_once_and_caches() {
     assert_eq!(v2["kernels"], choice["kernels"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// For conv feedback, `--kernels auto` times the event step in both layouts (the lanes form takes
+/// conv64's 14-wide rows) and keeps the faster.
+#[test]
+fn bench_step_kernels_auto_times_both_conv_event_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fsnn"))
+        .args([
+            "bench",
+            "step",
+            "--preset",
+            "conv64",
+            "--time-steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--runs",
+            "1",
+            "--kernels",
+            "auto",
+            "--json",
+        ])
+        .env_remove("FSNN_ADAPTER")
+        .env("FSNN_CACHE_DIR", dir.path())
+        .output()
+        .expect("cannot run fsnn");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "fsnn failed:\n{stderr}");
+    assert!(stderr.contains("(lanes "), "no lanes measurement: {stderr}");
+    let cache: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("kernels.json")).unwrap()).unwrap();
+    let choice = cache
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .expect("a choice");
+    let (event, lanes) = (
+        positive(&choice["event_ms"], "event_ms"),
+        positive(&choice["event_lanes_ms"], "event_lanes_ms"),
+    );
+    assert!(event <= lanes, "event_ms is not the faster form: {choice}");
+    let form = choice["conv_form"].as_str().expect("conv_form");
+    assert!(form == "phases" || event == lanes, "{choice}");
+    assert!(choice["event_list_ms"].is_null(), "{choice}");
+}

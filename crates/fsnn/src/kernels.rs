@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::gpu::{Gpu, SpikeWalk};
+use crate::gpu::{ConvEventForm, Gpu, SpikeWalk};
 use crate::model::network::Network;
 use crate::model::spec::{FeedbackSpec, NetworkSpec, Shape};
 use crate::model::HostRng;
@@ -56,7 +56,7 @@ pub const MEASURE_STEPS: usize = 4;
 pub struct Choice {
     pub kernels: Kernels,
     pub dense_ms: f64,
-    /// The event path with the faster [`SpikeWalk`] (linear feedback) or its only kernel (conv).
+    /// The event path in its fastest form (see `walk` and `conv_form`).
     pub event_ms: f64,
     /// How the linear event kernel walks spikes, where it was measured both ways.
     #[serde(default)]
@@ -64,6 +64,20 @@ pub struct Choice {
     /// The linear event path walking a spike list (`event_ms` is then the faster of the two).
     #[serde(default)]
     pub event_list_ms: Option<f64>,
+    /// How the conv event step lays out its work, where it was measured both ways.
+    #[serde(default)]
+    pub conv_form: ConvEventForm,
+    /// The conv event path in the lanes form (`event_ms` is then the faster of the two).
+    #[serde(default)]
+    pub event_lanes_ms: Option<f64>,
+}
+
+impl Choice {
+    /// Makes `gpu` run the event kernels in the measured forms.
+    fn apply(&self, gpu: &Gpu) {
+        gpu.set_spike_walk(self.walk);
+        gpu.set_conv_event_form(self.conv_form);
+    }
 }
 
 /// The file `Auto` keeps its measurements in: `$FSNN_CACHE_DIR`, else `$XDG_CACHE_HOME/fsnn`, else
@@ -141,8 +155,8 @@ fn load_cache(path: &Path) -> BTreeMap<String, Choice> {
 
 /// The forward simulation's kernels for this model on this adapter: `requested` unless it is
 /// `Auto`, which times both paths once (a few forward passes on random input at the model's
-/// shape) and caches the faster in [`cache_path`]; where that is the linear event path, `Auto` also
-/// sets `gpu`'s [`SpikeWalk`] to the faster one. Models without an event path get `Dense`.
+/// shape) and caches the faster in [`cache_path`]; `Auto` also sets `gpu`'s event kernel forms
+/// ([`SpikeWalk`], [`ConvEventForm`]) to the faster ones. Models without an event path get `Dense`.
 pub fn resolve(gpu: &Gpu, cfg: &NetworkSpec, batch: usize, requested: Kernels) -> Result<Kernels> {
     let net_cfg = cfg;
     if !events_supported(net_cfg) {
@@ -155,13 +169,16 @@ pub fn resolve(gpu: &Gpu, cfg: &NetworkSpec, batch: usize, requested: Kernels) -
     let key = cache_key(gpu, net_cfg, batch);
     let mut cache = load_cache(&path);
     if let Some(c) = cache.get(&key) {
-        gpu.set_spike_walk(c.walk);
+        c.apply(gpu);
         return Ok(c.kernels);
     }
     let c = measure(gpu, net_cfg, batch)?;
     let list = c
         .event_list_ms
         .map(|l| format!(" (spike list {l:.1} ms: walks {})", c.walk.name()))
+        .or(c
+            .event_lanes_ms
+            .map(|l| format!(" (lanes {l:.1} ms: {})", c.conv_form.name())))
         .unwrap_or_default();
     eprintln!(
         "kernels auto: dense {:.1} ms, event {:.1} ms{list} per forward pass of at most {MEASURE_STEPS} steps -> {} (cached in {})",
@@ -170,7 +187,7 @@ pub fn resolve(gpu: &Gpu, cfg: &NetworkSpec, batch: usize, requested: Kernels) -
         c.kernels,
         path.display()
     );
-    gpu.set_spike_walk(c.walk);
+    c.apply(gpu);
     cache.insert(key, c.clone());
     // A cache that cannot be written only costs the measurement next time.
     if let Some(dir) = path.parent() {
@@ -183,11 +200,12 @@ pub fn resolve(gpu: &Gpu, cfg: &NetworkSpec, batch: usize, requested: Kernels) -
     Ok(c.kernels)
 }
 
-/// Median wall time of forward passes with each kernel choice, alternating between them (for
-/// linear feedback, the event path both with the bit-set and with the list walk). The passes
-/// simulate at most [`MEASURE_STEPS`] steps: the paths differ per step, and a full T=30 conv pass
-/// would make the one-off measurement take minutes on a software driver. Leaves `gpu`'s
-/// [`SpikeWalk`] as it found it.
+/// Median wall time of forward passes with each kernel choice, alternating between them (the
+/// event path in each of its forms: for linear feedback walking the spikes as a bit set and as a
+/// list, for conv feedback in both [`ConvEventForm`]s where the lanes form takes the shape). The
+/// passes simulate at most [`MEASURE_STEPS`] steps: the paths differ per step, and a full T=30
+/// conv pass would make the one-off measurement take minutes on a software driver. Leaves `gpu`'s
+/// event kernel forms as it found them.
 pub fn measure(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> Result<Choice> {
     let mut cfg = cfg.clone();
     cfg.neuron.time_steps = cfg.neuron.time_steps.min(MEASURE_STEPS);
@@ -199,36 +217,58 @@ pub fn measure(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> Result<Choice> {
     let y: Vec<u32> = (0..batch)
         .map(|i| (i % cfg.classes.max(1)) as u32)
         .collect();
-    // (kernels, walk) of each candidate; the walk matters to the linear event kernel only.
+    let (bits, phases) = (SpikeWalk::Bits, ConvEventForm::Phases);
+    // (kernels, walk, conv form) of each candidate: the dense path, then the event path's forms.
     let mut candidates = vec![
-        (Kernels::Dense, SpikeWalk::Bits),
-        (Kernels::Event, SpikeWalk::Bits),
+        (Kernels::Dense, bits, phases),
+        (Kernels::Event, bits, phases),
     ];
-    if matches!(cfg.feedback, FeedbackSpec::Linear {}) {
-        candidates.push((Kernels::Event, SpikeWalk::List));
+    match (cfg.feedback, cfg.layer_shapes()[0]) {
+        (FeedbackSpec::Linear {}, _) => candidates.push((Kernels::Event, SpikeWalk::List, phases)),
+        (FeedbackSpec::Conv { k, stride, pad }, Shape::Chw(c, h, w)) => {
+            let s = ConvShape {
+                batch,
+                cin: c,
+                h,
+                w,
+                cout: c,
+                kh: k,
+                kw: k,
+                stride,
+                pad,
+            };
+            if ops::conv_event_lanes_supported(&s) {
+                candidates.push((Kernels::Event, bits, ConvEventForm::Lanes));
+            }
+        }
+        _ => {}
     }
-    let before = gpu.spike_walk();
+    let before = (gpu.spike_walk(), gpu.conv_event_form());
+    let set = |walk, form| {
+        gpu.set_spike_walk(walk);
+        gpu.set_conv_event_form(form);
+    };
     let mut nets = Vec::new();
-    for &(k, _) in &candidates {
+    for &(k, _, _) in &candidates {
         let mut n = Network::new(gpu, cfg.clone(), 0)?;
         n.select_kernels(k);
         nets.push(n);
     }
     // Warm-up: pipelines and buffers.
-    for (n, &(_, walk)) in nets.iter_mut().zip(&candidates) {
-        gpu.set_spike_walk(walk);
+    for (n, &(_, walk, form)) in nets.iter_mut().zip(&candidates) {
+        set(walk, form);
         n.eval_batch(gpu, &x, &y)?;
     }
     let mut ms = vec![Vec::new(); candidates.len()];
     for _ in 0..3 {
-        for (k, (n, &(_, walk))) in nets.iter_mut().zip(&candidates).enumerate() {
-            gpu.set_spike_walk(walk);
+        for (k, (n, &(_, walk, form))) in nets.iter_mut().zip(&candidates).enumerate() {
+            set(walk, form);
             let t = Instant::now();
             n.eval_batch(gpu, &x, &y)?;
             ms[k].push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    gpu.set_spike_walk(before);
+    set(before.0, before.1);
     let med: Vec<f64> = ms
         .iter_mut()
         .map(|v| {
@@ -236,12 +276,16 @@ pub fn measure(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> Result<Choice> {
             v[v.len() / 2]
         })
         .collect();
-    let dense_ms = med[0];
-    let event_list_ms = med.get(2).copied();
-    let (walk, event_ms) = match event_list_ms {
-        Some(l) if l < med[1] => (SpikeWalk::List, l),
-        _ => (SpikeWalk::Bits, med[1]),
+    // The fastest event form (the first on a tie).
+    let best = (1..candidates.len())
+        .min_by(|&i, &j| med[i].total_cmp(&med[j]))
+        .expect("the event path is a candidate");
+    let other = |walk: SpikeWalk, form: ConvEventForm| {
+        (2..candidates.len())
+            .find(|&i| candidates[i].1 == walk && candidates[i].2 == form)
+            .map(|i| med[i])
     };
+    let (dense_ms, event_ms) = (med[0], med[best]);
     Ok(Choice {
         kernels: if event_ms <= dense_ms {
             Kernels::Event
@@ -250,8 +294,10 @@ pub fn measure(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> Result<Choice> {
         },
         dense_ms,
         event_ms,
-        walk,
-        event_list_ms,
+        walk: candidates[best].1,
+        event_list_ms: other(SpikeWalk::List, phases),
+        conv_form: candidates[best].2,
+        event_lanes_ms: other(bits, ConvEventForm::Lanes),
     })
 }
 

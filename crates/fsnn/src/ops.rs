@@ -2,7 +2,7 @@
 //! function records work on the [`Gpu`]; nothing runs until a flush or a read. The CPU twin of
 //! each is the function of the same name in [`crate::cpu`].
 
-use crate::gpu::{Binding, Gpu, Params, Sharing, SpikeWalk, Tensor};
+use crate::gpu::{Binding, ConvEventForm, Gpu, Params, Sharing, SpikeWalk, Tensor};
 use crate::variants::{Family, Problem, Variant};
 
 /// Shapes of a 2-D convolution (NCHW; weight `[cout, cin, kh, kw]`).
@@ -1480,8 +1480,14 @@ pub fn conv_event_supported(s: &ConvShape) -> bool {
     s.stride == 1 && s.kw <= 32 && s.pad < 32 && s.ow() <= 256 && s.ow() > 0 && s.oh() > 0
 }
 
+/// Whether [`ConvEventForm::Lanes`] runs this shape (else the step runs the other form): output
+/// rows of at most 32 columns (conv_event_sim_lanes.wgsl's tile).
+pub fn conv_event_lanes_supported(s: &ConvShape) -> bool {
+    conv_event_supported(s) && s.ow() <= 32
+}
+
 /// One step of a conv feedback layer's simulation, event-driven and fused (see
-/// conv_event_sim.wgsl): the feedback current from `in_bits` (the previous step's spikes, when
+/// conv_event_sim.wgsl; the recorder's [`ConvEventForm`] and [`Sharing`] pick the kernel): the feedback current from `in_bits` (the previous step's spikes, when
 /// `has_feedback`) through `wt` (the weight as `[cin·kh·kw, cout]`, rows [`conv_event_ld`] apart,
 /// zero-padded), masked by `mask` when given,
 /// the neuron update of `u`/`acc` with input `x[x_off..]`, and this step's spikes into `out_bits`.
@@ -1523,9 +1529,10 @@ pub fn conv_event_sim(
     if let Some(m) = mask {
         check(m, out, "conv_event_sim mask");
     }
-    let kernel = match gpu.sharing() {
-        Sharing::Plain => "conv_event_sim",
-        Sharing::Shared | Sharing::Unshared => "conv_event_sim_coop",
+    let kernel = match (gpu.conv_event_form(), gpu.sharing()) {
+        (ConvEventForm::Lanes, _) if conv_event_lanes_supported(s) => "conv_event_sim_lanes",
+        (_, Sharing::Plain) => "conv_event_sim",
+        (_, Sharing::Shared | Sharing::Unshared) => "conv_event_sim_coop",
     };
     gpu.dispatch(
         kernel,

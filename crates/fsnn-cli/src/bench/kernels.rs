@@ -7,7 +7,7 @@
 //! docs/BENCHMARKS.md.
 
 use anyhow::Result;
-use fsnn::gpu::{Gpu, Sharing, SpikeWalk, Tensor};
+use fsnn::gpu::{ConvEventForm, Gpu, Sharing, SpikeWalk, Tensor};
 use fsnn::ops::{self, BnShape, ConvShape, ConvTShape, NeuronStep, Op};
 use fsnn::variants::{Family, Variant};
 use serde::Serialize;
@@ -627,11 +627,26 @@ fn event_cases(gpu: &Gpu, b: usize, c: impl Fn(usize) -> usize) -> Vec<Case> {
     );
     let bytes = 4.0 * (s.weight_len() + 4 * out) as f64;
     // Both kernels of the event step, so a reader sees what sharing loads in a subgroup buys.
-    let mut forms = vec![("conv_event_sim[plain]", Sharing::Plain)];
+    let mut forms = vec![(
+        "conv_event_sim[plain]",
+        Sharing::Plain,
+        ConvEventForm::Phases,
+    )];
     if gpu.ctx.features.contains(wgpu::Features::SUBGROUP) {
-        forms.push(("conv_event_sim[coop]", Sharing::Shared));
+        forms.push((
+            "conv_event_sim[coop]",
+            Sharing::Shared,
+            ConvEventForm::Phases,
+        ));
     }
-    for (name, form) in forms {
+    if ops::conv_event_lanes_supported(&s) {
+        forms.push((
+            "conv_event_sim[lanes]",
+            Sharing::Plain,
+            ConvEventForm::Lanes,
+        ));
+    }
+    for (name, form, layout) in forms {
         let (u, acc, gin, gout, wt, x, m) = (
             u.clone(),
             acc.clone(),
@@ -650,10 +665,12 @@ fn event_cases(gpu: &Gpu, b: usize, c: impl Fn(usize) -> usize) -> Vec<Case> {
             record: Box::new(move |g| {
                 // The recorder's setting picks the kernel when recorded; restore it for the
                 // rows after this one.
-                let before = g.sharing();
+                let before = (g.sharing(), g.conv_event_form());
                 g.set_sharing(form);
+                g.set_conv_event_form(layout);
                 ops::conv_event_sim(g, &s, step, &u, &acc, &gin, &gout, &wt, &x, Some(&m));
-                g.set_sharing(before);
+                g.set_sharing(before.0);
+                g.set_conv_event_form(before.1);
             }),
         });
     }

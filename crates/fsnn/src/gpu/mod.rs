@@ -197,6 +197,32 @@ impl SpikeWalk {
     }
 }
 
+/// How the event-driven conv step lays out its work: 8 output channels and every 8th column per
+/// invocation (`conv_event_sim[_coop].wgsl`, plain or coop by the recorder's [`Sharing`]; any row
+/// width), or one output channel per invocation with the row's columns walked together and
+/// summed in workgroup memory (`conv_event_sim_lanes.wgsl`, written for GPUs: uniform spike
+/// walks, coalesced weight and state accesses; rows of at most 32 columns, wider ones run the
+/// first form). Both give bit-identical results; the forward simulation's `auto` measurement
+/// chooses (see [`crate::kernels`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvEventForm {
+    #[default]
+    Phases,
+    Lanes,
+}
+
+impl ConvEventForm {
+    pub const ALL: [ConvEventForm; 2] = [ConvEventForm::Phases, ConvEventForm::Lanes];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvEventForm::Phases => "phases",
+            ConvEventForm::Lanes => "lanes",
+        }
+    }
+}
+
 pub struct Gpu {
     pub ctx: Arc<GpuContext>,
     pub pool: BufferPool,
@@ -211,6 +237,7 @@ pub struct Gpu {
     variants: Mutex<crate::variants::Chosen>,
     sharing: Mutex<Sharing>,
     spike_walk: Mutex<SpikeWalk>,
+    conv_event_form: Mutex<ConvEventForm>,
 }
 
 impl Gpu {
@@ -237,6 +264,7 @@ impl Gpu {
             variants: Mutex::new(crate::variants::initial(&ctx.info, &ctx.features)),
             sharing: Mutex::new(Sharing::default_for(&ctx)),
             spike_walk: Mutex::new(SpikeWalk::default()),
+            conv_event_form: Mutex::new(ConvEventForm::default()),
             ctx,
         }
     }
@@ -307,6 +335,16 @@ impl Gpu {
     /// Makes this recorder's linear event kernel walk spikes as `w` (other recorders keep theirs).
     pub fn set_spike_walk(&self, w: SpikeWalk) {
         *self.spike_walk.lock().unwrap() = w;
+    }
+
+    /// How this recorder's event-driven conv step lays out its work.
+    pub fn conv_event_form(&self) -> ConvEventForm {
+        *self.conv_event_form.lock().unwrap()
+    }
+
+    /// Makes this recorder's event-driven conv step use `f` (other recorders keep theirs).
+    pub fn set_conv_event_form(&self, f: ConvEventForm) {
+        *self.conv_event_form.lock().unwrap() = f;
     }
 
     // ---------------------------------------------------------------- tensors
