@@ -100,12 +100,13 @@ pub fn cache_path() -> PathBuf {
     dir.join("kernels.json")
 }
 
-/// The cache key: adapter, backend, driver and its version, and everything the simulation's cost
-/// depends on (architecture, T, batch, input kind).
+/// The cache key: adapter, backend, driver and its version, everything the simulation's cost
+/// depends on (architecture, T, batch, input kind), and the version of the candidate set, so
+/// that new candidates are measured again.
 pub fn cache_key(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> String {
     let i = &gpu.ctx.info;
     format!(
-        "{} | {} | {} {} | input {:?} {:?} feedback {:?} T={} batch={} time_varying={}",
+        "{} | {} | {} {} | input {:?} {:?} feedback {:?} T={} batch={} time_varying={} | forms v{FORM_SET}",
         i.name,
         i.backend,
         i.driver,
@@ -118,6 +119,9 @@ pub fn cache_key(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> String {
         cfg.input.time_varying
     )
 }
+
+/// Bumped whenever the candidates [`measure`] times change (2: the event kernels' second forms).
+const FORM_SET: u32 = 2;
 
 /// Whether the event-driven simulation handles this network (the one place that decides;
 /// [`Network::events_supported`] asks it of a built one): one spiking layer whose feedback is linear (up to
