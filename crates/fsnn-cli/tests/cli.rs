@@ -104,9 +104,11 @@ fn bench_kernels_quick_json() {
         "conv2d_input_grad",
         "conv_transpose2d",
         "neuron_step",
-        "fc_event_sim",
+        "fc_event_sim[bits]",
+        "fc_event_sim[list]",
         "fc_dense_step",
         "conv_event_sim[plain]",
+        "conv_event_sim[lanes]",
         "conv_dense_step",
     ] {
         assert!(names.contains(&want), "{want} not benchmarked: {names:?}");
