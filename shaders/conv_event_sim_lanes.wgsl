@@ -15,22 +15,7 @@
 
 const MAX_OW: u32 = 32u;  // output row width ≤ 32 (one spike word per row)
 
-struct Params {
-    cin: u32, h: u32, w: u32, cout: u32,
-    oh: u32, ow: u32, kh: u32, kw: u32,
-    pad: u32, has_fb: u32, has_mask: u32, x_off: u32,
-    ld4: u32, unshared: u32, _p1: u32, _p2: u32,
-    vth: f32, leak: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> u: array<f32>;
-@group(0) @binding(2) var<storage, read_write> acc: array<f32>;
-@group(0) @binding(3) var<storage, read> in_bits: array<u32>;
-@group(0) @binding(4) var<storage, read_write> out_bits: array<u32>;
-@group(0) @binding(5) var<storage, read> wt: array<f32>;
-@group(0) @binding(6) var<storage, read> x: array<f32>;
-@group(0) @binding(7) var<storage, read> mask: array<f32>;
+#import conv_event_sim_io
 
 // Feedback sums of the workgroup's WG channels × the row's columns.
 var<workgroup> fb: array<f32, 2048>; // WG · MAX_OW
@@ -44,9 +29,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let oy = wid.y;
     let b = wid.z;
     let c0 = wid.x * WG;
-    let ld = p.ld4 * 4u;
     // Channels past the padded row read its last entry and their sums are never used.
-    let co_w = min(c0 + lid, ld - 1u);
+    let co_w = min(c0 + lid, p.ld4 * 4u - 1u);
+    let q = co_w / 4u;
+    let comp = co_w % 4u;
     let in_wpr = (p.w + 31u) / 32u;
     let kmask = select((1u << p.kw) - 1u, 0xffffffffu, p.kw >= 32u);
     let ohw = p.oh * p.ow;
@@ -67,7 +53,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                     while (m != 0u) {
                         let kx = countTrailingZeros(m);
                         m = m & (m - 1u);
-                        f = f + wt[(tap0 + kx) * ld + co_w];
+                        f = f + wt[(tap0 + kx) * p.ld4 + q][comp];
                     }
                 }
             }

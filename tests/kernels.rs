@@ -1224,15 +1224,7 @@ fn conv_event_sim_matches_twin_and_dense_path() {
 fn gemm_per_shape_choice_dispatches_each_shapes_variant() {
     use fsnn::variants::{FamilyChoice, Problem, ShapeChoice, Variant};
     let g = gpu();
-    let shape = |ta, tb, m, n, k, v| {
-        let p = Problem::Gemm { ta, tb, m, n, k };
-        ShapeChoice {
-            shape: p.describe(),
-            class: p.class(),
-            flops: p.flops(),
-            variant: v,
-        }
-    };
+    let shape = |ta, tb, m, n, k, v| ShapeChoice::new(&Problem::Gemm { ta, tb, m, n, k }, v);
     let fc = FamilyChoice {
         chosen: Variant::Blocked,
         timings: vec![],

@@ -1471,32 +1471,7 @@ fn bench_step_on_real_batches_of_a_dataset() {
 fn bench_step_kernels_auto_measures_once_and_caches() {
     let dir = std::env::temp_dir().join(format!("fsnn-kernels-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let run = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_fsnn"))
-            .args([
-                "bench",
-                "step",
-                "--preset",
-                "fc400",
-                "--time-steps",
-                "2",
-                "--batch-size",
-                "8",
-                "--runs",
-                "1",
-                "--kernels",
-                "auto",
-                "--json",
-            ])
-            .env_remove("FSNN_ADAPTER")
-            .env("FSNN_CACHE_DIR", &dir)
-            .output()
-            .expect("cannot run fsnn");
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(out.status.success(), "fsnn failed:\n{stderr}");
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        (v, stderr)
-    };
+    let run = || bench_step_auto("fc400", "8", &dir);
     let (v1, err1) = run();
     assert!(
         err1.contains("kernels auto: dense"),
@@ -1535,28 +1510,7 @@ fn bench_step_kernels_auto_measures_once_and_caches() {
 #[test]
 fn bench_step_kernels_auto_times_both_conv_event_forms() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_fsnn"))
-        .args([
-            "bench",
-            "step",
-            "--preset",
-            "conv64",
-            "--time-steps",
-            "2",
-            "--batch-size",
-            "2",
-            "--runs",
-            "1",
-            "--kernels",
-            "auto",
-            "--json",
-        ])
-        .env_remove("FSNN_ADAPTER")
-        .env("FSNN_CACHE_DIR", dir.path())
-        .output()
-        .expect("cannot run fsnn");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "fsnn failed:\n{stderr}");
+    let (_, stderr) = bench_step_auto("conv64", "2", dir.path());
     assert!(stderr.contains("(lanes "), "no lanes measurement: {stderr}");
     let cache: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("kernels.json")).unwrap()).unwrap();
@@ -1574,4 +1528,32 @@ fn bench_step_kernels_auto_times_both_conv_event_forms() {
     let form = choice["conv_form"].as_str().expect("conv_form");
     assert!(form == "phases" || event == lanes, "{choice}");
     assert!(choice["event_list_ms"].is_null(), "{choice}");
+}
+
+/// `fsnn bench step --preset PRESET --time-steps 2 --batch-size BATCH --runs 1 --kernels auto
+/// --json` with its kernel cache in `cache`: the JSON and the standard error.
+fn bench_step_auto(preset: &str, batch: &str, cache: &std::path::Path) -> (Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fsnn"))
+        .args([
+            "bench",
+            "step",
+            "--preset",
+            preset,
+            "--time-steps",
+            "2",
+            "--batch-size",
+            batch,
+            "--runs",
+            "1",
+            "--kernels",
+            "auto",
+            "--json",
+        ])
+        .env_remove("FSNN_ADAPTER")
+        .env("FSNN_CACHE_DIR", cache)
+        .output()
+        .expect("cannot run fsnn");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "fsnn failed:\n{stderr}");
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
 }

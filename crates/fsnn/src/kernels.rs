@@ -130,23 +130,27 @@ pub fn events_supported(cfg: &NetworkSpec) -> bool {
     if cfg.depth() != 1 || cfg.validate().is_err() {
         return false;
     }
-    let shape = cfg.layer_shapes()[0];
-    match (cfg.feedback, shape) {
-        (FeedbackSpec::Linear {}, _) => shape.len() <= ops::FC_EVENT_MAX_NEURONS,
-        (FeedbackSpec::Conv { k, stride, pad }, Shape::Chw(c, h, w)) => {
-            ops::conv_event_supported(&ConvShape {
-                batch: 1,
-                cin: c,
-                h,
-                w,
-                cout: c,
-                kh: k,
-                kw: k,
-                stride,
-                pad,
-            })
-        }
-        _ => false,
+    match cfg.feedback {
+        FeedbackSpec::Linear {} => cfg.layer_shapes()[0].len() <= ops::FC_EVENT_MAX_NEURONS,
+        _ => feedback_conv(cfg, 1).is_some_and(|s| ops::conv_event_supported(&s)),
+    }
+}
+
+/// The first layer's feedback convolution at this batch, where the feedback is one.
+fn feedback_conv(cfg: &NetworkSpec, batch: usize) -> Option<ConvShape> {
+    match (cfg.feedback, cfg.layer_shapes()[0]) {
+        (FeedbackSpec::Conv { k, stride, pad }, Shape::Chw(c, h, w)) => Some(ConvShape {
+            batch,
+            cin: c,
+            h,
+            w,
+            cout: c,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+        }),
+        _ => None,
     }
 }
 
@@ -194,14 +198,19 @@ pub fn resolve(gpu: &Gpu, cfg: &NetworkSpec, batch: usize, requested: Kernels) -
     c.apply(gpu);
     cache.insert(key, c.clone());
     // A cache that cannot be written only costs the measurement next time.
+    let _ = store_cache(&path, &cache);
+    Ok(c.kernels)
+}
+
+/// Writes the cache whole, through a temporary file renamed over it.
+fn store_cache(path: &Path, cache: &BTreeMap<String, Choice>) -> Result<()> {
     if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("json.{}", std::process::id()));
-    if std::fs::write(&tmp, serde_json::to_vec_pretty(&cache)?).is_ok() {
-        let _ = std::fs::rename(&tmp, &path);
-    }
-    Ok(c.kernels)
+    std::fs::write(&tmp, serde_json::to_vec_pretty(cache)?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 /// Median wall time of forward passes with each kernel choice, alternating between them (the
@@ -227,25 +236,11 @@ pub fn measure(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> Result<Choice> {
         (Kernels::Dense, bits, phases),
         (Kernels::Event, bits, phases),
     ];
-    match (cfg.feedback, cfg.layer_shapes()[0]) {
-        (FeedbackSpec::Linear {}, _) => candidates.push((Kernels::Event, SpikeWalk::List, phases)),
-        (FeedbackSpec::Conv { k, stride, pad }, Shape::Chw(c, h, w)) => {
-            let s = ConvShape {
-                batch,
-                cin: c,
-                h,
-                w,
-                cout: c,
-                kh: k,
-                kw: k,
-                stride,
-                pad,
-            };
-            if ops::conv_event_lanes_supported(&s) {
-                candidates.push((Kernels::Event, bits, ConvEventForm::Lanes));
-            }
-        }
-        _ => {}
+    if matches!(cfg.feedback, FeedbackSpec::Linear {}) {
+        candidates.push((Kernels::Event, SpikeWalk::List, phases));
+    }
+    if feedback_conv(cfg, batch).is_some_and(|s| ops::conv_event_lanes_supported(&s)) {
+        candidates.push((Kernels::Event, bits, ConvEventForm::Lanes));
     }
     let before = (gpu.spike_walk(), gpu.conv_event_form());
     let set = |walk, form| {
@@ -316,11 +311,6 @@ pub fn remeasure(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> Result<Option<Ch
     let path = cache_path();
     let mut cache = load_cache(&path);
     cache.insert(cache_key(gpu, net_cfg, batch), c.clone());
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("json.{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&cache)?)?;
-    std::fs::rename(&tmp, &path)?;
+    store_cache(&path, &cache)?;
     Ok(Some(c))
 }

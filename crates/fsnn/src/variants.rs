@@ -304,6 +304,17 @@ pub struct ShapeChoice {
     pub variant: Variant,
 }
 
+impl ShapeChoice {
+    pub fn new(p: &Problem, variant: Variant) -> Self {
+        ShapeChoice {
+            shape: p.describe(),
+            class: p.class(),
+            flops: p.flops(),
+            variant,
+        }
+    }
+}
+
 /// One candidate at one shape.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Timing {
@@ -645,12 +656,10 @@ pub fn measure(gpu: &Gpu, f: Family, quick: bool) -> FamilyChoice {
                 gflops: p.flops() / (med * 1e6),
             });
         }
-        per_shape.push(ShapeChoice {
-            shape: p.describe(),
-            class: p.class(),
-            flops: p.flops(),
-            variant: best.expect("a family has candidates").0,
-        });
+        per_shape.push(ShapeChoice::new(
+            &p,
+            best.expect("a family has candidates").0,
+        ));
         let (a, b, c) = t;
         for x in [a, b, c] {
             gpu.recycle(x);
@@ -744,12 +753,7 @@ mod tests {
     #[test]
     fn per_shape_choice_takes_the_nearest_measured_shape_of_the_same_class() {
         let gemm = |ta, tb, m, n, k| Problem::Gemm { ta, tb, m, n, k };
-        let shape = |p: Problem, v| ShapeChoice {
-            shape: p.describe(),
-            class: p.class(),
-            flops: p.flops(),
-            variant: v,
-        };
+        let shape = |p: Problem, v| ShapeChoice::new(&p, v);
         let fc = FamilyChoice {
             chosen: Variant::Blocked,
             timings: vec![],
