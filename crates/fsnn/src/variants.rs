@@ -9,8 +9,8 @@
 //! the defaults. The choice is made per shape: each measured shape keeps the variant that was
 //! fastest there, and a dispatch runs the variant of the measured shape nearest to its own (same
 //! transposes or stride, closest in FLOPs; see [`Chosen::get_at`]), the family's overall winner
-//! where nothing was measured. `FSNN_VARIANT_<FAMILY>=<name>` (e.g. `FSNN_VARIANT_GEMM=tiled`) forces one
-//! variant over both; [`Gpu::set_variant`] forces one on one recorder (the tests do).
+//! where nothing was measured. `FSNN_VARIANT_<FAMILY>=<name>` (e.g. `FSNN_VARIANT_GEMM=tiled`)
+//! forces one variant over both; [`Gpu::set_variant`] forces one on one recorder (the tests do).
 //!
 //! The event-driven feedback of the forward simulation has its own choice (dense or event path),
 //! measured per model shape: see [`crate::kernels`].
@@ -207,15 +207,17 @@ impl Chosen {
     /// The variant for one problem: that of the measured shape of the same class (transposes or
     /// stride) nearest in FLOPs (of any class where none shares it), else [`Chosen::get`].
     pub fn get_at(&self, f: Family, p: &Problem) -> Variant {
+        // Called for every GEMM and convolution recorded: nothing is built where nothing was
+        // measured, and no list is collected where something was.
         let shapes = &self.shapes[f.index()];
+        if shapes.is_empty() {
+            return self.get(f);
+        }
         let (class, flops) = (p.class(), p.flops().max(1.0).ln());
-        let same: Vec<&ShapeChoice> = shapes.iter().filter(|c| c.class == class).collect();
-        let pool: Vec<&ShapeChoice> = if same.is_empty() {
-            shapes.iter().collect()
-        } else {
-            same
-        };
-        pool.into_iter()
+        let any_same = shapes.iter().any(|c| c.class == class);
+        shapes
+            .iter()
+            .filter(|c| !any_same || c.class == class)
             .min_by(|a, b| {
                 let d = |c: &ShapeChoice| (c.flops.max(1.0).ln() - flops).abs();
                 d(a).total_cmp(&d(b))
