@@ -1358,6 +1358,8 @@ fn conv2d_and_its_gradients_every_variant_odd_sizes() {
         Family::Conv2dInputGrad.available(&g0),
         Family::Conv2dWeightGrad.available(&g0),
     );
+    // `flipped` runs the forward kernels, so it has its own test below.
+    let grad: Vec<Variant> = grad.into_iter().filter(|v| fwd.contains(v)).collect();
     assert!(fwd.len() == grad.len() && fwd.len() == wgrad.len());
     for ((&v, &vg), &vw) in fwd.iter().zip(&grad).zip(&wgrad) {
         let g = gpu();
@@ -1459,6 +1461,140 @@ fn conv2d_and_its_gradients_every_variant_odd_sizes() {
             1e-5,
         );
     }
+}
+
+#[test]
+fn conv_weight_flip_matches_twin_odd_sizes() {
+    let g = gpu();
+    let mut rng = Rng::new(43);
+    for (cout, cin, kh, kw) in [(1, 1, 1, 1), (7, 5, 3, 3), (67, 17, 5, 5), (3, 70, 3, 5)] {
+        let n = cout * cin * kh * kw;
+        let w = rng.vec(n, -1.0, 1.0);
+        let (gw, gwf) = (g.upload(&[n], &w), g.zeros(&[n]));
+        ops::conv_weight_flip(&g, cout, cin, kh, kw, &gw, &gwf);
+        let want = cpu::conv_weight_flip(cout, cin, kh, kw, &w);
+        // A copy: exact.
+        check(
+            &format!("conv_weight_flip {cout}x{cin}x{kh}x{kw}"),
+            &g.read(&gwf),
+            &want,
+            0.0,
+        );
+    }
+}
+
+/// The `flipped` input gradient runs the weight flip and the forward kernel (each forward variant
+/// in turn) where the convolution has stride 1 and a square kernel, its fallback elsewhere, and
+/// matches the twin either way; so does the transposed convolution, which it serves too.
+#[test]
+fn conv2d_input_grad_flipped_every_forward_variant_odd_sizes() {
+    let mut rng = Rng::new(47);
+    let g0 = gpu();
+    let fallback = Family::Conv2dInputGrad.kernel(Variant::Flipped.fallback(&g0.ctx.features));
+    let mut shapes = variant_conv_shapes();
+    shapes.extend([
+        // Not square: falls back.
+        ConvShape {
+            batch: 2,
+            cin: 6,
+            h: 9,
+            w: 8,
+            cout: 11,
+            kh: 3,
+            kw: 5,
+            stride: 1,
+            pad: 1,
+        },
+        // Padding as wide as the kernel: falls back.
+        ConvShape {
+            batch: 1,
+            cin: 3,
+            h: 4,
+            w: 5,
+            cout: 2,
+            kh: 1,
+            kw: 1,
+            stride: 1,
+            pad: 1,
+        },
+        // AlexNet-F's 384→256 layer, cut down: 130 output, 70 input channels.
+        ConvShape {
+            batch: 3,
+            cin: 130,
+            h: 8,
+            w: 8,
+            cout: 70,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: 1,
+        },
+    ]);
+    let mut applied = 0;
+    for v in Family::Conv2d.available(&g0) {
+        let g = gpu();
+        g.set_variant(Family::Conv2d, v);
+        g.set_variant(Family::Conv2dInputGrad, Variant::Flipped);
+        for s in &shapes {
+            let w = rng.vec(s.weight_len(), -1.0, 1.0);
+            let dy = rng.vec(s.output_len(), -1.0, 1.0);
+            let (gw, gdy) = (g.upload(&[w.len()], &w), g.upload(&[dy.len()], &dy));
+            let tag = format!(
+                "{}x{}x{}x{} k{}x{} s{} p{} -> {}",
+                s.batch, s.cin, s.h, s.w, s.kh, s.kw, s.stride, s.pad, s.cout
+            );
+            for (alpha, beta) in [(1.0f32, 0.0f32), (0.5, 1.0)] {
+                let dx0 = rng.vec(s.input_len(), -1.0, 1.0);
+                let gdx = g.upload(&[dx0.len()], &dx0);
+                g.set_profiling(true);
+                ops::conv2d_input_grad(&g, s, &gdy, &gw, alpha, beta, &gdx);
+                let ran: Vec<&str> = g.take_profile().spans.iter().map(|s| s.name).collect();
+                g.set_profiling(false);
+                match s.input_grad_as_forward() {
+                    Some(_) => {
+                        applied += 1;
+                        assert_eq!(ran, ["conv_weight_flip", Family::Conv2d.kernel(v)], "{tag}")
+                    }
+                    None => assert_eq!(ran, [fallback], "{tag}"),
+                }
+                let mut dx = dx0.clone();
+                cpu::conv2d_input_grad(s, &dy, &w, alpha, beta, &mut dx);
+                check(
+                    &format!("conv2d_input_grad[flipped, forward {v}] {tag} a={alpha} b={beta}"),
+                    &g.read(&gdx),
+                    &dx,
+                    1e-5,
+                );
+            }
+        }
+        // The transposed convolution's forward pass is this family at stride 2: the fallback.
+        let s = ConvTShape {
+            batch: 2,
+            cin: 21,
+            h: 5,
+            w: 7,
+            cout: 66,
+            k: 3,
+            stride: 2,
+            pad: 1,
+            output_pad: 1,
+        };
+        let x = rng.vec(s.input_len(), -1.0, 1.0);
+        let w = rng.vec(s.weight_len(), -1.0, 1.0);
+        let gy = g.zeros(&[s.output_len()]);
+        ops::conv_transpose2d(
+            &g,
+            &s,
+            &g.upload(&[x.len()], &x),
+            &g.upload(&[w.len()], &w),
+            0.0,
+            &gy,
+        );
+        let mut y = vec![0.0; s.output_len()];
+        cpu::conv_transpose2d(&s, &x, &w, 0.0, &mut y);
+        check("conv_transpose2d[flipped]", &g.read(&gy), &y, 1e-5);
+    }
+    assert!(applied > 0, "no shape took the flipped path");
 }
 
 /// The cooperative GEMM's path for subgroups that cannot share loads (smaller than 8, or lanes

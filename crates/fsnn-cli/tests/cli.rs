@@ -167,6 +167,12 @@ fn tune_quick_measures_every_family_and_env_forces_a_variant() {
             "no {family} choice:\n{text}"
         );
     }
+    // The input gradient's forward-kernel form is a candidate on every adapter.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("conv2d_input_grad ") && l.contains(" flipped ")),
+        "no conv2d_input_grad flipped row:\n{text}"
+    );
     assert!(text.contains("variants not cached (--quick)"), "{text}");
     assert!(!dir.path().join("variants.json").exists());
     let out = run(Some(("FSNN_VARIANT_CONV2D", "tiled")));
@@ -235,7 +241,7 @@ fn cached_variant_choice_is_used_and_env_overrides_it() {
     // The key fsnn::variants::cache_key builds from the adapter.
     let a = &before["adapter"];
     let key = format!(
-        "{} | {} | {} {} | variants v2",
+        "{} | {} | {} {} | variants v3",
         a["name"].as_str().unwrap(),
         a["backend"].as_str().unwrap(),
         a["driver"].as_str().unwrap(),

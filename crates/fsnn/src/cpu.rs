@@ -135,6 +135,22 @@ pub fn conv2d_input_grad(
     }
 }
 
+/// Twin of `conv_weight_flip.wgsl`: `wf[ci, co, ky, kx] = w[co, ci, kh-1-ky, kw-1-kx]`.
+pub fn conv_weight_flip(cout: usize, cin: usize, kh: usize, kw: usize, w: &[f32]) -> Vec<f32> {
+    let mut wf = vec![0.0; cout * cin * kh * kw];
+    for ci in 0..cin {
+        for co in 0..cout {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    wf[((ci * cout + co) * kh + ky) * kw + kx] =
+                        w[((co * cin + ci) * kh + (kh - 1 - ky)) * kw + (kw - 1 - kx)];
+                }
+            }
+        }
+    }
+    wf
+}
+
 pub fn conv2d_weight_grad(
     s: &ConvShape,
     dy: &[f32],

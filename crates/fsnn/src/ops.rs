@@ -38,6 +38,23 @@ impl ConvShape {
     pub fn flops(&self) -> f64 {
         2.0 * self.output_len() as f64 * (self.cin * self.kh * self.kw) as f64
     }
+    /// The forward convolution whose output is this one's input gradient, where there is one:
+    /// stride 1 and a square kernel no smaller than `pad + 1`; `dy` convolved with the weights
+    /// flipped in both taps and transposed in channels (`cpu::conv_weight_flip`), padded by
+    /// `kh - 1 - pad`.
+    pub fn input_grad_as_forward(&self) -> Option<ConvShape> {
+        (self.stride == 1 && self.kh == self.kw && self.pad < self.kh).then(|| ConvShape {
+            batch: self.batch,
+            cin: self.cout,
+            h: self.oh(),
+            w: self.ow(),
+            cout: self.cin,
+            kh: self.kh,
+            kw: self.kw,
+            stride: 1,
+            pad: self.kh - 1 - self.pad,
+        })
+    }
     fn params(&self, oh: usize, ow: usize, alpha: f32, beta: f32) -> Params {
         Params::new()
             .u(self.batch)
@@ -424,6 +441,35 @@ pub fn conv2d_input_grad_variant(
     beta: f32,
     dx: &Tensor,
 ) {
+    if variant == Variant::Flipped {
+        match s.input_grad_as_forward() {
+            Some(fs) => {
+                // Flipped per call: the weights change every optimiser step, and this copy
+                // costs one pass over the weights against a convolution's pass per pixel.
+                check(w, s.weight_len(), "conv2d_input_grad w");
+                let wf = gpu.uninit(&[s.weight_len()]);
+                conv_weight_flip(gpu, s.cout, s.cin, s.kh, s.kw, w, &wf);
+                let fv = gpu.variant_at(Family::Conv2d, &Problem::Conv(fs));
+                conv_dispatch(gpu, Family::Conv2d, fv, &fs, dy, &wf, alpha, beta, dx);
+                gpu.recycle(wf);
+                return;
+            }
+            None => {
+                conv_dispatch(
+                    gpu,
+                    Family::Conv2dInputGrad,
+                    Variant::Flipped.fallback(&gpu.ctx.features),
+                    s,
+                    dy,
+                    w,
+                    alpha,
+                    beta,
+                    dx,
+                );
+                return;
+            }
+        }
+    }
     conv_dispatch(
         gpu,
         Family::Conv2dInputGrad,
@@ -434,6 +480,28 @@ pub fn conv2d_input_grad_variant(
         alpha,
         beta,
         dx,
+    );
+}
+
+/// `wf[ci, co, ky, kx] = w[co, ci, kh-1-ky, kw-1-kx]` (twin: `cpu::conv_weight_flip`).
+pub fn conv_weight_flip(
+    gpu: &Gpu,
+    cout: usize,
+    cin: usize,
+    kh: usize,
+    kw: usize,
+    w: &Tensor,
+    wf: &Tensor,
+) {
+    let n = cout * cin * kh * kw;
+    check(w, n, "conv_weight_flip w");
+    check(wf, n, "conv_weight_flip wf");
+    assert_distinct(wf, w, "conv_weight_flip");
+    gpu.dispatch(
+        "conv_weight_flip",
+        Params::new().u(cout).u(cin).u(kh).u(kw),
+        vec![gpu.bind(w), gpu.bind(wf)],
+        gpu.groups_1d(n),
     );
 }
 
