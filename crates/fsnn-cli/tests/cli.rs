@@ -110,6 +110,7 @@ fn bench_kernels_quick_json() {
         "conv_event_sim[plain]",
         "conv_event_sim[lanes]",
         "conv_dense_step",
+        "conv_weight_flip",
     ] {
         assert!(names.contains(&want), "{want} not benchmarked: {names:?}");
     }
@@ -117,7 +118,12 @@ fn bench_kernels_quick_json() {
         let what = format!("{} {}", k["name"], k["shape"]);
         assert!(k["shape"].as_str().is_some_and(|s| !s.is_empty()), "{what}");
         positive(&k["ms"], &format!("{what} ms"));
-        positive(&k["gflops"], &format!("{what} gflops"));
+        // A copy does no arithmetic: bandwidth is its only measure.
+        if k["name"] == "conv_weight_flip" {
+            assert_eq!(k["gflops"].as_f64(), Some(0.0), "{what}");
+        } else {
+            positive(&k["gflops"], &format!("{what} gflops"));
+        }
         positive(&k["gbps"], &format!("{what} gbps"));
         let (lo, med, hi) = (
             k["ms_min"].as_f64().unwrap(),

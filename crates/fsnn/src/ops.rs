@@ -499,9 +499,9 @@ pub fn conv_weight_flip(
     assert_distinct(wf, w, "conv_weight_flip");
     gpu.dispatch(
         "conv_weight_flip",
-        Params::new().u(cout).u(cin).u(kh).u(kw),
+        Params::new().u(cout).u(cin).u(kh * kw),
         vec![gpu.bind(w), gpu.bind(wf)],
-        gpu.groups_1d(n),
+        gpu.groups_1d(cout * cin),
     );
 }
 

@@ -275,6 +275,21 @@ fn cases(gpu: &Gpu, quick: bool) -> Vec<Case> {
     }
 
     {
+        // The `flipped` input gradient's weight copy, at AlexNet-F's largest stride-1 layer.
+        let (cout, cin) = (c(384), c(384));
+        let n = cout * cin * 9;
+        let (w, wf) = (tensor(gpu, n, 10), gpu.zeros(&[n]));
+        v.push(Case {
+            name: "conv_weight_flip",
+            shape: format!("{cout}x{cin}x3x3"),
+            note: "flipped input gradient's weight copy, AlexNet-F 384->384 (no flops)",
+            flops: 0.0,
+            bytes: 8.0 * n as f64,
+            record: Box::new(move |g| ops::conv_weight_flip(g, cout, cin, 3, 3, &w, &wf)),
+        });
+    }
+
+    {
         let n = b * c(12544);
         let (u, acc, s, x, fb) = (
             gpu.zeros(&[n]),
