@@ -1349,6 +1349,21 @@ fn variant_conv_shapes() -> Vec<ConvShape> {
     v
 }
 
+/// AlexNet-F's feedback, cut down to odd sizes: a stride-2 transposed convolution.
+fn variant_convt_shape() -> ConvTShape {
+    ConvTShape {
+        batch: 2,
+        cin: 21,
+        h: 5,
+        w: 7,
+        cout: 66,
+        k: 3,
+        stride: 2,
+        pad: 1,
+        output_pad: 1,
+    }
+}
+
 #[test]
 fn conv2d_and_its_gradients_every_variant_odd_sizes() {
     let mut rng = Rng::new(41);
@@ -1416,17 +1431,7 @@ fn conv2d_and_its_gradients_every_variant_odd_sizes() {
             );
         }
         // The transposed convolution runs on the same two families.
-        let s = ConvTShape {
-            batch: 2,
-            cin: 21,
-            h: 5,
-            w: 7,
-            cout: 66,
-            k: 3,
-            stride: 2,
-            pad: 1,
-            output_pad: 1,
-        };
+        let s = variant_convt_shape();
         let x = rng.vec(s.input_len(), -1.0, 1.0);
         let w = rng.vec(s.weight_len(), -1.0, 1.0);
         let dy = rng.vec(s.output_len(), -1.0, 1.0);
@@ -1568,17 +1573,7 @@ fn conv2d_input_grad_flipped_every_forward_variant_odd_sizes() {
             }
         }
         // The transposed convolution's forward pass is this family at stride 2: the fallback.
-        let s = ConvTShape {
-            batch: 2,
-            cin: 21,
-            h: 5,
-            w: 7,
-            cout: 66,
-            k: 3,
-            stride: 2,
-            pad: 1,
-            output_pad: 1,
-        };
+        let s = variant_convt_shape();
         let x = rng.vec(s.input_len(), -1.0, 1.0);
         let w = rng.vec(s.weight_len(), -1.0, 1.0);
         let gy = g.zeros(&[s.output_len()]);
