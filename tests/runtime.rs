@@ -4,12 +4,13 @@
 use fsnn::cpu;
 use fsnn::gpu::Gpu;
 use fsnn::ops::{self, Op};
-use fsnn::variants::Family;
+use fsnn::variants::{Family, Problem};
 use fsnn_tests::{check, gpu, private_gpu, Rng};
 
-/// The GEMM kernel this device dispatches (its variant's file).
-fn gemm_kernel(g: &Gpu) -> &'static str {
-    Family::Gemm.kernel(g.variant(Family::Gemm))
+/// The GEMM kernel this device dispatches for one problem (its variant's file): after `fsnn tune`
+/// a shape may have a variant of its own, other than the family's.
+fn gemm_kernel(g: &Gpu, ta: Op, tb: Op, m: usize, n: usize, k: usize) -> &'static str {
+    Family::Gemm.kernel(g.variant_at(Family::Gemm, &Problem::Gemm { ta, tb, m, n, k }))
 }
 
 /// The binding cap the chunking tests run under: small, so modest tensors need several chunks.
@@ -52,7 +53,7 @@ fn chunked_gemm_over_the_binding_cap() {
             g.upload(&[k * n], &b),
             g.upload(&[m * n], &c0),
         );
-        let chunks = dispatches_of(&g, gemm_kernel(&g), || {
+        let chunks = dispatches_of(&g, gemm_kernel(&g, Op::N, tb, m, n, k), || {
             ops::gemm(&g, Op::N, tb, m, n, k, 0.5, &ga, &gb, 1.0, &gc)
         });
         assert!(chunks >= 4, "gemm ran in {chunks} dispatch(es)");
@@ -228,7 +229,10 @@ fn profiling_names_every_dispatch_and_writes_a_chrome_trace() {
     print!("{}", p.table());
     assert_eq!(p.gpu_timestamps, g.ctx.has_pass_timestamps());
     let names: Vec<&str> = p.spans.iter().map(|s| s.name).collect();
-    assert_eq!(names, ["scale", "axpby", gemm_kernel(&g)]);
+    assert_eq!(
+        names,
+        ["scale", "axpby", gemm_kernel(&g, Op::N, Op::N, 33, 9, 17)]
+    );
     assert_eq!(p.submits, 2);
     for s in &p.spans {
         assert!(s.dur_ns > 0, "{} has no duration", s.name);
