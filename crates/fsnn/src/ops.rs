@@ -441,35 +441,20 @@ pub fn conv2d_input_grad_variant(
     beta: f32,
     dx: &Tensor,
 ) {
-    if variant == Variant::Flipped {
-        match s.input_grad_as_forward() {
-            Some(fs) => {
-                // Flipped per call: the weights change every optimiser step, and this copy
-                // costs one pass over the weights against a convolution's pass per pixel.
-                check(w, s.weight_len(), "conv2d_input_grad w");
-                let wf = gpu.uninit(&[s.weight_len()]);
-                conv_weight_flip(gpu, s.cout, s.cin, s.kh, s.kw, w, &wf);
-                let fv = gpu.variant_at(Family::Conv2d, &Problem::Conv(fs));
-                conv_dispatch(gpu, Family::Conv2d, fv, &fs, dy, &wf, alpha, beta, dx);
-                gpu.recycle(wf);
-                return;
-            }
-            None => {
-                conv_dispatch(
-                    gpu,
-                    Family::Conv2dInputGrad,
-                    Variant::Flipped.fallback(&gpu.ctx.features),
-                    s,
-                    dy,
-                    w,
-                    alpha,
-                    beta,
-                    dx,
-                );
-                return;
-            }
-        }
+    if let (Variant::Flipped, Some(fs)) = (variant, s.input_grad_as_forward()) {
+        // Flipped per call: the weights change every optimiser step, and this copy costs one
+        // pass over the weights against a convolution's pass per pixel.
+        check(dy, s.output_len(), "conv2d_input_grad dy");
+        check(w, s.weight_len(), "conv2d_input_grad w");
+        check(dx, s.input_len(), "conv2d_input_grad dx");
+        let wf = gpu.uninit(&[s.weight_len()]);
+        conv_weight_flip(gpu, s.cout, s.cin, s.kh, s.kw, w, &wf);
+        let fv = gpu.variant_at(Family::Conv2d, &Problem::Conv(fs));
+        conv_dispatch(gpu, Family::Conv2d, fv, &fs, dy, &wf, alpha, beta, dx);
+        gpu.recycle(wf);
+        return;
     }
+    let variant = variant.fallback(&gpu.ctx.features);
     conv_dispatch(
         gpu,
         Family::Conv2dInputGrad,

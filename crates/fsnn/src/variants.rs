@@ -16,7 +16,9 @@
 //! measured per model shape: see [`crate::kernels`].
 //!
 //! The `subgroup` (GEMM only) and `coop` (GEMM and convolutions) variants are candidates where
-//! the adapter has `Features::SUBGROUP` (lavapipe has), which the device then enables.
+//! the adapter has `Features::SUBGROUP` (lavapipe has), which the device then enables. The input
+//! gradient has one more, `flipped`: at stride 1 it runs the forward family's kernel on a flipped
+//! copy of the weights (see [`Variant::Flipped`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -153,7 +155,7 @@ pub enum Variant {
     /// convolution of dy (the forward family's variant at that shape) with the weights flipped
     /// and transposed into a scratch copy (`conv_weight_flip.wgsl`), since forward kernels read
     /// each weight row contiguously where the input-gradient kernels stride over output channels
-    /// (on lavapipe the forward coop kernel is up to 1.45× faster at AlexNet-F's 384→384 layer).
+    /// (on lavapipe 11–15 % faster than `coop` at every stride-1 shape `fsnn tune` measures).
     /// Other shapes run [`Variant::fallback`].
     Flipped,
 }
@@ -179,13 +181,14 @@ impl Variant {
         }
     }
 
-    /// What `flipped` runs where it does not apply: the cooperative input-gradient kernel where
-    /// the device can run it, else the blocked one.
+    /// The variant that runs where this one does not apply (see [`Variant::applies`]): for
+    /// `flipped` the cooperative input-gradient kernel where the device can run it, else the
+    /// blocked one; every other variant is its own.
     pub fn fallback(self, features: &wgpu::Features) -> Variant {
-        if Variant::Coop.supported(features) {
-            Variant::Coop
-        } else {
-            Variant::Blocked
+        match self {
+            Variant::Flipped if Variant::Coop.supported(features) => Variant::Coop,
+            Variant::Flipped => Variant::Blocked,
+            v => v,
         }
     }
 
