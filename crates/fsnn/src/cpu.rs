@@ -529,23 +529,8 @@ pub fn sgd(w: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, momentum: f32, weig
     }
 }
 
-/// One power-iteration step; returns σ̂.
-pub fn power_iteration(rows: usize, cols: usize, w: &[f32], u: &mut [f32], v: &mut [f32]) -> f32 {
-    for j in 0..cols {
-        v[j] = (0..rows).map(|r| w[r * cols + j] * u[r]).sum();
-    }
-    let vn = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    v.iter_mut().for_each(|x| *x /= vn);
-    let t: Vec<f32> = (0..rows)
-        .map(|r| (0..cols).map(|j| w[r * cols + j] * v[j]).sum())
-        .collect();
-    let un2: f32 = t.iter().map(|x| x * x).sum();
-    let un = un2.sqrt().max(1e-12);
-    for r in 0..rows {
-        u[r] = t[r] / un;
-    }
-    un2 / un
-}
+/// One power-iteration step; returns σ̂ (in core: the spectral norm's setup runs it on the host).
+pub use fsnn_core::host::power_iteration;
 
 /// The FMA probe of shaders/peak_fma.wgsl. `mul_add` rounds once, like WGSL's `fma` where the
 /// hardware fuses; drivers that do not fuse differ only in the last bits.

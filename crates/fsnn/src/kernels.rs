@@ -4,9 +4,7 @@
 //! `Auto` measures both once per adapter, driver and shape and remembers the answer on disk.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -18,35 +16,7 @@ use crate::model::spec::{FeedbackSpec, NetworkSpec, Shape};
 use crate::model::HostRng;
 use crate::ops::{self, ConvShape};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kernels {
-    Dense,
-    Event,
-    Auto,
-}
-
-impl FromStr for Kernels {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "dense" => Ok(Kernels::Dense),
-            "event" => Ok(Kernels::Event),
-            "auto" => Ok(Kernels::Auto),
-            _ => Err(format!("unknown kernels {s:?} (dense | event | auto)")),
-        }
-    }
-}
-
-impl fmt::Display for Kernels {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Kernels::Dense => "dense",
-            Kernels::Event => "event",
-            Kernels::Auto => "auto",
-        })
-    }
-}
+pub use fsnn_core::Kernels;
 
 /// Most simulation steps of the passes `Auto` times.
 pub const MEASURE_STEPS: usize = 4;

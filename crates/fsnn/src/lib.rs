@@ -53,6 +53,8 @@ pub mod variants;
 pub mod inspect;
 
 pub use batches::load_sources;
+pub use fsnn_core;
+pub use fsnn_core::{Backend, TensorOps};
 pub use gpu::{Gpu, Tensor};
 pub use model::{build, Model, NetworkSpec, Recording};
 pub use train::{load_checkpoint, read_checkpoint, save_checkpoint, Checkpoint};

@@ -5,120 +5,28 @@
 use crate::gpu::{Binding, ConvEventForm, Gpu, Params, Sharing, SpikeWalk, Tensor};
 use crate::variants::{Family, Problem, Variant};
 
-/// Shapes of a 2-D convolution (NCHW; weight `[cout, cin, kh, kw]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ConvShape {
-    pub batch: usize,
-    pub cin: usize,
-    pub h: usize,
-    pub w: usize,
-    pub cout: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: usize,
-    pub pad: usize,
-}
+pub use fsnn_core::shapes::{
+    BnShape, ConvShape, ConvTShape, FcEventSim, NeuronStep, Op, SolverIter, SolverLayout,
+    SolverMode, ANDERSON_MAX_SLOTS, BN_EPS,
+};
 
-impl ConvShape {
-    pub fn oh(&self) -> usize {
-        (self.h + 2 * self.pad - self.kh) / self.stride + 1
-    }
-    pub fn ow(&self) -> usize {
-        (self.w + 2 * self.pad - self.kw) / self.stride + 1
-    }
-    pub fn input_len(&self) -> usize {
-        self.batch * self.cin * self.h * self.w
-    }
-    pub fn output_len(&self) -> usize {
-        self.batch * self.cout * self.oh() * self.ow()
-    }
-    pub fn weight_len(&self) -> usize {
-        self.cout * self.cin * self.kh * self.kw
-    }
-    pub fn flops(&self) -> f64 {
-        2.0 * self.output_len() as f64 * (self.cin * self.kh * self.kw) as f64
-    }
-    /// The forward convolution whose output is this one's input gradient, where there is one:
-    /// stride 1 and a square kernel no smaller than `pad + 1`; `dy` convolved with the weights
-    /// flipped in both taps and transposed in channels (`cpu::conv_weight_flip`), padded by
-    /// `kh - 1 - pad`.
-    pub fn input_grad_as_forward(&self) -> Option<ConvShape> {
-        (self.stride == 1 && self.kh == self.kw && self.pad < self.kh).then(|| ConvShape {
-            batch: self.batch,
-            cin: self.cout,
-            h: self.oh(),
-            w: self.ow(),
-            cout: self.cin,
-            kh: self.kh,
-            kw: self.kw,
-            stride: 1,
-            pad: self.kh - 1 - self.pad,
-        })
-    }
-    fn params(&self, oh: usize, ow: usize, alpha: f32, beta: f32) -> Params {
-        Params::new()
-            .u(self.batch)
-            .u(self.cin)
-            .u(self.h)
-            .u(self.w)
-            .u(self.cout)
-            .u(oh)
-            .u(ow)
-            .u(self.kh)
-            .u(self.kw)
-            .u(self.stride)
-            .u(self.pad)
-            .u(0u32)
-            .f(alpha)
-            .f(beta)
-    }
-}
-
-/// Shapes of a transposed convolution (PyTorch `ConvTranspose2d`; weight `[cin, cout, kh, kw]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ConvTShape {
-    pub batch: usize,
-    pub cin: usize,
-    pub h: usize,
-    pub w: usize,
-    pub cout: usize,
-    pub k: usize,
-    pub stride: usize,
-    pub pad: usize,
-    pub output_pad: usize,
-}
-
-impl ConvTShape {
-    pub fn oh(&self) -> usize {
-        (self.h - 1) * self.stride + self.k + self.output_pad - 2 * self.pad
-    }
-    pub fn ow(&self) -> usize {
-        (self.w - 1) * self.stride + self.k + self.output_pad - 2 * self.pad
-    }
-    /// The convolution whose input gradient this transposed convolution is: it maps the
-    /// transposed convolution's output (cout channels, oh × ow) back to its input.
-    pub fn as_conv(&self) -> ConvShape {
-        ConvShape {
-            batch: self.batch,
-            cin: self.cout,
-            h: self.oh(),
-            w: self.ow(),
-            cout: self.cin,
-            kh: self.k,
-            kw: self.k,
-            stride: self.stride,
-            pad: self.pad,
-        }
-    }
-    pub fn input_len(&self) -> usize {
-        self.batch * self.cin * self.h * self.w
-    }
-    pub fn output_len(&self) -> usize {
-        self.batch * self.cout * self.oh() * self.ow()
-    }
-    pub fn weight_len(&self) -> usize {
-        self.cin * self.cout * self.k * self.k
-    }
+/// The convolution kernels' parameter words (the `unshared` word 11 zero).
+fn conv_params(s: &ConvShape, oh: usize, ow: usize, alpha: f32, beta: f32) -> Params {
+    Params::new()
+        .u(s.batch)
+        .u(s.cin)
+        .u(s.h)
+        .u(s.w)
+        .u(s.cout)
+        .u(oh)
+        .u(ow)
+        .u(s.kh)
+        .u(s.kw)
+        .u(s.stride)
+        .u(s.pad)
+        .u(0u32)
+        .f(alpha)
+        .f(beta)
 }
 
 fn check(t: &Tensor, len: usize, what: &str) {
@@ -135,18 +43,6 @@ fn assert_distinct(a: &Tensor, b: &Tensor, what: &str) {
 }
 
 // ------------------------------------------------------------------ neuron
-
-/// Neuron parameters of one simulation step.
-#[derive(Debug, Clone, Copy)]
-pub struct NeuronStep {
-    pub vth: f32,
-    /// 1 for IF, λ ∈ (0, 1) for LIF.
-    pub leak: f32,
-    /// Whether `fb` holds the feedback current (false on the first step).
-    pub has_feedback: bool,
-    /// Element offset of this step's input in `x` (per-step input); 0 for constant input.
-    pub x_offset: usize,
-}
 
 /// The fused neuron update over `u.len()` neurons: charge, fire, reset by subtraction, leak,
 /// accumulate. `fb` is ignored when `step.has_feedback` is false (pass any tensor).
@@ -187,13 +83,6 @@ pub fn neuron_step(
 }
 
 // ------------------------------------------------------------------- dense
-
-/// Whether an operand is used as stored or transposed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    N,
-    T,
-}
 
 /// `C[m×n] = alpha · op(A) · op(B) + beta · C`, all row-major. `op(A)` is m×k (A stored m×k for
 /// `Op::N`, k×m for `Op::T`), `op(B)` is k×n. Rows of A and C are split over several dispatches
@@ -404,7 +293,7 @@ fn conv_dispatch(
     if f != Family::Conv2dWeightGrad {
         assert_distinct(out, a, f.name());
     }
-    let mut params = s.params(s.oh(), s.ow(), alpha, beta);
+    let mut params = conv_params(s, s.oh(), s.ow(), alpha, beta);
     // Word 11 is the cooperative kernels' `unshared` flag (padding in the others).
     params.0[11] = gpu.sharing().unshared_flag();
     gpu.dispatch(
@@ -590,25 +479,6 @@ pub fn avgpool2x2_grad(gpu: &Gpu, planes: usize, h: usize, w: usize, dy: &Tensor
 }
 
 // ---------------------------------------------------------------------- bn
-
-/// Layout `[batch, channels, hw]` of a batch-normalised tensor (hw = 1 for dense layers).
-#[derive(Debug, Clone, Copy)]
-pub struct BnShape {
-    pub batch: usize,
-    pub channels: usize,
-    pub hw: usize,
-}
-
-impl BnShape {
-    pub fn len(&self) -> usize {
-        self.batch * self.channels * self.hw
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-pub const BN_EPS: f32 = 1e-5;
 
 /// Batch mean and biased variance per channel; with `update = Some(momentum)` also the
 /// running-statistics update (otherwise the running tensors are bound but left alone).
@@ -1088,114 +958,21 @@ pub fn peak_fma_flops(n: usize, iters: u32) -> f64 {
 
 // ------------------------------------------------------------------ solver
 
-/// Which adjoint solver the fused solver kernels run (their `mode` word).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SolverMode {
-    FixedPoint = 0,
-    Broyden = 1,
-    Anderson = 2,
+/// Sample ranges whose history and vectors fit in one binding each.
+fn solver_chunks(l: &SolverLayout, gpu: &Gpu) -> Vec<(usize, usize)> {
+    let row = (l.slots * 2 * l.dim).max(l.dim);
+    let per = gpu.rows_per_binding(row).min(l.batch).max(1);
+    (0..l.batch.div_ceil(per))
+        .map(|i| (i * per, per.min(l.batch - i * per)))
+        .collect()
 }
 
-/// Shapes of the fused solver kernels: `batch` samples of `dim` values, a history of `slots`
-/// pairs per sample laid out `[batch, slots, 2, dim]` (Broyden: u and vᵀ; Anderson: Δβ and Δg),
-/// and one small `scal` buffer holding the per-sample products, the solve's state words and,
-/// for Anderson, the per-sample Gram matrices and coefficients.
-#[derive(Debug, Clone, Copy)]
-pub struct SolverLayout {
-    pub mode: SolverMode,
-    pub batch: usize,
-    pub dim: usize,
-    pub slots: usize,
-}
+/// The solver's per-element vectors on the GPU (see [`fsnn_core::SolverVectors`]).
+pub type SolverVectors<'a> = fsnn_core::SolverVectors<'a, Tensor>;
 
-impl SolverLayout {
-    pub fn hist_len(&self) -> usize {
-        self.batch * self.slots * 2 * self.dim
-    }
-    /// Start of the state words: 0 lowest Σg², 1 done, 2 improved, 3 iterations, 4 Σ gL².
-    pub fn state_offset(&self) -> usize {
-        self.batch * (self.slots + 1) * 3
-    }
-    fn gram_offset(&self) -> usize {
-        self.state_offset() + 8
-    }
-    fn gamma_offset(&self) -> usize {
-        self.gram_offset() + self.batch * self.slots * self.slots
-    }
-    pub fn scal_len(&self) -> usize {
-        self.gamma_offset() + self.batch * self.slots
-    }
-    /// Sample ranges whose history and vectors fit in one binding each.
-    fn chunks(&self, gpu: &Gpu) -> Vec<(usize, usize)> {
-        let row = (self.slots * 2 * self.dim).max(self.dim);
-        let per = gpu.rows_per_binding(row).min(self.batch).max(1);
-        (0..self.batch.div_ceil(per))
-            .map(|i| (i * per, per.min(self.batch - i * per)))
-            .collect()
-    }
-}
-
-/// Most Anderson history pairs the per-sample least-squares solve supports.
-pub const ANDERSON_MAX_SLOTS: usize = 8;
-
-/// What iteration `it` of a solve does (0: the setup at β = 0, which takes the first step).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SolverIter {
-    pub it: usize,
-    /// History rows in use by this iteration's products.
-    pub count: usize,
-    /// Ring slot this iteration's pair goes to.
-    pub slot: usize,
-    /// Whether this iteration stores a pair (every iteration after the setup).
-    pub store: bool,
-}
-
-impl SolverIter {
-    pub fn new(l: &SolverLayout, it: usize) -> Self {
-        let slot = if it > 0 && l.slots > 0 {
-            (it - 1) % l.slots
-        } else {
-            0
-        };
-        // Broyden's products use the history before this iteration's pair; Anderson's
-        // least-squares problem already includes it.
-        let count = match l.mode {
-            SolverMode::FixedPoint => 0,
-            SolverMode::Broyden => it.saturating_sub(1).min(l.slots),
-            SolverMode::Anderson => it.min(l.slots),
-        };
-        Self {
-            it,
-            count,
-            slot,
-            store: it > 0 && l.mode != SolverMode::FixedPoint,
-        }
-    }
-}
-
-/// The solver's per-element vectors (all `batch · dim`): `jx = J_fᵀβ`, β, gL, the previous
-/// residual, the previous step and the best β so far.
-pub struct SolverVectors<'a> {
-    pub jx: &'a Tensor,
-    pub x: &'a Tensor,
-    pub gl: &'a Tensor,
-    pub g: &'a Tensor,
-    pub step: &'a Tensor,
-    pub best: &'a Tensor,
-}
-
-impl SolverVectors<'_> {
-    fn check(&self, n: usize) {
-        for (t, what) in [
-            (self.jx, "jx"),
-            (self.x, "x"),
-            (self.gl, "gl"),
-            (self.g, "g"),
-            (self.step, "step"),
-            (self.best, "best"),
-        ] {
-            check(t, n, &format!("solver {what}"));
-        }
+fn check_vectors(v: &SolverVectors, n: usize) {
+    for (t, what) in v.named() {
+        check(t, n, &format!("solver {what}"));
     }
 }
 
@@ -1222,10 +999,10 @@ pub fn solver_dots(
     v: &SolverVectors,
     scal: &Tensor,
 ) {
-    v.check(l.batch * l.dim);
+    check_vectors(v, l.batch * l.dim);
     check(hist, l.hist_len(), "solver_dots hist");
     check(scal, l.scal_len(), "solver_dots scal");
-    for (b0, nb) in l.chunks(gpu) {
+    for (b0, nb) in solver_chunks(l, gpu) {
         let (hb, ho) = solver_hist_window(gpu, l, hist, b0, nb);
         let win = |t: &Tensor| gpu.window(t, b0 * l.dim, nb * l.dim);
         let (jb, vo) = win(v.jx);
@@ -1306,10 +1083,10 @@ pub fn solver_combine(
     v: &SolverVectors,
     scal: &Tensor,
 ) {
-    v.check(l.batch * l.dim);
+    check_vectors(v, l.batch * l.dim);
     check(hist, l.hist_len(), "solver_combine hist");
     check(scal, l.scal_len(), "solver_combine scal");
-    for (b0, nb) in l.chunks(gpu) {
+    for (b0, nb) in solver_chunks(l, gpu) {
         let (hb, ho) = solver_hist_window(gpu, l, hist, b0, nb);
         let win = |t: &Tensor| gpu.window(t, b0 * l.dim, nb * l.dim);
         let (jb, vo) = win(v.jx);
@@ -1438,25 +1215,9 @@ pub fn fc_event_ld(n: usize) -> usize {
     n.next_multiple_of(4)
 }
 
-/// Steps `t_begin..t_end` of a linear feedback layer's simulation over `n` neurons per sample,
-/// event-driven and fused (see fc_event_sim.wgsl; the recorder's [`SpikeWalk`] picks the bit-set or
-/// the list kernel). `bits` (`[batch, spike_words(n)]` u32) holds
-/// the previous step's spikes and receives the last step's; `wt` is `W_effᵀ` (`[n_in, n_out]`,
-/// rows [`fc_event_ld`] apart, zero-padded);
-/// step t's input is `x[x_off + (t − t_begin)·x_step + b·n + j]`; `mask` multiplies the
-/// feedback current when given.
-#[derive(Debug, Clone, Copy)]
-pub struct FcEventSim {
-    pub n: usize,
-    pub batch: usize,
-    pub t_begin: usize,
-    pub t_end: usize,
-    pub x_step: usize,
-    pub x_off: usize,
-    pub vth: f32,
-    pub leak: f32,
-}
-
+/// Steps `t_begin..t_end` of a linear feedback layer's simulation (see [`FcEventSim`]); the
+/// recorder's [`SpikeWalk`] picks the bit-set or the list kernel. `bits` is
+/// `[batch, spike_words(n)]` u32, `wt` has rows [`fc_event_ld`] apart.
 #[allow(clippy::too_many_arguments)]
 pub fn fc_event_sim(
     gpu: &Gpu,

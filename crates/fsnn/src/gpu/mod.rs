@@ -5,6 +5,7 @@
 //! pass, where wgpu inserts the barriers) and submits it. Reads and writes from the host flush first,
 //! so host and GPU see operations in program order.
 
+pub mod backend;
 pub mod buffer;
 pub mod context;
 pub mod timing;
