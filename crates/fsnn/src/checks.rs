@@ -4,8 +4,8 @@
 //! allocated, so a damaged or hostile checkpoint cannot make fsnn abort, hang or compute NaN.
 
 use anyhow::{bail, Result};
+use fsnn_core::backend::Backend;
 
-use crate::gpu::Gpu;
 use crate::model::spec::{FeedbackSpec, NetworkSpec, OpSpec};
 
 /// Most simulation time steps: the paper's longest runs use 100; a checkpoint claiming 10⁹ would
@@ -171,10 +171,13 @@ fn in_range(source: &str, what: &str, v: usize, lo: usize, hi: usize) -> Result<
     Ok(())
 }
 
-/// Whether the model's per-batch buffers fit the adapter's storage-binding limit at `batch`
-/// samples; `flag` names the batch-size flag the user can lower.
-pub fn fits_gpu(gpu: &Gpu, cfg: &NetworkSpec, batch: usize, flag: &str) -> Result<()> {
-    let limit = gpu.ctx.max_binding_bytes();
+/// Whether the model's per-batch buffers fit the backend's limit on one tensor (a GPU adapter's
+/// storage-binding limit) at `batch` samples; `flag` names the batch-size flag the user can
+/// lower. Backends without such a limit always fit.
+pub fn fits_gpu<B: Backend>(gpu: &B, cfg: &NetworkSpec, batch: usize, flag: &str) -> Result<()> {
+    let Some(limit) = gpu.max_tensor_bytes() else {
+        return Ok(());
+    };
     let largest_param = cfg
         .param_shapes()
         .iter()

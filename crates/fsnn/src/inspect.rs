@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use fsnn_core::backend::Backend;
 use image::{Rgb, RgbImage};
 use serde::Serialize;
 
 use crate::batches::BatchSource;
-use crate::gpu::Gpu;
 use crate::model::{build, HostState, NetworkSpec, Recording};
 use crate::plot_font::{draw_text, text_width};
 
@@ -152,8 +152,8 @@ pub fn first_batch(source: &dyn BatchSource, batch: usize) -> (Vec<f32>, Vec<u32
 /// Runs the network `spec` with the weights `host` on one batch: records spikes (falling back to
 /// rates alone where the model cannot record), then rebuilds it at each T of the sweep to measure
 /// the equilibrium residual. `data(T)` gives the batch at T (event data is binned per T).
-pub fn inspect(
-    gpu: &Gpu,
+pub fn inspect<B: Backend>(
+    gpu: &B,
     spec: &NetworkSpec,
     host: &HostState,
     source_name: &str,

@@ -11,10 +11,10 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::gpu::{ConvEventForm, Gpu, SpikeWalk};
-use crate::model::network::Network;
-use crate::model::spec::{FeedbackSpec, NetworkSpec, Shape};
+use crate::model::network::{feedback_conv, Network};
+use crate::model::spec::{FeedbackSpec, NetworkSpec};
 use crate::model::HostRng;
-use crate::ops::{self, ConvShape};
+use crate::ops;
 
 pub use fsnn_core::Kernels;
 
@@ -93,35 +93,10 @@ pub fn cache_key(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> String {
 /// Bumped whenever the candidates [`measure`] times change (2: the event kernels' second forms).
 const FORM_SET: u32 = 2;
 
-/// Whether the event-driven simulation handles this network (the one place that decides;
-/// [`Network::events_supported`] asks it of a built one): one spiking layer whose feedback is linear (up to
-/// [`ops::FC_EVENT_MAX_NEURONS`] neurons) or a convolution the event kernel supports.
+/// Whether the GPU's event-driven simulation handles this network (the rule is
+/// [`crate::model::network::events_supported`], for every backend).
 pub fn events_supported(cfg: &NetworkSpec) -> bool {
-    if cfg.depth() != 1 || cfg.validate().is_err() {
-        return false;
-    }
-    match cfg.feedback {
-        FeedbackSpec::Linear {} => cfg.layer_shapes()[0].len() <= ops::FC_EVENT_MAX_NEURONS,
-        _ => feedback_conv(cfg, 1).is_some_and(|s| ops::conv_event_supported(&s)),
-    }
-}
-
-/// The first layer's feedback convolution at this batch, where the feedback is one.
-fn feedback_conv(cfg: &NetworkSpec, batch: usize) -> Option<ConvShape> {
-    match (cfg.feedback, cfg.layer_shapes()[0]) {
-        (FeedbackSpec::Conv { k, stride, pad }, Shape::Chw(c, h, w)) => Some(ConvShape {
-            batch,
-            cin: c,
-            h,
-            w,
-            cout: c,
-            kh: k,
-            kw: k,
-            stride,
-            pad,
-        }),
-        _ => None,
-    }
+    crate::model::network::events_supported::<Gpu>(cfg)
 }
 
 fn load_cache(path: &Path) -> BTreeMap<String, Choice> {

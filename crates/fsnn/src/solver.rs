@@ -9,8 +9,10 @@
 //! change nothing, so the host reads the flag one iteration late (asynchronously, while the next
 //! iteration runs) instead of waiting for every norm; at most one product is wasted per solve.
 
-use crate::gpu::{Gpu, PendingRead, Tensor};
-use crate::ops::{self, SolverIter, SolverLayout, SolverMode, SolverVectors};
+use fsnn_core::backend::{Backend, TensorOps};
+use fsnn_core::shapes::{SolverIter, SolverLayout, SolverMode, SolverVectors};
+
+use crate::gpu::Gpu;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SolverKind {
@@ -53,22 +55,22 @@ pub struct SolveStats {
     pub rel_residual: f64,
 }
 
-/// Reusable GPU buffers of the solver for one batch size and dimension.
-pub struct Solver {
+/// Reusable buffers of the solver for one batch size and dimension.
+pub struct Solver<B: Backend = Gpu> {
     pub kind: SolverKind,
     pub threshold: usize,
     layout: SolverLayout,
-    x: Tensor,
-    jx: Tensor,
-    g: Tensor,
-    step: Tensor,
-    best: Tensor,
-    hist: Tensor,
-    scal: Tensor,
+    x: B::Tensor,
+    jx: B::Tensor,
+    g: B::Tensor,
+    step: B::Tensor,
+    best: B::Tensor,
+    hist: B::Tensor,
+    scal: B::Tensor,
 }
 
-impl Solver {
-    pub fn new(gpu: &Gpu, kind: SolverKind, threshold: usize, batch: usize, dim: usize) -> Self {
+impl<B: Backend> Solver<B> {
+    pub fn new(gpu: &B, kind: SolverKind, threshold: usize, batch: usize, dim: usize) -> Self {
         let n = batch * dim;
         let (mode, slots) = match kind {
             SolverKind::Broyden => (SolverMode::Broyden, BROYDEN_RING.min(threshold.max(1))),
@@ -97,7 +99,7 @@ impl Solver {
 
     /// Whether `have` (the solver a model's buffers were built with) can serve a step that asks
     /// for `want` (`None`: evaluation, which needs no solver).
-    pub fn serves(have: Option<&Solver>, want: Option<(SolverKind, usize)>) -> bool {
+    pub fn serves(have: Option<&Solver<B>>, want: Option<(SolverKind, usize)>) -> bool {
         match (have, want) {
             (Some(s), Some((k, t))) => s.kind == k && s.threshold == t,
             (None, Some(_)) => false,
@@ -106,7 +108,7 @@ impl Solver {
     }
 
     /// Records iteration `it` after the product `jx = J_fᵀx` (iteration 0: the setup at β = 0).
-    fn iterate(&self, gpu: &Gpu, gl: &Tensor, it: usize, eps2: f32) {
+    fn iterate(&self, gpu: &B, gl: &B::Tensor, it: usize, eps2: f32) {
         let l = &self.layout;
         let i = SolverIter::new(l, it);
         let v = SolverVectors {
@@ -117,9 +119,9 @@ impl Solver {
             step: &self.step,
             best: &self.best,
         };
-        ops::solver_dots(gpu, l, i, &self.hist, &v, &self.scal);
-        ops::solver_track(gpu, l, i, self.threshold, eps2, ANDERSON_REG, &self.scal);
-        ops::solver_combine(gpu, l, i, FIXED_POINT_ALPHA, &self.hist, &v, &self.scal);
+        gpu.solver_dots(l, i, &self.hist, &v, &self.scal);
+        gpu.solver_track(l, i, self.threshold, eps2, ANDERSON_REG, &self.scal);
+        gpu.solver_combine(l, i, FIXED_POINT_ALPHA, &self.hist, &v, &self.scal);
     }
 
     /// Solves β = J_fᵀβ + gL into `beta`. Stops when the global residual norm falls under
@@ -127,17 +129,17 @@ impl Solver {
     /// lowest-residual iterate.
     pub fn solve(
         &mut self,
-        gpu: &Gpu,
-        jt: &mut dyn FnMut(&Tensor, &Tensor),
-        gl: &Tensor,
-        beta: &Tensor,
+        gpu: &B,
+        jt: &mut dyn FnMut(&B::Tensor, &B::Tensor),
+        gl: &B::Tensor,
+        beta: &B::Tensor,
     ) -> SolveStats {
         let l = self.layout;
         assert_eq!(
             gl.len(),
             l.batch * l.dim,
             "solver: gL of shape {:?}",
-            gl.shape
+            gl.shape()
         );
         let eps = 2e-10 * ((l.batch * l.dim) as f64).sqrt();
         let eps2 = (eps * eps) as f32;
@@ -147,7 +149,7 @@ impl Solver {
         }
         self.iterate(gpu, gl, 0, eps2);
         let st = l.state_offset();
-        let mut previous: Option<PendingRead> = None;
+        let mut previous: Option<B::PendingRead> = None;
         for it in 1..=self.threshold {
             jt(&self.x, &self.jx);
             self.iterate(gpu, gl, it, eps2);
@@ -156,18 +158,18 @@ impl Solver {
             }
             let this = gpu.read_async(&self.scal, st + 1, 1);
             // The previous iteration's flag is ready (or nearly) while this one runs.
-            let stop = previous.take().is_some_and(|p| p.wait(gpu)[0] != 0.0);
+            let stop = previous.take().is_some_and(|p| gpu.wait_read(p)[0] != 0.0);
             if stop {
-                this.wait(gpu);
+                gpu.wait_read(this);
                 break;
             }
             previous = Some(this);
         }
         if let Some(p) = previous {
-            p.wait(gpu);
+            gpu.wait_read(p);
         }
         gpu.copy(&self.best, 0, beta, 0, beta.len());
-        let s = gpu.read_async(&self.scal, st, 5).wait(gpu);
+        let s = gpu.wait_read(gpu.read_async(&self.scal, st, 5));
         SolveStats {
             iterations: s[3] as usize,
             rel_residual: (s[0].max(0.0) as f64).sqrt() / (s[4].max(0.0) as f64).sqrt().max(1e-30),

@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use fsnn_core::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::batches::{for_each_batch, load_sources_sized, BatchSource};
-use crate::gpu::Gpu;
+use crate::gpu::backend::as_gpu;
 use crate::kernels::Kernels;
 use crate::model::spec::NetworkSpec;
 use crate::model::{HostRng, HostState, Model};
@@ -199,9 +200,9 @@ fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
 }
 
 /// Test-set loss and accuracy.
-pub fn evaluate(
-    gpu: &Gpu,
-    net: &mut dyn Model,
+pub fn evaluate<B: Backend>(
+    gpu: &B,
+    net: &mut dyn Model<B>,
     source: &dyn BatchSource,
     batch: usize,
     limit: Option<usize>,
@@ -210,9 +211,9 @@ pub fn evaluate(
 }
 
 /// [`evaluate`], giving up (`None`) as soon as `stop` says so.
-fn evaluate_until(
-    gpu: &Gpu,
-    net: &mut dyn Model,
+fn evaluate_until<B: Backend>(
+    gpu: &B,
+    net: &mut dyn Model<B>,
     source: &dyn BatchSource,
     batch: usize,
     limit: Option<usize>,
@@ -604,8 +605,18 @@ impl Drop for TrainingFlag {
 
 /// Trains the network `net_cfg` describes as `cfg` says, writing metrics and checkpoints under
 /// `cfg.out`.
-pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<EpochMetrics>> {
+pub fn train<B: Backend>(
+    gpu: &B,
+    net_cfg: NetworkSpec,
+    cfg: &TrainConfig,
+) -> Result<Vec<EpochMetrics>> {
     cfg.validate()?;
+    if (cfg.profile || cfg.trace.is_some()) && as_gpu(gpu).is_none() {
+        bail!(
+            "--profile and --trace time the GPU's kernels; the {} backend has no kernel profile",
+            gpu.describe()
+        );
+    }
     crate::checks::model_spec(&net_cfg, &format!("model {}", net_cfg.name))?;
     crate::checks::fits_gpu(gpu, &net_cfg, cfg.batch_size, "--batch-size")?;
     crate::checks::fits_gpu(gpu, &net_cfg, cfg.eval_batch, "--eval-batch")?;
@@ -652,12 +663,13 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
         .min(train_src.len());
 
     let mut net = crate::model::build(&net_cfg, gpu, cfg.seed)?;
-    let kernels = net.set_kernels(crate::kernels::resolve(
-        gpu,
-        &net_cfg,
-        cfg.batch_size,
-        cfg.kernels,
-    )?);
+    // Auto is measured per adapter on the GPU; another backend's model takes the event path
+    // wherever that backend supports it.
+    let requested = match as_gpu(gpu) {
+        Some(g) => crate::kernels::resolve(g, &net_cfg, cfg.batch_size, cfg.kernels)?,
+        None => cfg.kernels,
+    };
+    let kernels = net.set_kernels(requested);
     let mut state = TrainState::default();
     let mut history: Vec<String> = Vec::new();
     if cfg.resume {
@@ -841,7 +853,7 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
         gpu.set_profiling(cfg.profile || trace_pending);
         let aug_seed = cfg.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (epoch as u64) << 32;
         let resumed_secs = acc.seconds;
-        let save_progress = |net: &dyn Model, state: &TrainState, history: &[String]| {
+        let save_progress = |net: &dyn Model<B>, state: &TrainState, history: &[String]| {
             let extra = [
                 ("fsnn.train_config", saved_cfg.clone()),
                 ("fsnn.metrics", serde_json::to_string(history)?),
@@ -860,8 +872,8 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
                 let step_t0 = Instant::now();
                 let s = net.train_step(gpu, x, y, lr, cfg.solver, cfg.threshold, seed)?;
                 fault_point("step");
-                if trace_pending {
-                    let prof = gpu.take_profile();
+                if let Some(g) = as_gpu(gpu).filter(|_| trace_pending) {
+                    let prof = g.take_profile();
                     let path = cfg.trace.as_ref().unwrap();
                     std::fs::write(path, serde_json::to_vec(&prof.chrome_trace())?)
                         .with_context(|| format!("{}: cannot write trace", path.display()))?;
@@ -938,8 +950,8 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
         bar.finish_and_clear();
         steps_log.flush()?;
         drop(steps_log);
-        if cfg.profile {
-            let prof = gpu.take_profile();
+        if let Some(g) = as_gpu(gpu).filter(|_| cfg.profile) {
+            let prof = g.take_profile();
             gpu.set_profiling(false);
             eprintln!(
                 "epoch {} kernels ({} training steps):\n{}",

@@ -11,6 +11,13 @@ use fsnn_core::shapes::{
 use super::{Gpu, PendingRead, Tensor};
 use crate::ops;
 
+/// The GPU behind a generic backend, where it is one: the way generic code (the trainer) reaches
+/// the GPU's own machinery (kernel choice measured per adapter, per-kernel profiles), which is
+/// no part of the [`Backend`] interface.
+pub fn as_gpu<B: Backend>(b: &B) -> Option<&Gpu> {
+    (b as &dyn std::any::Any).downcast_ref::<Gpu>()
+}
+
 impl TensorOps for Tensor {
     fn shape(&self) -> &[usize] {
         &self.shape

@@ -6,16 +6,18 @@ use anyhow::Result;
 use super::network::Network;
 use super::spec::NetworkSpec;
 use super::{HostState, StepStats};
+use fsnn_core::backend::Backend;
+
 use crate::gpu::Gpu;
 use crate::kernels::Kernels;
 use crate::solver::SolverKind;
 
-/// What the trainer needs of a model.
-pub trait Model {
+/// What the trainer needs of a model, on backend `B` (the GPU unless stated).
+pub trait Model<B: Backend = Gpu> {
     #[allow(clippy::too_many_arguments)]
     fn train_step(
         &mut self,
-        gpu: &Gpu,
+        gpu: &B,
         x: &[f32],
         labels: &[u32],
         lr: f32,
@@ -23,24 +25,24 @@ pub trait Model {
         threshold: usize,
         seed: u32,
     ) -> Result<StepStats>;
-    fn eval_batch(&mut self, gpu: &Gpu, x: &[f32], labels: &[u32]) -> Result<StepStats>;
-    fn to_host(&self, gpu: &Gpu) -> HostState;
-    fn load_host(&mut self, gpu: &Gpu, state: &HostState, source: &str) -> Result<()>;
+    fn eval_batch(&mut self, gpu: &B, x: &[f32], labels: &[u32]) -> Result<StepStats>;
+    fn to_host(&self, gpu: &B) -> HostState;
+    fn load_host(&mut self, gpu: &B, state: &HostState, source: &str) -> Result<()>;
     /// Rates of the classifier's layer for the last batch.
-    fn rate(&self, gpu: &Gpu) -> Vec<f32>;
+    fn rate(&self, gpu: &B) -> Vec<f32>;
     /// Logits of the last batch, `[batch, classes]`.
-    fn logits(&self, _gpu: &Gpu) -> Vec<f32> {
+    fn logits(&self, _gpu: &B) -> Vec<f32> {
         Vec::new()
     }
     /// Firing rates of every spiking layer for the last batch, `[batch, neurons_l]` each.
-    fn layer_rates(&self, gpu: &Gpu) -> Vec<Vec<f32>> {
+    fn layer_rates(&self, gpu: &B) -> Vec<Vec<f32>> {
         vec![self.rate(gpu)]
     }
     /// An evaluation-mode batch (running statistics, no dropout) that also records every
     /// spiking layer's spikes for the first `samples` samples of the batch.
     fn record(
         &mut self,
-        _gpu: &Gpu,
+        _gpu: &B,
         _x: &[f32],
         _labels: &[u32],
         _samples: usize,
@@ -51,7 +53,7 @@ pub trait Model {
     /// last layer's simulated rate a_N (running statistics, no dropout) gives every layer's
     /// activation; layer l's entry is ‖f_l(a_N) − a_l‖ / ‖a_l‖ against its simulated rate a_l.
     /// The last entry is the fixed-point residual ‖f(a) − a‖ / ‖a‖ itself.
-    fn residual(&mut self, _gpu: &Gpu) -> Result<Vec<f64>> {
+    fn residual(&mut self, _gpu: &B) -> Result<Vec<f64>> {
         anyhow::bail!("this model cannot evaluate its residual")
     }
     /// Selects the forward simulation's kernels (resolve `Auto` first with
@@ -74,7 +76,7 @@ pub struct Recording {
     pub logits: Vec<f32>,
 }
 
-/// Builds the GPU network a description states, freshly initialised from `seed` (load trained
+/// Builds the network a description states, on backend `gpu`, freshly initialised from `seed` (load trained
 /// weights with [`Model::load_host`], e.g. from [`crate::train::read_checkpoint`]).
 ///
 /// ```no_run
@@ -89,7 +91,7 @@ pub struct Recording {
 /// # Ok(())
 /// # }
 /// ```
-pub fn build(spec: &NetworkSpec, gpu: &Gpu, seed: u64) -> Result<Box<dyn Model>> {
+pub fn build<B: Backend>(spec: &NetworkSpec, gpu: &B, seed: u64) -> Result<Box<dyn Model<B>>> {
     spec.validate()?;
     Ok(Box::new(Network::new(gpu, spec.clone(), seed)?))
 }

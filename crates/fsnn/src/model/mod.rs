@@ -16,18 +16,20 @@ pub use spec::NetworkSpec;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::gpu::{Gpu, Tensor};
+use fsnn_core::backend::{Backend, TensorOps};
+
+use crate::gpu::Gpu;
 use crate::solver::SolveStats;
 
 /// PyTorch's default: `running ← 0.9 · running + 0.1 · batch`.
 pub const BN_MOMENTUM: f32 = 0.1;
 
 /// A trainable tensor with its gradient and SGD momentum, named as in PyTorch.
-pub struct Param {
+pub struct Param<B: Backend = Gpu> {
     pub name: String,
-    pub value: Tensor,
-    pub grad: Tensor,
-    pub momentum: Tensor,
+    pub value: B::Tensor,
+    pub grad: B::Tensor,
+    pub momentum: B::Tensor,
 }
 
 /// Host-side copy of every tensor a checkpoint holds: `(name, shape, values)`.
@@ -53,29 +55,33 @@ pub struct StepStats {
 pub use fsnn_core::HostRng;
 
 /// Parameters, their momentum buffers and the extra state tensors, copied to the host.
-pub(crate) fn host_state(gpu: &Gpu, params: &[Param], state: &[(String, &Tensor)]) -> HostState {
+pub(crate) fn host_state<B: Backend>(
+    gpu: &B,
+    params: &[Param<B>],
+    state: &[(String, &B::Tensor)],
+) -> HostState {
     let mut tensors = Vec::new();
     for p in params {
-        tensors.push((p.name.clone(), p.value.shape.clone(), gpu.read(&p.value)));
+        tensors.push((p.name.clone(), p.value.shape().to_vec(), gpu.read(&p.value)));
     }
     for p in params {
         tensors.push((
             format!("optim.momentum.{}", p.name),
-            p.value.shape.clone(),
+            p.value.shape().to_vec(),
             gpu.read(&p.momentum),
         ));
     }
     for (name, t) in state {
-        tensors.push((name.clone(), t.shape.clone(), gpu.read(t)));
+        tensors.push((name.clone(), t.shape().to_vec(), gpu.read(t)));
     }
     HostState { tensors }
 }
 
 /// The inverse of [`host_state`]: every tensor must be present with the model's shape.
-pub(crate) fn load_state(
-    gpu: &Gpu,
-    params: &[Param],
-    state: &[(String, &Tensor)],
+pub(crate) fn load_state<B: Backend>(
+    gpu: &B,
+    params: &[Param<B>],
+    state: &[(String, &B::Tensor)],
     host: &HostState,
     source: &str,
 ) -> Result<()> {
@@ -93,21 +99,25 @@ pub(crate) fn load_state(
         Ok(d)
     };
     for p in params {
-        gpu.write(&p.value, find(&p.name, &p.value.shape)?);
+        gpu.write(&p.value, find(&p.name, p.value.shape())?);
         gpu.write(
             &p.momentum,
-            find(&format!("optim.momentum.{}", p.name), &p.value.shape)?,
+            find(&format!("optim.momentum.{}", p.name), p.value.shape())?,
         );
     }
     for (name, t) in state {
-        gpu.write(t, find(name, &t.shape)?);
+        gpu.write(t, find(name, t.shape())?);
     }
     Ok(())
 }
 
 /// Summed loss and number of correct predictions of a batch, from the per-sample outputs of the
 /// softmax cross-entropy kernel.
-pub(crate) fn batch_loss_correct(gpu: &Gpu, loss: &Tensor, correct: &Tensor) -> (f64, usize) {
+pub(crate) fn batch_loss_correct<B: Backend>(
+    gpu: &B,
+    loss: &B::Tensor,
+    correct: &B::Tensor,
+) -> (f64, usize) {
     let l: f64 = gpu.read(loss).iter().map(|&v| v as f64).sum();
     let c = gpu.read(correct).iter().filter(|&&v| v > 0.5).count();
     (l, c)

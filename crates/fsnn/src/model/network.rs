@@ -24,11 +24,11 @@ use super::config::{Model, Recording};
 use super::spec::{FeedbackSpec, NetworkSpec, OpSpec, ResolvedOp, Shape};
 use super::spectral::{unit_output_channels, unit_rows, SpectralNorm};
 use super::{host_state, load_state, HostRng, HostState, Param, StepStats, BN_MOMENTUM};
-use crate::gpu::{Gpu, Tensor};
-use crate::kernels::Kernels;
-use crate::ops::{self, BnShape, ConvShape, ConvTShape, NeuronStep, Op};
+use crate::gpu::Gpu;
 pub use crate::reference::network::AdjointForm;
 use crate::solver::{Solver, SolverKind};
+use fsnn_core::backend::{Backend, TensorOps};
+use fsnn_core::shapes::{BnShape, ConvShape, ConvTShape, FcEventSim, Kernels, NeuronStep, Op};
 
 /// Which statistics a BN of a chain normalises with in one pass.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -52,75 +52,82 @@ struct OpIndex {
     running: Option<usize>,
 }
 
-struct LayerWork {
+struct LayerWork<B: Backend> {
     /// Each operator's output for a batch.
-    outs: Vec<Tensor>,
+    outs: Vec<B::Tensor>,
     /// Each BN's batch statistics (mean, biased variance) from its last batch-mode pass.
-    stats: Vec<Option<(Tensor, Tensor)>>,
-    u: Tensor,
-    acc: Tensor,
-    spikes: Tensor,
+    stats: Vec<Option<(B::Tensor, B::Tensor)>>,
+    u: B::Tensor,
+    acc: B::Tensor,
+    spikes: B::Tensor,
     /// Layer 1: z = m_fb ⊙ FB(a) + x1 (the chain's output must survive); else unused.
-    z: Tensor,
-    a: Tensor,
+    z: B::Tensor,
+    a: B::Tensor,
     /// σ' of the last f evaluation (then folded into the adjoint's per-element factor).
-    mask: Tensor,
+    mask: B::Tensor,
     /// Dropout on the layer's chain output (m_x for layer 1).
-    drop: Tensor,
+    drop: B::Tensor,
     /// Gradient with respect to this layer's activation.
-    g: Tensor,
+    g: B::Tensor,
 }
 
-struct Work {
+/// Time-varying input's buffers: all frames, the current one, layer 1's chain outputs on it.
+type Frames<B> = (
+    <B as Backend>::Tensor,
+    <B as Backend>::Tensor,
+    Vec<<B as Backend>::Tensor>,
+);
+
+struct Work<B: Backend> {
     batch: usize,
-    x: Tensor,
+    x: B::Tensor,
     /// Time-varying input: all frames `[T, batch, input]`, one frame, and layer 1's chain on it.
-    frames: Option<(Tensor, Tensor, Vec<Tensor>)>,
-    labels: Tensor,
-    layers: Vec<LayerWork>,
-    m_fb: Tensor,
+    frames: Option<Frames<B>>,
+    labels: B::Tensor,
+    layers: Vec<LayerWork<B>>,
+    m_fb: B::Tensor,
     /// Event path: the spike bit sets of two consecutive steps.
-    events: Option<[Tensor; 2]>,
+    events: Option<[B::Tensor; 2]>,
     /// Event path with a width that is not a multiple of 4: `W_effᵀ` with zero-padded rows
     /// (otherwise it lives in `sn.grad_eff`, free during the forward pass).
-    wt_padded: Option<Tensor>,
-    logits: Tensor,
-    loss: Tensor,
-    dlogits: Tensor,
-    correct: Tensor,
-    beta: Tensor,
+    wt_padded: Option<B::Tensor>,
+    logits: B::Tensor,
+    loss: B::Tensor,
+    dlogits: B::Tensor,
+    correct: B::Tensor,
+    beta: B::Tensor,
     /// ∂L/∂rate, the solve's right-hand side (every layer's g is scratch inside J_fᵀ).
-    gl: Tensor,
+    gl: B::Tensor,
     /// Two scratch vectors for the chains' backward passes (and one BN parameter-gradient dump).
-    scratch: [Tensor; 2],
-    dump: (Tensor, Tensor),
-    partials: Tensor,
-    scalar: Tensor,
-    solver: Option<Solver>,
+    scratch: [B::Tensor; 2],
+    dump: (B::Tensor, B::Tensor),
+    partials: B::Tensor,
+    scalar: B::Tensor,
+    solver: Option<Solver<B>>,
 }
 
-/// A feedback spiking network on the GPU.
-pub struct Network {
+/// A feedback spiking network on a [`Backend`] (the GPU unless stated).
+pub struct Network<B: Backend = Gpu> {
     pub spec: NetworkSpec,
     chains: Vec<Vec<ResolvedOp>>,
     index: Vec<Vec<OpIndex>>,
-    pub params: Vec<Param>,
+    pub params: Vec<Param<B>>,
     /// Running (mean, var) of every BN, in checkpoint order.
-    pub running: Vec<(Tensor, Tensor)>,
+    pub running: Vec<(B::Tensor, B::Tensor)>,
     running_names: Vec<String>,
     fb: usize,
     classifier: usize,
     /// Spectral normalisation of the feedback weight.
-    pub sn: SpectralNorm,
+    pub sn: SpectralNorm<B>,
     kernels: Kernels,
-    work: Option<Work>,
+    work: Option<Work<B>>,
 }
 
-impl Network {
+impl<B: Backend> Network<B> {
     /// A freshly initialised network (the authors' initialisation, seeded): linear and conv
     /// weights with unit rows, transposed-conv feedback with unit output channels, BN γ = 1,
     /// classifier uniform in ±1/√d_N, the spectral scale g = σ(W_fb).
-    pub fn new(gpu: &Gpu, spec: NetworkSpec, seed: u64) -> Result<Self> {
+    pub fn new(gpu: &B, spec: NetworkSpec, seed: u64) -> Result<Self> {
         spec.validate()?;
         let chains = spec.resolve();
         let shapes = spec.param_shapes();
@@ -264,9 +271,9 @@ impl Network {
     }
 
     /// Whether the event-driven simulation handles this network: one spiking layer whose
-    /// feedback is linear (up to [`ops::FC_EVENT_MAX_NEURONS`]) or a "same" convolution.
+    /// feedback is linear (up to [`Backend::fc_event_max_neurons`]) or a "same" convolution.
     pub fn events_supported(&self) -> bool {
-        crate::kernels::events_supported(&self.spec)
+        events_supported::<B>(&self.spec)
     }
 
     /// Selects the forward simulation's kernels; `Event` (and unresolved `Auto`) fall back to
@@ -287,7 +294,7 @@ impl Network {
         self.kernels
     }
 
-    fn work(&mut self, gpu: &Gpu, batch: usize, solver: Option<(SolverKind, usize)>) {
+    fn work(&mut self, gpu: &B, batch: usize, solver: Option<(SolverKind, usize)>) {
         let rebuild = match &self.work {
             None => true,
             Some(w) => w.batch != batch || !Solver::serves(w.solver.as_ref(), solver),
@@ -297,7 +304,7 @@ impl Network {
         }
         self.work = None;
         let z = |n: usize| gpu.zeros(&[n]);
-        let chain_outs = |ops: &[ResolvedOp]| -> Vec<Tensor> {
+        let chain_outs = |ops: &[ResolvedOp]| -> Vec<B::Tensor> {
             ops.iter().map(|op| z(batch * op.output.len())).collect()
         };
         let events = self.kernels == Kernels::Event;
@@ -362,10 +369,10 @@ impl Network {
             m_fb: z(batch * n0),
             events: events.then(|| {
                 let words = match self.spec.feedback {
-                    FeedbackSpec::Linear {} => batch * ops::spike_words(n0),
+                    FeedbackSpec::Linear {} => batch * B::spike_words(n0),
                     _ => {
                         let s = self.fb_conv(batch).unwrap();
-                        ops::conv_spike_words(batch, s.cin, s.h, s.w)
+                        B::conv_spike_words(batch, s.cin, s.h, s.w)
                     }
                 };
                 [z(words), z(words)]
@@ -380,7 +387,7 @@ impl Network {
             gl: z(batch * nl),
             scratch: [z(batch * widest), z(batch * widest)],
             dump: (z(cmax), z(cmax)),
-            partials: z(ops::sum_partials_len(batch * widest.max(n0))),
+            partials: z(B::sum_partials_len(batch * widest.max(n0))),
             scalar: z(1),
             solver: solver.map(|(k, t)| Solver::new(gpu, k, t, batch, nl)),
         });
@@ -397,13 +404,13 @@ impl Network {
     /// Runs layer l's chain on `input`, op j writing `outs[j]`; returns the last output.
     fn chain_forward<'a>(
         &self,
-        gpu: &Gpu,
-        w: &'a Work,
+        gpu: &B,
+        w: &'a Work<B>,
         l: usize,
-        input: &'a Tensor,
-        outs: &'a [Tensor],
+        input: &'a B::Tensor,
+        outs: &'a [B::Tensor],
         bn: Bn,
-    ) -> &'a Tensor {
+    ) -> &'a B::Tensor {
         let b = w.batch;
         let p = &self.params;
         let mut x = input;
@@ -411,8 +418,7 @@ impl Network {
             let y = &outs[j];
             let ix = self.index[l][j];
             match op.op {
-                OpSpec::Linear { out, .. } => ops::gemm(
-                    gpu,
+                OpSpec::Linear { out, .. } => gpu.gemm(
                     Op::N,
                     Op::T,
                     b,
@@ -432,13 +438,13 @@ impl Network {
                     ..
                 } => {
                     let s = conv_shape(b, op.input, out, k, stride, pad);
-                    ops::conv2d(gpu, &s, x, &p[ix.weight.unwrap()].value, 0.0, y)
+                    gpu.conv2d(&s, x, &p[ix.weight.unwrap()].value, 0.0, y)
                 }
                 OpSpec::AvgPool { .. } => {
                     let Shape::Chw(c, h, wd) = op.input else {
                         unreachable!("validated")
                     };
-                    ops::avgpool2x2(gpu, b * c, h, wd, x, y)
+                    gpu.avgpool2x2(b * c, h, wd, x, y)
                 }
                 OpSpec::BatchNorm {} => {
                     let s = Self::bn_shape(b, op.input);
@@ -449,16 +455,16 @@ impl Network {
                         Bn::Running => (rm, rv),
                         Bn::Batch | Bn::BatchUpdate => {
                             let update = (bn == Bn::BatchUpdate).then_some(BN_MOMENTUM);
-                            ops::bn_stats(gpu, s, x, bm, bv, rm, rv, update);
+                            gpu.bn_stats(s, x, bm, bv, rm, rv, update);
                             (bm, bv)
                         }
                         Bn::Recorded => (bm, bv),
                     };
-                    ops::bn_forward(gpu, s, x, mean, var, gamma, beta, y);
+                    gpu.bn_forward(s, x, mean, var, gamma, beta, y);
                 }
             }
             if let Some(bias) = ix.bias.filter(|_| !matches!(op.op, OpSpec::BatchNorm {})) {
-                ops::bias_add(gpu, Self::bn_shape(b, op.output), &p[bias].value, y);
+                gpu.bias_add(Self::bn_shape(b, op.output), &p[bias].value, y);
             }
             x = y;
         }
@@ -471,12 +477,12 @@ impl Network {
     #[allow(clippy::too_many_arguments)]
     fn chain_backward(
         &self,
-        gpu: &Gpu,
-        w: &Work,
+        gpu: &B,
+        w: &Work<B>,
         l: usize,
-        input: &Tensor,
-        dy: &Tensor,
-        dx: Option<&Tensor>,
+        input: &B::Tensor,
+        dy: &B::Tensor,
+        dx: Option<&B::Tensor>,
         bn: Bn,
         grads: bool,
     ) {
@@ -512,10 +518,10 @@ impl Network {
                     let k = op.input.len();
                     let wt = &p[ix.weight.unwrap()];
                     if grads {
-                        ops::gemm(gpu, Op::T, Op::N, out, k, b, 1.0, &g, x, 0.0, &wt.grad);
+                        gpu.gemm(Op::T, Op::N, out, k, b, 1.0, &g, x, 0.0, &wt.grad);
                     }
                     if let Some(d) = &next {
-                        ops::gemm(gpu, Op::N, Op::N, b, k, out, 1.0, &g, &wt.value, 0.0, d);
+                        gpu.gemm(Op::N, Op::N, b, k, out, 1.0, &g, &wt.value, 0.0, d);
                     }
                 }
                 OpSpec::Conv {
@@ -528,10 +534,10 @@ impl Network {
                     let s = conv_shape(b, op.input, out, k, stride, pad);
                     let wt = &p[ix.weight.unwrap()];
                     if grads {
-                        ops::conv2d_weight_grad(gpu, &s, &g, x, 1.0, 0.0, &wt.grad);
+                        gpu.conv2d_weight_grad(&s, &g, x, 1.0, 0.0, &wt.grad);
                     }
                     if let Some(d) = &next {
-                        ops::conv2d_input_grad(gpu, &s, &g, &wt.value, 1.0, 0.0, d);
+                        gpu.conv2d_input_grad(&s, &g, &wt.value, 1.0, 0.0, d);
                     }
                 }
                 OpSpec::AvgPool { .. } => {
@@ -539,7 +545,7 @@ impl Network {
                         unreachable!("validated")
                     };
                     if let Some(d) = &next {
-                        ops::avgpool2x2_grad(gpu, b * c, h, wd, &g, d);
+                        gpu.avgpool2x2_grad(b * c, h, wd, &g, d);
                     }
                 }
                 OpSpec::BatchNorm {} => {
@@ -554,8 +560,7 @@ impl Network {
                         (&w.dump.0, &w.dump.1)
                     };
                     let gamma = &p[ix.weight.unwrap()].value;
-                    ops::bn_backward(
-                        gpu,
+                    gpu.bn_backward(
                         s,
                         x,
                         &g,
@@ -572,7 +577,7 @@ impl Network {
             if grads && !matches!(op.op, OpSpec::BatchNorm {}) {
                 if let Some(bias) = ix.bias {
                     let s = Self::bn_shape(b, op.output);
-                    ops::channel_sum(gpu, s, &g, 1.0, 0.0, &p[bias].grad);
+                    gpu.channel_sum(s, &g, 1.0, 0.0, &p[bias].grad);
                 }
             }
             match next {
@@ -583,68 +588,57 @@ impl Network {
     }
 
     /// `out = FB(W_eff, a)` for a batch of spike or rate vectors of the last layer.
-    fn feedback(&self, gpu: &Gpu, batch: usize, a: &Tensor, out: &Tensor) {
+    fn feedback(&self, gpu: &B, batch: usize, a: &B::Tensor, out: &B::Tensor) {
         let weff = &self.sn.weff;
         match self.spec.feedback {
             FeedbackSpec::Linear {} => {
                 let (d1, dn) = (self.len(0), self.len(self.depth() - 1));
-                ops::gemm(gpu, Op::N, Op::T, batch, d1, dn, 1.0, a, weff, 0.0, out)
+                gpu.gemm(Op::N, Op::T, batch, d1, dn, 1.0, a, weff, 0.0, out)
             }
             FeedbackSpec::Conv { .. } => {
-                ops::conv2d(gpu, &self.fb_conv(batch).unwrap(), a, weff, 0.0, out)
+                gpu.conv2d(&self.fb_conv(batch).unwrap(), a, weff, 0.0, out)
             }
             FeedbackSpec::ConvTranspose { .. } => {
-                ops::conv_transpose2d(gpu, &self.fb_convt(batch).unwrap(), a, weff, 0.0, out)
+                gpu.conv_transpose2d(&self.fb_convt(batch).unwrap(), a, weff, 0.0, out)
             }
         }
     }
 
     /// `out = FBᵀ g` (∂/∂a of ⟨g, FB(a)⟩).
-    fn feedback_vjp(&self, gpu: &Gpu, batch: usize, g: &Tensor, out: &Tensor) {
+    fn feedback_vjp(&self, gpu: &B, batch: usize, g: &B::Tensor, out: &B::Tensor) {
         let weff = &self.sn.weff;
         match self.spec.feedback {
             FeedbackSpec::Linear {} => {
                 let (d1, dn) = (self.len(0), self.len(self.depth() - 1));
-                ops::gemm(gpu, Op::N, Op::N, batch, dn, d1, 1.0, g, weff, 0.0, out)
+                gpu.gemm(Op::N, Op::N, batch, dn, d1, 1.0, g, weff, 0.0, out)
             }
             FeedbackSpec::Conv { .. } => {
-                ops::conv2d_input_grad(gpu, &self.fb_conv(batch).unwrap(), g, weff, 1.0, 0.0, out)
+                gpu.conv2d_input_grad(&self.fb_conv(batch).unwrap(), g, weff, 1.0, 0.0, out)
             }
-            FeedbackSpec::ConvTranspose { .. } => ops::conv_transpose2d_input_grad(
-                gpu,
-                &self.fb_convt(batch).unwrap(),
-                g,
-                weff,
-                0.0,
-                out,
-            ),
+            FeedbackSpec::ConvTranspose { .. } => {
+                gpu.conv_transpose2d_input_grad(&self.fb_convt(batch).unwrap(), g, weff, 0.0, out)
+            }
         }
     }
 
     /// `sn.grad_eff = ∂L/∂W_eff` from `g = ∂L/∂FB(a)` and the rate `a`.
-    fn feedback_weight_grad(&self, gpu: &Gpu, batch: usize, g: &Tensor, a: &Tensor) {
+    fn feedback_weight_grad(&self, gpu: &B, batch: usize, g: &B::Tensor, a: &B::Tensor) {
         let ge = &self.sn.grad_eff;
         match self.spec.feedback {
             FeedbackSpec::Linear {} => {
                 let (d1, dn) = (self.len(0), self.len(self.depth() - 1));
-                ops::gemm(gpu, Op::T, Op::N, d1, dn, batch, 1.0, g, a, 0.0, ge)
+                gpu.gemm(Op::T, Op::N, d1, dn, batch, 1.0, g, a, 0.0, ge)
             }
             FeedbackSpec::Conv { .. } => {
-                ops::conv2d_weight_grad(gpu, &self.fb_conv(batch).unwrap(), g, a, 1.0, 0.0, ge)
+                gpu.conv2d_weight_grad(&self.fb_conv(batch).unwrap(), g, a, 1.0, 0.0, ge)
             }
-            FeedbackSpec::ConvTranspose { .. } => ops::conv_transpose2d_weight_grad(
-                gpu,
-                &self.fb_convt(batch).unwrap(),
-                g,
-                a,
-                1.0,
-                0.0,
-                ge,
-            ),
+            FeedbackSpec::ConvTranspose { .. } => {
+                gpu.conv_transpose2d_weight_grad(&self.fb_convt(batch).unwrap(), g, a, 1.0, 0.0, ge)
+            }
         }
     }
 
-    fn refresh_weff(&self, gpu: &Gpu) {
+    fn refresh_weff(&self, gpu: &B) {
         let p = &self.params;
         self.sn
             .refresh(gpu, &p[self.fb].value, &p[self.fb + 1].value);
@@ -654,7 +648,7 @@ impl Network {
     /// and the classifier's loss. With `train`, BN of layer 1's chain uses batch statistics and
     /// updates the running ones once, and the dropout masks of `seed` apply. `record` receives
     /// every layer's spikes of the first samples, `[T, samples, neurons_l]` per layer.
-    fn forward(&mut self, gpu: &Gpu, train: bool, seed: u32, record: Option<(&[Tensor], usize)>) {
+    fn forward(&mut self, gpu: &B, train: bool, seed: u32, record: Option<(&[B::Tensor], usize)>) {
         self.refresh_weff(gpu);
         let w = self.work.as_ref().unwrap();
         let spec = &self.spec;
@@ -665,11 +659,11 @@ impl Network {
         let drop = train && spec.neuron.dropout > 0.0;
         if drop {
             let p = spec.neuron.dropout;
-            ops::dropout_mask(gpu, &l0.drop, p, seed, 0);
-            ops::mask_mul(gpu, &l0.drop, &x1);
-            ops::dropout_mask(gpu, &w.m_fb, p, seed, 1);
+            gpu.dropout_mask(&l0.drop, p, seed, 0);
+            gpu.mask_mul(&l0.drop, &x1);
+            gpu.dropout_mask(&w.m_fb, p, seed, 1);
             for l in 1..n {
-                ops::dropout_mask(gpu, &w.layers[l].drop, p, seed, 1 + l as u32);
+                gpu.dropout_mask(&w.layers[l].drop, p, seed, 1 + l as u32);
             }
         }
         for lw in &w.layers {
@@ -692,13 +686,13 @@ impl Network {
             let rows = self.shape(0).channels();
             let cols = self.sn.weff.len() / rows;
             let ld = match spec.feedback {
-                FeedbackSpec::Linear {} => ops::fc_event_ld(rows),
-                _ => ops::conv_event_ld(rows),
+                FeedbackSpec::Linear {} => B::fc_event_ld(rows),
+                _ => B::conv_event_ld(rows),
             };
-            ops::transpose_padded(gpu, rows, cols, ld, &self.sn.weff, wt);
+            gpu.transpose_padded(rows, cols, ld, &self.sn.weff, wt);
         }
-        let fc_sim = |bits: &[Tensor; 2], ts: std::ops::Range<usize>, x: &Tensor| {
-            let sim = ops::FcEventSim {
+        let fc_sim = |bits: &[B::Tensor; 2], ts: std::ops::Range<usize>, x: &B::Tensor| {
+            let sim = FcEventSim {
                 n: self.len(0),
                 batch: b,
                 t_begin: ts.start,
@@ -708,7 +702,7 @@ impl Network {
                 vth: spec.neuron.vth,
                 leak: spec.neuron.leak,
             };
-            ops::fc_event_sim(gpu, &sim, &l0.u, &l0.acc, &bits[0], wt, x, fb_mask);
+            gpu.fc_event_sim(&sim, &l0.u, &l0.acc, &bits[0], wt, x, fb_mask);
         };
         let linear_fb = matches!(spec.feedback, FeedbackSpec::Linear {});
         let fused = match (&w.events, &w.frames) {
@@ -729,7 +723,7 @@ impl Network {
                     let bn = if train { Bn::Recorded } else { Bn::Running };
                     let c = self.chain_forward(gpu, w, 0, xt, outs, bn);
                     if drop {
-                        ops::mask_mul(gpu, &l0.drop, c);
+                        gpu.mask_mul(&l0.drop, c);
                     }
                     c
                 }
@@ -738,8 +732,7 @@ impl Network {
             match &w.events {
                 Some(bits) if linear_fb => fc_sim(bits, t..t + 1, current),
                 // Step t reads step t−1's spikes from one bit set and writes its own to the other.
-                Some(bits) => ops::conv_event_sim(
-                    gpu,
+                Some(bits) => gpu.conv_event_sim(
                     &self.fb_conv(b).unwrap(),
                     neuron(t > 0),
                     &l0.u,
@@ -754,18 +747,10 @@ impl Network {
                     if t > 0 {
                         self.feedback(gpu, b, &w.layers[n - 1].spikes, &l0.z);
                         if drop {
-                            ops::mask_mul(gpu, &w.m_fb, &l0.z);
+                            gpu.mask_mul(&w.m_fb, &l0.z);
                         }
                     }
-                    ops::neuron_step(
-                        gpu,
-                        &l0.u,
-                        &l0.acc,
-                        &l0.spikes,
-                        current,
-                        &l0.z,
-                        neuron(t > 0),
-                    );
+                    gpu.neuron_step(&l0.u, &l0.acc, &l0.spikes, current, &l0.z, neuron(t > 0));
                 }
             }
             for l in 1..n {
@@ -774,9 +759,9 @@ impl Network {
                 let cur =
                     self.chain_forward(gpu, w, l, &w.layers[l - 1].spikes, &lw.outs, Bn::Running);
                 if drop {
-                    ops::mask_mul(gpu, &lw.drop, cur);
+                    gpu.mask_mul(&lw.drop, cur);
                 }
-                ops::neuron_step(gpu, &lw.u, &lw.acc, &lw.spikes, cur, cur, neuron(false));
+                gpu.neuron_step(&lw.u, &lw.acc, &lw.spikes, cur, cur, neuron(false));
             }
             if let Some((bufs, k)) = record {
                 for (l, buf) in bufs.iter().enumerate() {
@@ -786,7 +771,7 @@ impl Network {
             }
         }
         for lw in &w.layers {
-            ops::scale(gpu, 1.0 / spec.rate_norm(), &lw.acc);
+            gpu.scale(1.0 / spec.rate_norm(), &lw.acc);
         }
         let (cw, cb) = (
             &self.params[self.classifier],
@@ -794,8 +779,7 @@ impl Network {
         );
         let (classes, nl) = (spec.classes, self.len(n - 1));
         let rate = &w.layers[n - 1].acc;
-        ops::gemm(
-            gpu,
+        gpu.gemm(
             Op::N,
             Op::T,
             b,
@@ -808,9 +792,8 @@ impl Network {
             &w.logits,
         );
         let s = Self::bn_shape(b, Shape::Flat(classes));
-        ops::bias_add(gpu, s, &cb.value, &w.logits);
-        ops::softmax_xent(
-            gpu,
+        gpu.bias_add(s, &cb.value, &w.logits);
+        gpu.softmax_xent(
             b,
             classes,
             &w.logits,
@@ -824,47 +807,47 @@ impl Network {
 
     /// Evaluates f at `a_n` (the last layer's rate, or f(rate)), leaving each layer's
     /// activation in `a` and σ' in `mask`; `bn` is the mode of the BNs inside the loop.
-    fn eval_f(&self, gpu: &Gpu, a_n: &Tensor, bn: Bn, drop: bool) {
+    fn eval_f(&self, gpu: &B, a_n: &B::Tensor, bn: Bn, drop: bool) {
         let w = self.work.as_ref().unwrap();
         let (b, vth) = (w.batch, self.spec.neuron.vth);
         let l0 = &w.layers[0];
         self.feedback(gpu, b, a_n, &l0.z);
         if drop {
-            ops::mask_mul(gpu, &w.m_fb, &l0.z);
+            gpu.mask_mul(&w.m_fb, &l0.z);
         }
-        ops::axpby(gpu, 1.0, l0.outs.last().unwrap(), 1.0, &l0.z);
-        ops::clamp_mask(gpu, &l0.z, 1.0 / vth, &l0.a, &l0.mask);
+        gpu.axpby(1.0, l0.outs.last().unwrap(), 1.0, &l0.z);
+        gpu.clamp_mask(&l0.z, 1.0 / vth, &l0.a, &l0.mask);
         for l in 1..self.depth() {
             let lw = &w.layers[l];
             let cur = self.chain_forward(gpu, w, l, &w.layers[l - 1].a, &lw.outs, bn);
             if drop {
-                ops::mask_mul(gpu, &lw.drop, cur);
+                gpu.mask_mul(&lw.drop, cur);
             }
-            ops::clamp_mask(gpu, cur, 1.0 / vth, &lw.a, &lw.mask);
+            gpu.clamp_mask(cur, 1.0 / vth, &lw.a, &lw.mask);
         }
     }
 
     /// ‖f(rate) − rate‖ / ‖rate‖ from the evaluation of f just made at the rate.
-    fn residual_after_eval(&self, gpu: &Gpu) -> f64 {
+    fn residual_after_eval(&self, gpu: &B) -> f64 {
         self.layer_residual(gpu, self.depth() - 1)
     }
 
     /// ‖a_l − rate_l‖ / ‖rate_l‖: layer l's activation in the last evaluation of f against its
     /// simulated rate.
-    fn layer_residual(&self, gpu: &Gpu, l: usize) -> f64 {
+    fn layer_residual(&self, gpu: &B, l: usize) -> f64 {
         let w = self.work.as_ref().unwrap();
         let lw = &w.layers[l];
         let d = prefix(&w.scratch[0], lw.a.len());
         gpu.copy(&lw.a, 0, &d, 0, d.len());
-        ops::axpby(gpu, -1.0, &lw.acc, 1.0, &d);
-        ops::sum(gpu, &d, true, &w.partials, &w.scalar);
+        gpu.axpby(-1.0, &lw.acc, 1.0, &d);
+        gpu.sum(&d, true, &w.partials, &w.scalar);
         let num = gpu.read(&w.scalar)[0] as f64;
-        ops::sum(gpu, &lw.acc, true, &w.partials, &w.scalar);
+        gpu.sum(&lw.acc, true, &w.partials, &w.scalar);
         let den = gpu.read(&w.scalar)[0] as f64;
         (num / den.max(1e-30)).sqrt()
     }
 
-    fn upload(&mut self, gpu: &Gpu, x: &[f32], labels: &[u32]) -> Result<()> {
+    fn upload(&mut self, gpu: &B, x: &[f32], labels: &[u32]) -> Result<()> {
         let (b, il, sl) = (labels.len(), self.spec.input_len(), self.spec.sample_len());
         if x.len() != b * sl {
             bail!(
@@ -895,13 +878,13 @@ impl Network {
         Ok(())
     }
 
-    fn loss_correct(&self, gpu: &Gpu) -> (f64, usize) {
+    fn loss_correct(&self, gpu: &B) -> (f64, usize) {
         let w = self.work.as_ref().unwrap();
         super::batch_loss_correct(gpu, &w.loss, &w.correct)
     }
 
     /// Loss and accuracy on a batch (running BN statistics, no dropout, no update).
-    pub fn eval_batch(&mut self, gpu: &Gpu, x: &[f32], labels: &[u32]) -> Result<StepStats> {
+    pub fn eval_batch(&mut self, gpu: &B, x: &[f32], labels: &[u32]) -> Result<StepStats> {
         self.work(gpu, labels.len(), None);
         self.upload(gpu, x, labels)?;
         self.forward(gpu, false, 0, None);
@@ -918,7 +901,7 @@ impl Network {
     #[allow(clippy::too_many_arguments)]
     pub fn train_step(
         &mut self,
-        gpu: &Gpu,
+        gpu: &B,
         x: &[f32],
         labels: &[u32],
         lr: f32,
@@ -948,8 +931,7 @@ impl Network {
                 &self.params[self.classifier],
                 &self.params[self.classifier + 1],
             );
-            ops::gemm(
-                gpu,
+            gpu.gemm(
                 Op::N,
                 Op::N,
                 b,
@@ -961,8 +943,7 @@ impl Network {
                 0.0,
                 &gl,
             );
-            ops::gemm(
-                gpu,
+            gpu.gemm(
                 Op::T,
                 Op::N,
                 classes,
@@ -975,7 +956,7 @@ impl Network {
                 &cw.grad,
             );
             let s = Self::bn_shape(b, Shape::Flat(classes));
-            ops::channel_sum(gpu, s, &w.dlogits, 1.0, 0.0, &cb.grad);
+            gpu.channel_sum(s, &w.dlogits, 1.0, 0.0, &cb.grad);
         }
         let forward_residual = if authors {
             // ALGORITHM.md §4 (a)–(c), as the authors' code runs it: f at the rate in training
@@ -999,9 +980,9 @@ impl Network {
         // Fold σ'/vth and the dropout of every layer into one per-element factor, so that J_fᵀ
         // is masks, chain backward passes and FBᵀ.
         for (l, lw) in w.layers.iter().enumerate() {
-            ops::scale(gpu, inv_vth, &lw.mask);
+            gpu.scale(inv_vth, &lw.mask);
             if drop {
-                ops::mask_mul(gpu, if l == 0 { &w.m_fb } else { &lw.drop }, &lw.mask);
+                gpu.mask_mul(if l == 0 { &w.m_fb } else { &lw.drop }, &lw.mask);
             }
         }
         let inner_bn = if authors { Bn::Batch } else { Bn::Running };
@@ -1010,19 +991,19 @@ impl Network {
             let mut solver = wk.solver.take().unwrap();
             let this = &*self;
             let wr = &wk;
-            let mut jt = |x: &Tensor, out: &Tensor| {
+            let mut jt = |x: &B::Tensor, out: &B::Tensor| {
                 // In the authors' form the BN backward couples the samples through the batch
                 // statistics; the solver still keeps one estimate per sample, as theirs does.
                 let g = &wr.layers[n - 1].g;
                 gpu.copy(x, 0, g, 0, x.len());
                 for l in (1..n).rev() {
                     let lw = &wr.layers[l];
-                    ops::mask_mul(gpu, &lw.mask, &lw.g);
+                    gpu.mask_mul(&lw.mask, &lw.g);
                     let prev = &wr.layers[l - 1];
                     this.chain_backward(gpu, wr, l, &prev.a, &lw.g, Some(&prev.g), inner_bn, false);
                 }
                 let l0 = &wr.layers[0];
-                ops::mask_mul(gpu, &l0.mask, &l0.g);
+                gpu.mask_mul(&l0.mask, &l0.g);
                 this.feedback_vjp(gpu, b, &l0.g, out);
             };
             let ts = std::time::Instant::now();
@@ -1041,13 +1022,13 @@ impl Network {
         for l in (0..n).rev() {
             // ∂L/∂z_l = g ⊙ σ'/vth; through m_l into the chain.
             let lw = &w.layers[l];
-            ops::mask_mul(gpu, &lw.mask, &lw.g);
-            ops::scale(gpu, inv_vth, &lw.g);
+            gpu.mask_mul(&lw.mask, &lw.g);
+            gpu.scale(inv_vth, &lw.g);
             if l == 0 {
                 let dfb = prefix(&w.scratch[0], lw.g.len());
                 gpu.copy(&lw.g, 0, &dfb, 0, dfb.len());
                 if drop {
-                    ops::mask_mul(gpu, &w.m_fb, &dfb);
+                    gpu.mask_mul(&w.m_fb, &dfb);
                 }
                 self.feedback_weight_grad(gpu, b, &dfb, &rate);
                 let p = &self.params;
@@ -1056,7 +1037,7 @@ impl Network {
                     .backward(gpu, &fw.value, &fs.value, &fw.grad, &fs.grad);
             }
             if drop {
-                ops::mask_mul(gpu, &lw.drop, &lw.g);
+                gpu.mask_mul(&lw.drop, &lw.g);
             }
             let bn = if l == 0 { Bn::Batch } else { bn };
             let (input, dx) = if l == 0 {
@@ -1070,7 +1051,7 @@ impl Network {
         let backward_ms = t1.elapsed().as_secs_f64() * 1e3;
         let t2 = std::time::Instant::now();
         for p in &self.params {
-            ops::sgd(gpu, &p.value, &p.grad, &p.momentum, lr, 0.9, 5e-4);
+            gpu.sgd(&p.value, &p.grad, &p.momentum, lr, 0.9, 5e-4);
         }
         let (loss_sum, correct) = self.loss_correct(gpu);
         let optimizer_ms = t2.elapsed().as_secs_f64() * 1e3;
@@ -1088,14 +1069,14 @@ impl Network {
     }
 
     /// Rates of the last layer for the last batch (`[batch, neurons]`).
-    pub fn rate(&self, gpu: &Gpu) -> Vec<f32> {
+    pub fn rate(&self, gpu: &B) -> Vec<f32> {
         self.work
             .as_ref()
             .map(|w| gpu.read(&w.layers.last().unwrap().acc))
             .unwrap_or_default()
     }
 
-    fn state_tensors(&self) -> Vec<(String, &Tensor)> {
+    fn state_tensors(&self) -> Vec<(String, &B::Tensor)> {
         let mut v = Vec::new();
         for (name, (m, var)) in self.running_names.iter().zip(&self.running) {
             v.push((format!("{name}.running_mean"), m));
@@ -1107,20 +1088,20 @@ impl Network {
     }
 
     /// Every parameter, momentum and state tensor, copied to the host.
-    pub fn to_host(&self, gpu: &Gpu) -> HostState {
+    pub fn to_host(&self, gpu: &B) -> HostState {
         host_state(gpu, &self.params, &self.state_tensors())
     }
 
     /// Restores tensors by name; every tensor of the model must be present with its shape.
-    pub fn load_host(&mut self, gpu: &Gpu, state: &HostState, source: &str) -> Result<()> {
+    pub fn load_host(&mut self, gpu: &B, state: &HostState, source: &str) -> Result<()> {
         load_state(gpu, &self.params, &self.state_tensors(), state, source)
     }
 }
 
-impl Model for Network {
+impl<B: Backend> Model<B> for Network<B> {
     fn train_step(
         &mut self,
-        gpu: &Gpu,
+        gpu: &B,
         x: &[f32],
         labels: &[u32],
         lr: f32,
@@ -1130,44 +1111,38 @@ impl Model for Network {
     ) -> Result<StepStats> {
         Network::train_step(self, gpu, x, labels, lr, solver, threshold, seed)
     }
-    fn eval_batch(&mut self, gpu: &Gpu, x: &[f32], labels: &[u32]) -> Result<StepStats> {
+    fn eval_batch(&mut self, gpu: &B, x: &[f32], labels: &[u32]) -> Result<StepStats> {
         Network::eval_batch(self, gpu, x, labels)
     }
-    fn to_host(&self, gpu: &Gpu) -> HostState {
+    fn to_host(&self, gpu: &B) -> HostState {
         Network::to_host(self, gpu)
     }
-    fn load_host(&mut self, gpu: &Gpu, state: &HostState, source: &str) -> Result<()> {
+    fn load_host(&mut self, gpu: &B, state: &HostState, source: &str) -> Result<()> {
         Network::load_host(self, gpu, state, source)
     }
-    fn rate(&self, gpu: &Gpu) -> Vec<f32> {
+    fn rate(&self, gpu: &B) -> Vec<f32> {
         Network::rate(self, gpu)
     }
-    fn logits(&self, gpu: &Gpu) -> Vec<f32> {
+    fn logits(&self, gpu: &B) -> Vec<f32> {
         self.work
             .as_ref()
             .map(|w| gpu.read(&w.logits))
             .unwrap_or_default()
     }
-    fn layer_rates(&self, gpu: &Gpu) -> Vec<Vec<f32>> {
+    fn layer_rates(&self, gpu: &B) -> Vec<Vec<f32>> {
         self.work
             .as_ref()
             .map(|w| w.layers.iter().map(|l| gpu.read(&l.acc)).collect())
             .unwrap_or_default()
     }
-    fn record(
-        &mut self,
-        gpu: &Gpu,
-        x: &[f32],
-        labels: &[u32],
-        samples: usize,
-    ) -> Result<Recording> {
+    fn record(&mut self, gpu: &B, x: &[f32], labels: &[u32], samples: usize) -> Result<Recording> {
         // The event path keeps spikes as bit sets; recording reads the dense spike tensors,
         // which give the same spikes.
         let kernels = self.kernels;
         self.select_kernels(Kernels::Dense);
         let k = samples.min(labels.len());
         let steps = self.spec.neuron.time_steps;
-        let bufs: Vec<Tensor> = (0..self.depth())
+        let bufs: Vec<B::Tensor> = (0..self.depth())
             .map(|l| gpu.zeros(&[(steps * k * self.len(l)).max(1)]))
             .collect();
         self.work(gpu, labels.len(), None);
@@ -1210,7 +1185,7 @@ impl Model for Network {
         }
         Ok(rec)
     }
-    fn residual(&mut self, gpu: &Gpu) -> Result<Vec<f64>> {
+    fn residual(&mut self, gpu: &B) -> Result<Vec<f64>> {
         let Some(w) = self.work.as_ref() else {
             bail!("no batch has been run yet");
         };
@@ -1223,6 +1198,37 @@ impl Model for Network {
     fn set_kernels(&mut self, kernels: Kernels) -> Kernels {
         self.select_kernels(kernels);
         self.kernels
+    }
+}
+
+/// Whether backend `B`'s event-driven simulation handles the network `cfg` describes: one
+/// spiking layer whose feedback is linear (up to [`Backend::fc_event_max_neurons`]) or a
+/// convolution [`Backend::conv_event_supported`] takes.
+pub fn events_supported<B: Backend>(cfg: &NetworkSpec) -> bool {
+    if cfg.depth() != 1 || cfg.validate().is_err() {
+        return false;
+    }
+    match cfg.feedback {
+        FeedbackSpec::Linear {} => cfg.layer_shapes()[0].len() <= B::fc_event_max_neurons(),
+        _ => feedback_conv(cfg, 1).is_some_and(|s| B::conv_event_supported(&s)),
+    }
+}
+
+/// The first layer's feedback convolution at this batch, where the feedback is one.
+pub fn feedback_conv(cfg: &NetworkSpec, batch: usize) -> Option<ConvShape> {
+    match (cfg.feedback, cfg.layer_shapes()[0]) {
+        (FeedbackSpec::Conv { k, stride, pad }, Shape::Chw(c, h, w)) => Some(ConvShape {
+            batch,
+            cin: c,
+            h,
+            w,
+            cout: c,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+        }),
+        _ => None,
     }
 }
 
@@ -1251,10 +1257,6 @@ fn conv_shape(
 }
 
 /// The first `len` elements of `t`, as a tensor of their own (same buffer).
-fn prefix(t: &Tensor, len: usize) -> Tensor {
-    assert!(len <= t.len());
-    Tensor {
-        buf: t.buf.clone(),
-        shape: vec![len],
-    }
+fn prefix<T: TensorOps>(t: &T, len: usize) -> T {
+    t.prefix(len)
 }

@@ -4,23 +4,24 @@
 //! differentiated).
 
 use super::HostRng;
-use crate::gpu::{Gpu, Tensor};
-use crate::ops;
+use fsnn_core::backend::{Backend, TensorOps};
 
-pub struct SpectralNorm {
+use crate::gpu::Gpu;
+
+pub struct SpectralNorm<B: Backend = Gpu> {
     /// Persistent power-iteration vectors (saved in checkpoints as `fb.u`, `fb.v`).
-    pub u: Tensor,
-    pub v: Tensor,
+    pub u: B::Tensor,
+    pub v: B::Tensor,
     /// The effective weight the simulation and the adjoint use.
-    pub weff: Tensor,
+    pub weff: B::Tensor,
     /// ∂L/∂W_eff, filled by the model before [`SpectralNorm::backward`].
-    pub grad_eff: Tensor,
+    pub grad_eff: B::Tensor,
     rows: usize,
     cols: usize,
-    sigma: Tensor,
+    sigma: B::Tensor,
     /// [σ̂, ⟨∂L/∂W_eff, w⟩], read by the gradient kernel.
-    scalars: Tensor,
-    dot: Tensor,
+    scalars: B::Tensor,
+    dot: B::Tensor,
 }
 
 /// U(−1, 1), then each output unit's weight vector scaled to unit L2 norm (\[ref\] initialisation).
@@ -65,23 +66,23 @@ fn normalized(mut v: Vec<f32>) -> Vec<f32> {
     v
 }
 
-impl SpectralNorm {
+impl<B: Backend> SpectralNorm<B> {
     /// For the initial weight `w` (`rows` = its first dimension), as the authors'
     /// `WeightSpectralNorm.apply` does it (ALGORITHM.md §4): the scale g starts at σ(w) from a
     /// 10-step power iteration on vectors of its own, while the persistent u, v start from a
     /// fresh random normal u and one power step (the construction's own `compute_weight`), so
     /// the first training forward's σ̂ comes from two steps and underestimates σ(w).
     /// Returns the spectral norm and g's initial value σ(w).
-    pub fn new(gpu: &Gpu, rng: &mut HostRng, w: &[f32], rows: usize, cols: usize) -> (Self, f32) {
+    pub fn new(gpu: &B, rng: &mut HostRng, w: &[f32], rows: usize, cols: usize) -> (Self, f32) {
         let mut u = normalized((0..rows).map(|_| rng.normal()).collect());
         let mut v = normalized((0..cols).map(|_| rng.normal()).collect());
         let mut u0 = normalized((0..rows).map(|_| rng.normal()).collect());
         let mut v0 = vec![0.0; cols];
         let mut sigma = 0.0;
         for _ in 0..10 {
-            sigma = crate::cpu::power_iteration(rows, cols, w, &mut u0, &mut v0);
+            sigma = fsnn_core::host::power_iteration(rows, cols, w, &mut u0, &mut v0);
         }
-        crate::cpu::power_iteration(rows, cols, w, &mut u, &mut v);
+        fsnn_core::host::power_iteration(rows, cols, w, &mut u, &mut v);
         let sn = Self {
             u: gpu.upload(&[rows], &u),
             v: gpu.upload(&[cols], &v),
@@ -99,18 +100,17 @@ impl SpectralNorm {
     /// W_eff from the raw weight `w` and scale `g`, after one power-iteration step on the
     /// persistent u, v. The authors' hook runs that step on every forward pass, in evaluation
     /// too (ALGORITHM.md §4), so evaluation also moves u, v.
-    pub fn refresh(&self, gpu: &Gpu, w: &Tensor, g: &Tensor) {
-        ops::power_iteration(gpu, self.rows, self.cols, w, &self.u, &self.v, &self.sigma);
-        ops::sn_weight(gpu, w, g, &self.sigma, &self.weff);
+    pub fn refresh(&self, gpu: &B, w: &B::Tensor, g: &B::Tensor) {
+        gpu.power_iteration(self.rows, self.cols, w, &self.u, &self.v, &self.sigma);
+        gpu.sn_weight(w, g, &self.sigma, &self.weff);
     }
 
     /// ∂L/∂w into `dw` and ∂L/∂g into `dg`, from `grad_eff` = ∂L/∂W_eff.
-    pub fn backward(&self, gpu: &Gpu, w: &Tensor, g: &Tensor, dw: &Tensor, dg: &Tensor) {
-        ops::row_dot(gpu, 1, w.len(), &self.grad_eff, w, 1.0, 0.0, &self.dot);
+    pub fn backward(&self, gpu: &B, w: &B::Tensor, g: &B::Tensor, dw: &B::Tensor, dg: &B::Tensor) {
+        gpu.row_dot(1, w.len(), &self.grad_eff, w, 1.0, 0.0, &self.dot);
         gpu.copy(&self.sigma, 0, &self.scalars, 0, 1);
         gpu.copy(&self.dot, 0, &self.scalars, 1, 1);
-        ops::sn_weight_grad(
-            gpu,
+        gpu.sn_weight_grad(
             self.cols,
             &self.grad_eff,
             &self.u,
