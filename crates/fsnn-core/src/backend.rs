@@ -27,6 +27,7 @@
 //! `W_effᵀ` are sized through the associated functions below ([`Backend::spike_words`],
 //! [`Backend::fc_event_ld`], ...), so a backend may pick its own (defaults: the WGSL kernels').
 
+use crate::events;
 use crate::shapes::{BnShape, ConvShape, ConvTShape, FcEventSim, NeuronStep, Op, SolverIter};
 use crate::shapes::{SolverLayout, SolverVectors};
 
@@ -435,15 +436,15 @@ pub trait Backend: Send + Sync + 'static {
     );
     /// Words of the spike bit set of `n` neurons (one sample) of [`Backend::fc_event_sim`].
     fn spike_words(n: usize) -> usize {
-        n.div_ceil(32)
+        events::spike_words(n)
     }
     /// Most neurons per sample [`Backend::fc_event_sim`] handles.
     fn fc_event_max_neurons() -> usize {
-        1024
+        events::FC_EVENT_MAX_NEURONS
     }
     /// Row stride of [`Backend::fc_event_sim`]'s `W_effᵀ` (default: rows padded to whole vec4s).
     fn fc_event_ld(n: usize) -> usize {
-        n.next_multiple_of(4)
+        events::fc_event_ld(n)
     }
     /// Steps `t_begin..t_end` of a linear feedback layer's simulation, event-driven (see
     /// [`FcEventSim`]).
@@ -460,16 +461,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Words of the spike bit sets of a conv layer's output (default: one set per sample,
     /// channel and row).
     fn conv_spike_words(batch: usize, channels: usize, h: usize, w: usize) -> usize {
-        batch * channels * h * w.div_ceil(32)
+        events::conv_spike_words(batch, channels, h, w)
     }
     /// Row stride of [`Backend::conv_event_sim`]'s transposed weight (default: output channels
     /// padded to whole vec4s).
     fn conv_event_ld(cout: usize) -> usize {
-        cout.next_multiple_of(4)
+        events::conv_event_ld(cout)
     }
     /// Whether [`Backend::conv_event_sim`] handles a feedback convolution of this shape.
     fn conv_event_supported(s: &ConvShape) -> bool {
-        s.stride == 1 && s.kw <= 32 && s.pad < 32 && s.ow() <= 256 && s.ow() > 0 && s.oh() > 0
+        events::conv_event_supported(s)
     }
     /// One step of a conv feedback layer's simulation, event-driven: the feedback current from
     /// `in_bits` (the previous step's spikes, when `step.has_feedback`) through `wt` (the weight

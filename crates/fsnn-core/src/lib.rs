@@ -1,9 +1,11 @@
 //! The part of fsnn that no compute backend owns: the shapes and parameters of the ops
 //! ([`shapes`]), the seeded host RNG ([`rng`]), the host power iteration the spectral norm starts
-//! from ([`host`]) and the [`Backend`] trait the network, the solver and the trainer are written
+//! from ([`host`]), the event kernels' default layouts ([`events`]), the cache folder ([`cache`]) and the [`Backend`] trait the network, the solver and the trainer are written
 //! against. No wgpu here: a backend crate depends on this one, never the other way round.
 
 pub mod backend;
+pub mod cache;
+pub mod events;
 pub mod host;
 pub mod rng;
 pub mod shapes;

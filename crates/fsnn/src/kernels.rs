@@ -50,24 +50,11 @@ impl Choice {
     }
 }
 
-/// The file `Auto` keeps its measurements in: `$FSNN_CACHE_DIR`, else `$XDG_CACHE_HOME/fsnn`, else
-/// `~/.cache/fsnn`, else the system's temporary directory.
+/// The file `Auto` keeps its measurements in: `kernels.json` in [`fsnn_core::cache::cache_dir`]
+/// (`$FSNN_CACHE_DIR`, else `$XDG_CACHE_HOME/fsnn`, else `~/.cache/fsnn`, else the temporary
+/// directory).
 pub fn cache_path() -> PathBuf {
-    let dir = std::env::var_os("FSNN_CACHE_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .filter(|v| !v.is_empty())
-                .map(|d| PathBuf::from(d).join("fsnn"))
-        })
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".cache").join("fsnn"))
-        })
-        .unwrap_or_else(|| std::env::temp_dir().join("fsnn"));
-    dir.join("kernels.json")
+    fsnn_core::cache::cache_dir().join("kernels.json")
 }
 
 /// The cache key: adapter, backend, driver and its version, everything the simulation's cost

@@ -5,6 +5,10 @@
 use crate::gpu::{Binding, ConvEventForm, Gpu, Params, Sharing, SpikeWalk, Tensor};
 use crate::variants::{Family, Problem, Variant};
 
+pub use fsnn_core::events::{
+    conv_event_ld, conv_event_supported, conv_spike_words, fc_event_ld, spike_words,
+    FC_EVENT_MAX_NEURONS,
+};
 pub use fsnn_core::shapes::{
     BnShape, ConvShape, ConvTShape, FcEventSim, NeuronStep, Op, SolverIter, SolverLayout,
     SolverMode, ANDERSON_MAX_SLOTS, BN_EPS,
@@ -1202,19 +1206,6 @@ pub fn transpose_padded(
     );
 }
 
-/// Words of a bit set of `n` spikes.
-pub fn spike_words(n: usize) -> usize {
-    n.div_ceil(32)
-}
-
-/// Neurons per sample the fused linear event kernel can hold (`4 · WG · PER` of fc_event_sim.wgsl).
-pub const FC_EVENT_MAX_NEURONS: usize = 1024;
-
-/// Row stride of the fused linear event kernel's `W_effᵀ`: rows padded with zeros to whole vec4s.
-pub fn fc_event_ld(n: usize) -> usize {
-    n.next_multiple_of(4)
-}
-
 /// Steps `t_begin..t_end` of a linear feedback layer's simulation (see [`FcEventSim`]); the
 /// recorder's [`SpikeWalk`] picks the bit-set or the list kernel. `bits` is
 /// `[batch, spike_words(n)]` u32, `wt` has rows [`fc_event_ld`] apart.
@@ -1277,21 +1268,6 @@ pub fn fc_event_sim(
         ],
         [batch as u32, 1, 1],
     );
-}
-
-/// Words of the spike bit sets of a conv layer's output: one set per (sample, channel, row).
-pub fn conv_spike_words(batch: usize, channels: usize, h: usize, w: usize) -> usize {
-    batch * channels * h * w.div_ceil(32)
-}
-
-/// Row stride of [`conv_event_sim`]'s transposed weight: output channels padded to whole vec4s.
-pub fn conv_event_ld(cout: usize) -> usize {
-    cout.next_multiple_of(4)
-}
-
-/// Whether [`conv_event_sim`] handles a feedback convolution of this shape.
-pub fn conv_event_supported(s: &ConvShape) -> bool {
-    s.stride == 1 && s.kw <= 32 && s.pad < 32 && s.ow() <= 256 && s.ow() > 0 && s.oh() > 0
 }
 
 /// Whether [`ConvEventForm::Lanes`] runs this shape (else the step runs the other form): output

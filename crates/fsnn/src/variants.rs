@@ -368,7 +368,7 @@ pub struct Timing {
 
 /// The cache file: next to the simulation-kernel cache (`kernels.json`).
 pub fn cache_path() -> PathBuf {
-    crate::kernels::cache_path().with_file_name("variants.json")
+    fsnn_core::cache::cache_dir().join("variants.json")
 }
 
 /// The cache key: adapter, backend, driver and its version (as in `kernels.json`), and the

@@ -1,15 +1,12 @@
-//! Building a model from its description ([`NetworkSpec`]), and the interface the trainer
-//! drives ([`Model`]).
+//! The interface the trainer drives ([`Model`]); [`super::build`] makes one from its
+//! description ([`super::NetworkSpec`]).
 
 use anyhow::Result;
-
-use super::network::Network;
-use super::spec::NetworkSpec;
-use super::{HostState, StepStats};
 use fsnn_core::backend::Backend;
+use fsnn_core::Kernels;
 
+use super::{HostState, StepStats};
 use crate::gpu::Gpu;
-use crate::kernels::Kernels;
 use crate::solver::SolverKind;
 
 /// What the trainer needs of a model, on backend `B` (the GPU unless stated).
@@ -74,24 +71,4 @@ pub struct Recording {
     pub rates: Vec<Vec<f32>>,
     /// Logits of the whole batch, `[batch, classes]`.
     pub logits: Vec<f32>,
-}
-
-/// Builds the network a description states, on backend `gpu`, freshly initialised from `seed` (load trained
-/// weights with [`Model::load_host`], e.g. from [`crate::train::read_checkpoint`]).
-///
-/// ```no_run
-/// # fn main() -> anyhow::Result<()> {
-/// let gpu = fsnn::Gpu::new(&fsnn::gpu::AdapterChoice::default())?;
-/// let spec = fsnn::model::spec::preset("fc400")?;
-/// let mut net = fsnn::build(&spec, &gpu, 0)?;
-/// let x = vec![0.5f32; 8 * spec.sample_len()];
-/// let labels = vec![3u32; 8];
-/// let stats = net.eval_batch(&gpu, &x, &labels)?;
-/// println!("loss {}", stats.loss_sum / 8.0);
-/// # Ok(())
-/// # }
-/// ```
-pub fn build<B: Backend>(spec: &NetworkSpec, gpu: &B, seed: u64) -> Result<Box<dyn Model<B>>> {
-    spec.validate()?;
-    Ok(Box::new(Network::new(gpu, spec.clone(), seed)?))
 }

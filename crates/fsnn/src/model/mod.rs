@@ -1,6 +1,6 @@
 //! The feedback spiking network and what the trainer needs around it: [`spec`] describes a
-//! network, [`network`] runs it on the GPU (simulation, fixed point, adjoint solve, gradients),
-//! [`config`] builds it and states the trainer's [`Model`] interface, [`spectral`] normalises its
+//! network, [`network`] runs it on a [`Backend`] (simulation, fixed point, adjoint solve,
+//! gradients), [`build`] builds it, [`config`] states the trainer's [`Model`] interface, [`spectral`] normalises its
 //! feedback, and [`legacy`] reads the descriptions of checkpoints that predate model files.
 
 pub mod config;
@@ -9,7 +9,7 @@ pub mod network;
 pub mod spec;
 pub mod spectral;
 
-pub use config::{build, Model, Recording};
+pub use config::{Model, Recording};
 pub use network::Network;
 pub use spec::NetworkSpec;
 
@@ -121,4 +121,24 @@ pub(crate) fn batch_loss_correct<B: Backend>(
     let l: f64 = gpu.read(loss).iter().map(|&v| v as f64).sum();
     let c = gpu.read(correct).iter().filter(|&&v| v > 0.5).count();
     (l, c)
+}
+
+/// Builds the network a description states, on backend `gpu`, freshly initialised from `seed` (load trained
+/// weights with [`Model::load_host`], e.g. from [`crate::train::read_checkpoint`]).
+///
+/// ```no_run
+/// # fn main() -> anyhow::Result<()> {
+/// let gpu = fsnn::Gpu::new(&fsnn::gpu::AdapterChoice::default())?;
+/// let spec = fsnn::model::spec::preset("fc400")?;
+/// let mut net = fsnn::build(&spec, &gpu, 0)?;
+/// let x = vec![0.5f32; 8 * spec.sample_len()];
+/// let labels = vec![3u32; 8];
+/// let stats = net.eval_batch(&gpu, &x, &labels)?;
+/// println!("loss {}", stats.loss_sum / 8.0);
+/// # Ok(())
+/// # }
+/// ```
+pub fn build<B: Backend>(spec: &NetworkSpec, gpu: &B, seed: u64) -> Result<Box<dyn Model<B>>> {
+    spec.validate()?;
+    Ok(Box::new(Network::new(gpu, spec.clone(), seed)?))
 }

@@ -21,11 +21,11 @@
 use anyhow::{bail, Result};
 
 use super::config::{Model, Recording};
+pub use super::spec::AdjointForm;
 use super::spec::{FeedbackSpec, NetworkSpec, OpSpec, ResolvedOp, Shape};
 use super::spectral::{unit_output_channels, unit_rows, SpectralNorm};
 use super::{host_state, load_state, HostRng, HostState, Param, StepStats, BN_MOMENTUM};
 use crate::gpu::Gpu;
-pub use crate::reference::network::AdjointForm;
 use crate::solver::{Solver, SolverKind};
 use fsnn_core::backend::{Backend, TensorOps};
 use fsnn_core::shapes::{BnShape, ConvShape, ConvTShape, FcEventSim, Kernels, NeuronStep, Op};

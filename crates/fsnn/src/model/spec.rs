@@ -32,8 +32,49 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub use crate::reference::network::AdjointForm;
 use crate::solver::SolverKind;
+
+/// How the β solve linearises `f` in the training recipe (ALGORITHM.md §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdjointForm {
+    /// What the authors' code runs **\[ref\]**, and what the published CIFAR numbers come
+    /// from: `J_fᵀ` with the inner BNs in training mode (batch statistics and their
+    /// derivative, which couples the samples), taken at `f(rate)`.
+    #[default]
+    Authors,
+    /// `J_fᵀ` with the inner BNs' running statistics as constants (one system per sample),
+    /// taken at the rate, before this step's running-statistics update.
+    Consistent,
+}
+
+impl AdjointForm {
+    /// The form of checkpoints that predate the choice.
+    pub fn consistent() -> Self {
+        AdjointForm::Consistent
+    }
+
+    /// The name used on the command line and in checkpoints.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdjointForm::Authors => "authors",
+            AdjointForm::Consistent => "consistent",
+        }
+    }
+}
+
+impl std::str::FromStr for AdjointForm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "authors" => Ok(AdjointForm::Authors),
+            "consistent" => Ok(AdjointForm::Consistent),
+            _ => Err(format!(
+                "unknown adjoint form `{s}` (expected `authors` or `consistent`)"
+            )),
+        }
+    }
+}
 
 /// A whole network: architecture, neuron model and the training recipe's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -42,49 +42,8 @@ use super::dense::{
     axpy, dot, lu_solve, matvec, matvec_t, max_abs, norm, softmax_cross_entropy, sub, Rng,
 };
 use super::spectral;
+pub use crate::model::spec::AdjointForm;
 use crate::model::spec::{FeedbackSpec, NetworkSpec, OpSpec, ResolvedOp, Shape};
-
-/// How the β solve linearises `f` in the training recipe (ALGORITHM.md §4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AdjointForm {
-    /// What the authors' code runs **\[ref\]**, and what the published CIFAR numbers come
-    /// from: `J_fᵀ` with the inner BNs in training mode (batch statistics and their
-    /// derivative, which couples the samples), taken at `f(rate)`.
-    #[default]
-    Authors,
-    /// `J_fᵀ` with the inner BNs' running statistics as constants (one system per sample),
-    /// taken at the rate, before this step's running-statistics update.
-    Consistent,
-}
-
-impl AdjointForm {
-    /// The form of checkpoints that predate the choice.
-    pub fn consistent() -> Self {
-        AdjointForm::Consistent
-    }
-
-    /// The name used on the command line and in checkpoints.
-    pub fn name(self) -> &'static str {
-        match self {
-            AdjointForm::Authors => "authors",
-            AdjointForm::Consistent => "consistent",
-        }
-    }
-}
-
-impl std::str::FromStr for AdjointForm {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "authors" => Ok(AdjointForm::Authors),
-            "consistent" => Ok(AdjointForm::Consistent),
-            _ => Err(format!(
-                "unknown adjoint form `{s}` (expected `authors` or `consistent`)"
-            )),
-        }
-    }
-}
 
 /// What [`Model::fixed_point`] did.
 #[derive(Clone, Copy, Debug, PartialEq)]
