@@ -40,6 +40,7 @@ pub mod cpu;
 pub mod data;
 pub mod gpu;
 pub mod kernels;
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod plot;

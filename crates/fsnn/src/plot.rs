@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use image::{Rgb, RgbImage};
 
+use crate::metrics::EpochMetrics;
 use crate::plot_font::{draw_text, text_width};
-use crate::train::EpochMetrics;
 
 const W: u32 = 640;
 const H: u32 = 360;

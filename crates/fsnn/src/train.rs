@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::batches::{for_each_batch, load_sources_sized, BatchSource};
 use crate::gpu::backend::as_gpu;
 use crate::kernels::Kernels;
+pub use crate::metrics::EpochMetrics;
 use crate::model::spec::NetworkSpec;
 use crate::model::{HostRng, HostState, Model};
 use crate::solver::SolverKind;
@@ -156,28 +157,6 @@ pub struct EpochProgress {
     /// Training seconds spent on the epoch before the checkpoint.
     pub seconds: f64,
     pub lr: f32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub lr: f32,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub test_loss: f64,
-    pub test_acc: f64,
-    pub seconds: f64,
-    pub samples_per_sec: f64,
-    pub solver_iters_mean: f64,
-    pub solver_residual_mean: f64,
-    pub forward_residual_mean: f64,
-    /// The median over the epoch's steps: multi-layer models start with silent deep layers whose
-    /// first residuals (~1e15) swamp the mean.
-    #[serde(default)]
-    pub forward_residual_median: f64,
-    pub forward_ms_mean: f64,
-    pub backward_ms_mean: f64,
-    pub peak_gpu_bytes: u64,
 }
 
 pub fn lr_at(cfg: &TrainConfig, epoch: usize, global_step: u64) -> f32 {
