@@ -293,3 +293,79 @@ impl fmt::Display for Kernels {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(h: usize, w: usize, k: usize, stride: usize, pad: usize) -> ConvShape {
+        ConvShape {
+            batch: 3,
+            cin: 5,
+            h,
+            w,
+            cout: 7,
+            kh: k,
+            kw: k,
+            stride,
+            pad,
+        }
+    }
+
+    #[test]
+    fn input_grad_as_forward_maps_the_output_back_onto_the_input() {
+        for (h, w, k, pad) in [(9, 7, 3, 1), (8, 11, 5, 2), (6, 6, 3, 0), (5, 9, 1, 0)] {
+            let s = conv(h, w, k, 1, pad);
+            let f = s.input_grad_as_forward().expect("stride 1, square kernel");
+            assert_eq!((f.h, f.w, f.cin, f.cout), (s.oh(), s.ow(), s.cout, s.cin));
+            assert_eq!((f.oh(), f.ow()), (h, w), "{s:?}");
+            assert_eq!(f.output_len(), s.input_len());
+        }
+        assert!(conv(9, 9, 3, 2, 1).input_grad_as_forward().is_none());
+    }
+
+    #[test]
+    fn a_transposed_convolution_is_the_input_gradient_of_its_convolution() {
+        let t = ConvTShape {
+            batch: 2,
+            cin: 4,
+            h: 5,
+            w: 7,
+            cout: 3,
+            k: 4,
+            stride: 2,
+            pad: 1,
+            output_pad: 1,
+        };
+        let c = t.as_conv();
+        assert_eq!((c.oh(), c.ow()), (t.h, t.w));
+        assert_eq!(c.input_len(), t.output_len());
+        assert_eq!(c.output_len(), t.input_len());
+        assert_eq!(c.weight_len(), t.weight_len());
+    }
+
+    #[test]
+    fn solver_scal_regions_follow_each_other_without_overlap() {
+        let l = SolverLayout {
+            mode: SolverMode::Anderson,
+            batch: 3,
+            dim: 10,
+            slots: 5,
+        };
+        assert_eq!(l.state_offset(), 3 * 6 * 3);
+        assert_eq!(l.gram_offset(), l.state_offset() + 8);
+        assert_eq!(l.gamma_offset(), l.gram_offset() + 3 * 25);
+        assert_eq!(l.scal_len(), l.gamma_offset() + 3 * 5);
+        assert_eq!(l.hist_len(), 3 * 5 * 2 * 10);
+        let i = SolverIter::new(&l, 7);
+        assert_eq!((i.slot, i.count, i.store), (1, 5, true));
+    }
+
+    #[test]
+    fn kernels_names_round_trip() {
+        for k in [Kernels::Dense, Kernels::Event, Kernels::Auto] {
+            assert_eq!(k.to_string().parse::<Kernels>(), Ok(k));
+        }
+        assert!("sparse".parse::<Kernels>().is_err());
+    }
+}
