@@ -329,8 +329,15 @@ pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
         Ok(_) => {}
         Err(e) => {
             if let Some(i) = e.downcast_ref::<train::Interrupted>() {
-                eprintln!("interrupted: {i}\nresume with: {}", resume_command(a, &out));
-                std::process::exit(130);
+                use std::io::Write;
+                // After SIGHUP stderr may be gone: the checkpoint is written, the status says it.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "interrupted ({}): {i}\nresume with: {}",
+                    crate::signals::name(),
+                    resume_command(a, &out)
+                );
+                std::process::exit(crate::signals::exit_status());
             }
             return Err(e);
         }
@@ -339,9 +346,13 @@ pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// This run's own command line with `--resume` (and `--out` when it was chosen automatically).
+/// This run's own command line with `--resume` (and `--out` when it was chosen automatically),
+/// started the way this one was: through `cargo run` (cargo sets `CARGO` and the package's name
+/// in the environment of what it runs), by the path typed, or as `fsnn` from the PATH.
 fn resume_command(a: &TrainArgs, out: &std::path::Path) -> String {
-    let mut words: Vec<String> = std::env::args().skip(1).collect();
+    let mut args = std::env::args();
+    let argv0 = args.next().unwrap_or_default();
+    let mut words: Vec<String> = args.collect();
     if !a.resume {
         words.push("--resume".into());
     }
@@ -359,9 +370,43 @@ fn resume_command(a: &TrainArgs, out: &std::path::Path) -> String {
             format!("'{}'", w.replace('\'', r"'\''"))
         }
     };
-    let mut cmd = vec!["fsnn".to_string()];
+    let mut cmd = launcher(&argv0);
     cmd.extend(words.iter().map(quote));
     cmd.join(" ")
+}
+
+/// The words that start fsnn as this process was started (see [`resume_command`]).
+fn launcher(argv0: &str) -> Vec<String> {
+    let via_cargo = std::env::var_os("CARGO").is_some()
+        && std::env::var("CARGO_PKG_NAME").as_deref() == Ok(env!("CARGO_PKG_NAME"));
+    if via_cargo {
+        // The build profile is the folder the binary lies in (target/<profile>/fsnn).
+        let exe = std::env::current_exe().ok();
+        let profile = exe
+            .as_ref()
+            .and_then(|p| p.parent()?.file_name()?.to_str().map(str::to_string))
+            .unwrap_or_default();
+        let mut cmd = vec!["cargo".to_string(), "run".to_string()];
+        match profile.as_str() {
+            "release" => cmd.push("--release".into()),
+            "debug" => {}
+            p => {
+                cmd.push("--profile".into());
+                cmd.push(if p == "dev" || p.is_empty() {
+                    "dev".into()
+                } else {
+                    p.to_string()
+                });
+            }
+        }
+        cmd.extend(["-p", env!("CARGO_PKG_NAME"), "--"].map(String::from));
+        return cmd;
+    }
+    if argv0.contains(std::path::MAIN_SEPARATOR) || argv0.contains('/') {
+        vec![argv0.to_string()]
+    } else {
+        vec!["fsnn".to_string()]
+    }
 }
 
 #[derive(ClapArgs)]

@@ -133,6 +133,7 @@ pub struct TrainState {
     /// Epochs completed.
     pub epoch: usize,
     pub global_step: u64,
+    #[serde(with = "crate::runs::f64_bits")]
     pub best_test_acc: f64,
     /// In a mid-epoch checkpoint: how far epoch `epoch + 1` got.
     #[serde(default)]
@@ -140,20 +141,29 @@ pub struct TrainState {
 }
 
 /// Running sums of an epoch in progress, carried by mid-epoch checkpoints so that a resumed
-/// epoch reports the same metrics as an uninterrupted one.
+/// epoch reports the same metrics as an uninterrupted one: each is stored as its bits (see
+/// [`crate::runs::f64_bits`]) and summed on in the order the uninterrupted run sums it.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct EpochProgress {
     pub steps_done: usize,
+    #[serde(with = "crate::runs::f64_bits")]
     pub loss_sum: f64,
     pub correct: usize,
     pub samples: usize,
+    #[serde(with = "crate::runs::f64_bits")]
     pub iters_sum: f64,
+    #[serde(with = "crate::runs::f64_bits")]
     pub residual_sum: f64,
+    #[serde(with = "crate::runs::f64_bits_vec")]
     pub forward_residuals: Vec<f64>,
+    #[serde(with = "crate::runs::f64_bits")]
     pub forward_ms_sum: f64,
+    #[serde(with = "crate::runs::f64_bits")]
     pub backward_ms_sum: f64,
     /// Training seconds spent on the epoch before the checkpoint.
+    #[serde(with = "crate::runs::f64_bits")]
     pub seconds: f64,
+    #[serde(with = "crate::runs::f32_bits")]
     pub lr: f32,
 }
 
@@ -613,6 +623,13 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
     let best = cfg.out.join("best.safetensors");
     let metrics_path = cfg.out.join("metrics.jsonl");
     let steps_path = cfg.out.join("steps.jsonl");
+    // One process per run folder, before anything in it is looked at (a folder to resume that
+    // does not exist is reported below).
+    let _lock = if cfg.resume && !cfg.out.is_dir() {
+        None
+    } else {
+        Some(crate::runs::RunLock::acquire(&cfg.out)?)
+    };
     let existing: Vec<&str> = RUN_FILES
         .iter()
         .copied()
@@ -721,7 +738,11 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
                 );
             }
         }
-        net.load_host(gpu, &ck.host, &last.display().to_string())?;
+        net.load_host(
+            gpu,
+            &crate::runs::for_resume(&ck.host),
+            &last.display().to_string(),
+        )?;
         state = ck.state;
         history = ck.metrics.unwrap_or_else(|| {
             std::fs::read_to_string(&metrics_path)
@@ -796,8 +817,7 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
     let steps_per_epoch = n_train.div_ceil(cfg.batch_size);
     // For the whole-run ETA: measured seconds per training step and per evaluation.
     let run_t0 = Instant::now();
-    let mut session_steps = 0usize;
-    let mut session_step_secs = 0.0f64;
+    let mut eta = crate::runs::EtaClock::default();
     let mut eval_secs: Option<f64> = None;
     eprintln!("forward simulation kernels: {kernels}");
     let mut all = Vec::new();
@@ -841,12 +861,12 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
         gpu.set_profiling(cfg.profile || trace_pending);
         let aug_seed = cfg.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (epoch as u64) << 32;
         let resumed_secs = acc.seconds;
-        let save_progress = |net: &dyn Model, state: &TrainState, history: &[String]| {
+        let save_progress = |host: &HostState, state: &TrainState, history: &[String]| {
             let extra = [
                 ("fsnn.train_config", saved_cfg.clone()),
                 ("fsnn.metrics", serde_json::to_string(history)?),
             ];
-            save_checkpoint_with(&last, &net_cfg, state, &net.to_host(gpu), &extra)
+            save_checkpoint_with(&last, &net_cfg, state, host, &extra)
         };
         let start = acc.samples.min(order.len());
         for_each_batch(
@@ -898,23 +918,31 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
                 acc.forward_ms_sum += s.forward_ms;
                 acc.backward_ms_sum += s.backward_ms;
                 acc.lr = lr;
-                session_steps += 1;
-                session_step_secs += step_t0.elapsed().as_secs_f64();
+                eta.record(step_t0.elapsed().as_secs_f64());
                 let el = t0.elapsed().as_secs_f64();
-                let per_step = session_step_secs / session_steps as f64;
-                let left_epoch = steps_per_epoch.saturating_sub(acc.steps_done) as f64 * per_step;
-                let later = cfg.epochs - epoch - 1;
-                let eval = eval_secs.unwrap_or(0.0);
-                let left_run =
-                    left_epoch + later as f64 * (steps_per_epoch as f64 * per_step + eval) + eval;
+                let eta_text = match eta.per_step() {
+                    Some(per_step) => {
+                        let left_epoch =
+                            steps_per_epoch.saturating_sub(acc.steps_done) as f64 * per_step;
+                        let later = cfg.epochs - epoch - 1;
+                        let eval = eval_secs.unwrap_or(0.0);
+                        let left_run = left_epoch
+                            + later as f64 * (steps_per_epoch as f64 * per_step + eval)
+                            + eval;
+                        format!(
+                            "eta epoch {}, run {}{}",
+                            fmt_secs(left_epoch),
+                            fmt_secs(left_run),
+                            if eval_secs.is_none() { " + evals" } else { "" }
+                        )
+                    }
+                    None => "eta: measuring".to_string(),
+                };
                 bar.set_message(format!(
-                    "loss {:.4} acc {:.4} {:.0} samples/s | eta epoch {}, run {}{}",
+                    "loss {:.4} acc {:.4} {:.0} samples/s | {eta_text}",
                     acc.loss_sum / acc.samples as f64,
                     acc.correct as f64 / acc.samples as f64,
                     (acc.samples - start) as f64 / el,
-                    fmt_secs(left_epoch),
-                    fmt_secs(left_run),
-                    if eval_secs.is_none() { " + evals" } else { "" }
                 ));
                 bar.inc(1);
                 let stop = stop_requested();
@@ -926,7 +954,7 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
                     let mut st = state.clone();
                     st.partial = Some(acc.clone());
                     steps_log.flush()?;
-                    save_progress(net.as_ref(), &st, &history)?;
+                    save_progress(&net.to_host(gpu), &st, &history)?;
                 }
                 if stop {
                     interrupted = true;
@@ -964,6 +992,8 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
             return Err(stopped(&state).into());
         }
         let train_secs = resumed_secs + t0.elapsed().as_secs_f64();
+        // Evaluation moves the spectral norm's u, v: checkpoints keep what it started from.
+        let before_eval = net.to_host(gpu);
         let eval_t0 = Instant::now();
         let Some((test_loss, test_acc)) = evaluate_until(
             gpu,
@@ -979,7 +1009,7 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
             acc.seconds = train_secs;
             let mut st = state.clone();
             st.partial = Some(acc);
-            save_progress(net.as_ref(), &st, &history)?;
+            save_progress(&before_eval, &st, &history)?;
             return Err(stopped(&state).into());
         };
         eval_secs = Some(eval_t0.elapsed().as_secs_f64());
@@ -1009,7 +1039,7 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
         }
         let line = serde_json::to_string(&m)?;
         history.push(line.clone());
-        let host = net.to_host(gpu);
+        let host = crate::runs::with_after_eval(&before_eval, &net.to_host(gpu));
         let extra = [
             ("fsnn.train_config", saved_cfg.clone()),
             ("fsnn.metrics", serde_json::to_string(&history)?),
@@ -1029,6 +1059,9 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
             .open(&metrics_path)
             .with_context(|| format!("{}: cannot append", metrics_path.display()))?;
         writeln!(f, "{line}")?;
+        drop(f);
+        // Every epoch, so a long run can be watched (and a stopped one has its plot).
+        crate::plot::plot_metrics(&read_metrics(&metrics_path)?, &cfg.out.join("metrics.png"))?;
         eprintln!(
             "epoch {}: train loss {:.4} acc {:.4} | test loss {:.4} acc {:.4} | {:.1} s, {:.0} samples/s, solver {:.1} it (res {:.1e}), forward residual {:.3} (median)",
             m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.seconds, m.samples_per_sec, m.solver_iters_mean, m.solver_residual_mean, m.forward_residual_median
@@ -1051,8 +1084,11 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
             }
         }
     }
-    let history = read_metrics(&metrics_path)?;
-    crate::plot::plot_metrics(&history, &cfg.out.join("metrics.png"))?;
+    if all.is_empty() {
+        // A resume of a run whose epochs were all done (killed after its last checkpoint).
+        let history = read_metrics(&metrics_path)?;
+        crate::plot::plot_metrics(&history, &cfg.out.join("metrics.png"))?;
+    }
     Ok(all)
 }
 

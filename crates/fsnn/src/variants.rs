@@ -457,18 +457,12 @@ pub fn initial(info: &AdapterSummary, features: &wgpu::Features) -> Chosen {
 pub fn store(info: &AdapterSummary, m: &Measured) -> Result<PathBuf> {
     let path = cache_path();
     let key = cache_key(info);
-    let mut cache = load_cache(&path);
-    cache.insert(key.clone(), m.clone());
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("json.{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&cache)?)?;
-    std::fs::rename(&tmp, &path)?;
+    // This process uses the measurement whether or not the file takes it.
     memo()
         .lock()
         .unwrap()
-        .insert((path.clone(), key), Some(m.clone()));
+        .insert((path.clone(), key.clone()), Some(m.clone()));
+    crate::runs::merge_into_json_map(&path, BTreeMap::from([(key, m.clone())]))?;
     Ok(path)
 }
 
@@ -717,10 +711,11 @@ pub fn measure(gpu: &Gpu, f: Family, quick: bool) -> FamilyChoice {
     }
 }
 
-/// Measures every family, stores the result in the cache (returning its path; not with `quick`,
-/// whose shapes are not representative) and applies it to `gpu` (families forced by
-/// `FSNN_VARIANT_*` keep the forced variant).
-pub fn tune(gpu: &Gpu, quick: bool) -> Result<(Measured, Option<PathBuf>)> {
+/// Measures every family, stores the result in the cache (returning its path, or why it could
+/// not be written: the measurement is kept either way; nothing is stored with `quick`, whose
+/// shapes are not representative) and applies it to `gpu` (families forced by `FSNN_VARIANT_*`
+/// keep the forced variant).
+pub fn tune(gpu: &Gpu, quick: bool) -> Result<(Measured, Option<Result<PathBuf>>)> {
     let m: Measured = Family::ALL
         .iter()
         .map(|&f| (f, measure(gpu, f, quick)))
@@ -728,7 +723,7 @@ pub fn tune(gpu: &Gpu, quick: bool) -> Result<(Measured, Option<PathBuf>)> {
     let path = if quick {
         None
     } else {
-        Some(store(&gpu.ctx.info, &m)?)
+        Some(store(&gpu.ctx.info, &m))
     };
     for (&f, fc) in &m {
         match env_override(f)? {
