@@ -419,8 +419,11 @@ pub struct EvalArgs {
     pub dataset: Option<String>,
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    #[arg(long, default_value_t = 200)]
-    pub eval_batch: usize,
+    /// Evaluation batch size. Default: the one the checkpoint's run evaluated with (else 200);
+    /// evaluation moves the spectral norm's u, v once per batch, so only that size reproduces
+    /// the logged test metrics exactly.
+    #[arg(long)]
+    pub eval_batch: Option<usize>,
     /// Evaluate on only the first N test samples.
     #[arg(long, value_name = "N")]
     pub limit_test: Option<usize>,
@@ -432,7 +435,7 @@ pub struct EvalArgs {
 }
 
 pub fn run_eval(g: &Global, a: &EvalArgs) -> Result<()> {
-    if a.eval_batch == 0 {
+    if a.eval_batch == Some(0) {
         bail!("--eval-batch must be at least 1, got 0");
     }
     if a.limit_test == Some(0) {
@@ -441,8 +444,15 @@ pub fn run_eval(g: &Global, a: &EvalArgs) -> Result<()> {
     let ck = train::read_checkpoint(&a.checkpoint)?;
     let (cfg, state, host) = (&ck.model, &ck.state, &ck.host);
     let ds = a.dataset.clone().unwrap_or_else(|| checkpoint_dataset(&ck));
+    let eval_batch = a
+        .eval_batch
+        .or_else(|| {
+            let saved = ck.train_config.as_ref()?["eval_batch"].as_u64()?;
+            usize::try_from(saved).ok().filter(|&b| b > 0)
+        })
+        .unwrap_or(200);
     let gpu = Gpu::new(&g.adapter)?;
-    fsnn::checks::fits_gpu(&gpu, cfg, a.eval_batch, "--eval-batch")?;
+    fsnn::checks::fits_gpu(&gpu, cfg, eval_batch, "--eval-batch")?;
     let (_, test) = fsnn::batches::load_sources_sized(
         &ds,
         a.data_dir.as_deref(),
@@ -452,13 +462,7 @@ pub fn run_eval(g: &Global, a: &EvalArgs) -> Result<()> {
     train::check_eval_source(&ds, &a.checkpoint, cfg, test.as_ref())?;
     let mut net = fsnn::build(cfg, &gpu, 0)?;
     net.load_host(&gpu, host, &a.checkpoint.display().to_string())?;
-    let (loss, acc) = train::evaluate(
-        &gpu,
-        net.as_mut(),
-        test.as_ref(),
-        a.eval_batch,
-        a.limit_test,
-    )?;
+    let (loss, acc) = train::evaluate(&gpu, net.as_mut(), test.as_ref(), eval_batch, a.limit_test)?;
     if a.json {
         println!(
             "{}",

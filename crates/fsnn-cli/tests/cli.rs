@@ -1388,17 +1388,24 @@ fn killed_or_interrupted_runs_resume_bit_exactly() {
             b
         }
     });
-    for (file, want) in [("best.safetensors", best), ("last.safetensors", &logged[2])] {
-        let v = json(&[
+    // (Without --eval-batch, eval takes the run's: the power step runs once per batch.)
+    for (file, want, batch) in [
+        ("best.safetensors", best, None),
+        ("last.safetensors", &logged[2], Some("16")),
+    ] {
+        let path = reference.join(file);
+        let mut args = vec![
             "eval",
             "--checkpoint",
-            reference.join(file).to_str().unwrap(),
+            path.to_str().unwrap(),
             "--data-dir",
             d,
-            "--eval-batch",
-            "16",
-            "--json",
-        ]);
+        ];
+        if let Some(b) = batch {
+            args.extend(["--eval-batch", b]);
+        }
+        args.push("--json");
+        let v = json(&args);
         println!("eval {file}: {v}");
         for k in ["test_loss", "test_acc"] {
             assert_eq!(

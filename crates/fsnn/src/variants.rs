@@ -455,8 +455,10 @@ pub fn initial(info: &AdapterSummary, features: &wgpu::Features) -> Chosen {
 
 /// Stores a measurement for this adapter (in the file and in this process).
 pub fn store(info: &AdapterSummary, m: &Measured) -> Result<PathBuf> {
-    let path = cache_path();
-    let key = cache_key(info);
+    store_at(cache_path(), cache_key(info), m)
+}
+
+fn store_at(path: PathBuf, key: String, m: &Measured) -> Result<PathBuf> {
     // This process uses the measurement whether or not the file takes it.
     memo()
         .lock()
@@ -785,6 +787,35 @@ mod tests {
         );
         let back: Cache = serde_json::from_str(&text).unwrap();
         assert_eq!(back[&key][&Family::Conv2dInputGrad].chosen, Variant::Tiled);
+    }
+
+    #[test]
+    fn a_cache_that_cannot_be_written_names_its_path_and_keeps_the_measurement() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the cache folder should be: fails for root too.
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let path = blocker.join("fsnn").join("variants.json");
+        let mut m = Measured::new();
+        m.insert(
+            Family::Gemm,
+            FamilyChoice {
+                chosen: Variant::Tiled,
+                timings: vec![],
+                per_shape: vec![],
+            },
+        );
+        let key = "unwritable-test-key".to_string();
+        let err = format!("{:#}", store_at(path.clone(), key.clone(), &m).unwrap_err());
+        assert!(err.contains(&blocker.display().to_string()), "{err}");
+        let kept = memo().lock().unwrap()[&(path.clone(), key.clone())].clone();
+        assert_eq!(kept.unwrap()[&Family::Gemm].chosen, Variant::Tiled);
+        // A writable one: two writers' entries both end up in the file.
+        let path = dir.path().join("c").join("variants.json");
+        store_at(path.clone(), "a".into(), &m).unwrap();
+        store_at(path.clone(), "b".into(), &m).unwrap();
+        let keys: Vec<String> = load_cache(&path).into_keys().collect();
+        assert_eq!(keys, ["a", "b"]);
     }
 
     #[test]
