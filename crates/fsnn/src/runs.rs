@@ -24,11 +24,30 @@ pub const LOCK_FILE: &str = ".lock";
 #[derive(Debug)]
 pub struct RunLock {
     _file: File,
+    /// The folder, when this process created it: a run that fails before writing anything
+    /// leaves no empty folder behind.
+    created: Option<PathBuf>,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let Some(dir) = &self.created else { return };
+        let only_lock = std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .all(|e| e.file_name().to_string_lossy() == LOCK_FILE)
+        });
+        // Removed while the lock is still held, so no other process can be inside.
+        if only_lock && std::fs::remove_file(dir.join(LOCK_FILE)).is_ok() {
+            std::fs::remove_dir(dir).ok();
+        }
+    }
 }
 
 impl RunLock {
     /// Locks `dir` (creating it) for this process, or fails naming the process that holds it.
     pub fn acquire(dir: &Path) -> Result<RunLock> {
+        let created = (!dir.exists()).then(|| dir.to_path_buf());
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create output folder", dir.display()))?;
         let path = dir.join(LOCK_FILE);
@@ -60,7 +79,10 @@ impl RunLock {
             .and_then(|_| writeln!(file, "{}", std::process::id()))
             .and_then(|_| file.flush())
             .with_context(|| format!("{}: cannot write", path.display()))?;
-        Ok(RunLock { _file: file })
+        Ok(RunLock {
+            _file: file,
+            created,
+        })
     }
 }
 
@@ -395,8 +417,18 @@ mod tests {
                 "{err}"
             );
         }
+        // The folder holds nothing but the lock: the one who created it takes it away.
         drop(held);
-        RunLock::acquire(&run).unwrap();
+        assert!(!run.exists());
+        // A folder that was there, or that got files, stays.
+        std::fs::create_dir_all(&run).unwrap();
+        drop(RunLock::acquire(&run).unwrap());
+        assert!(run.join(LOCK_FILE).exists());
+        let fresh = dir.path().join("fresh");
+        let lock = RunLock::acquire(&fresh).unwrap();
+        std::fs::write(fresh.join("metrics.jsonl"), b"").unwrap();
+        drop(lock);
+        assert!(fresh.join("metrics.jsonl").exists());
     }
 
     #[test]

@@ -842,7 +842,7 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
         );
         bar.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
         bar.set_position(skip_steps as u64);
-        bar.set_message("eta: after the first step");
+        bar.set_message("eta: measuring");
         let mut lr = if skip_steps > 0 {
             acc.lr
         } else {
