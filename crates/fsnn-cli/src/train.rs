@@ -370,7 +370,7 @@ fn resume_command(a: &TrainArgs, out: &std::path::Path) -> String {
             format!("'{}'", w.replace('\'', r"'\''"))
         }
     };
-    let mut cmd = launcher(&argv0);
+    let mut cmd: Vec<String> = launcher(&argv0).iter().map(quote).collect();
     cmd.extend(words.iter().map(quote));
     cmd.join(" ")
 }
@@ -389,14 +389,11 @@ fn launcher(argv0: &str) -> Vec<String> {
         let mut cmd = vec!["cargo".to_string(), "run".to_string()];
         match profile.as_str() {
             "release" => cmd.push("--release".into()),
-            "debug" => {}
+            // The dev profile's folder is `debug`; no folder name: cargo's default.
+            "debug" | "" => {}
             p => {
                 cmd.push("--profile".into());
-                cmd.push(if p == "dev" || p.is_empty() {
-                    "dev".into()
-                } else {
-                    p.to_string()
-                });
+                cmd.push(p.to_string());
             }
         }
         cmd.extend(["-p", env!("CARGO_PKG_NAME"), "--"].map(String::from));
