@@ -165,6 +165,10 @@ pub struct EpochProgress {
     pub seconds: f64,
     #[serde(with = "crate::runs::f32_bits")]
     pub lr: f32,
+    /// The epoch's peak GPU memory before the checkpoint: a resumed epoch that only evaluates
+    /// never allocates the training step's buffers, yet the epoch's peak includes them.
+    #[serde(default)]
+    pub peak_gpu_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -406,7 +410,8 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
 
 /// Fault injection for the kill-and-resume test: with `FSNN_FAULT=<point>:<n>` the process kills
 /// itself with SIGKILL the n-th time it reaches `point` (`step`, `checkpoint-write`,
-/// `after-checkpoint`). Unset, this is one relaxed load.
+/// `after-checkpoint`); points named `stop-…` (`stop-in-eval`: after each evaluation batch) instead request a graceful stop there, as a Ctrl-C arriving at that moment would.
+/// Unset, this is one relaxed load.
 fn fault_point(point: &str) {
     use std::sync::atomic::AtomicUsize;
     use std::sync::OnceLock;
@@ -419,6 +424,10 @@ fn fault_point(point: &str) {
     });
     let Some((p, n)) = plan else { return };
     if p != point || HITS.fetch_add(1, Ordering::SeqCst) + 1 != *n {
+        return;
+    }
+    if point.starts_with("stop-") {
+        STOP.store(true, Ordering::SeqCst);
         return;
     }
     // SIGKILL, as a crash or an OOM killer would: no destructors, no flushing.
@@ -951,6 +960,7 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
                     && acc.steps_done < steps_per_epoch;
                 if stop || periodic {
                     acc.seconds = resumed_secs + t0.elapsed().as_secs_f64();
+                    acc.peak_gpu_bytes = acc.peak_gpu_bytes.max(gpu.memory_bytes().1);
                     let mut st = state.clone();
                     st.partial = Some(acc.clone());
                     steps_log.flush()?;
@@ -1001,12 +1011,16 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
             test_src.as_ref(),
             cfg.eval_batch,
             cfg.limit_test,
-            &stop_requested,
+            &|| {
+                fault_point("stop-in-eval");
+                stop_requested()
+            },
         )?
         else {
             // Stopped during evaluation: the epoch's training is complete; a resume only
             // evaluates.
             acc.seconds = train_secs;
+            acc.peak_gpu_bytes = acc.peak_gpu_bytes.max(gpu.memory_bytes().1);
             let mut st = state.clone();
             st.partial = Some(acc);
             save_progress(&before_eval, &st, &history)?;
@@ -1029,7 +1043,7 @@ pub fn train(gpu: &Gpu, net_cfg: NetworkSpec, cfg: &TrainConfig) -> Result<Vec<E
             forward_residual_median: median(&acc.forward_residuals),
             forward_ms_mean: acc.forward_ms_sum / k,
             backward_ms_mean: acc.backward_ms_sum / k,
-            peak_gpu_bytes: gpu.memory_bytes().1,
+            peak_gpu_bytes: gpu.memory_bytes().1.max(acc.peak_gpu_bytes),
         };
         state.epoch = epoch + 1;
         state.partial = None;
