@@ -104,7 +104,7 @@ impl TrainConfig {
     }
 }
 
-/// Set by [`request_stop`] (the command line's Ctrl-C handler): training finishes the step in
+/// Set by [`request_stop`] (the command line's handler of Ctrl-C, SIGTERM and SIGHUP): training finishes the step in
 /// progress, writes a checkpoint and returns [`Interrupted`].
 static STOP: AtomicBool = AtomicBool::new(false);
 /// True while a training loop runs, i.e. while a stop request can still be honoured gracefully.
@@ -410,7 +410,8 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
 
 /// Fault injection for the kill-and-resume test: with `FSNN_FAULT=<point>:<n>` the process kills
 /// itself with SIGKILL the n-th time it reaches `point` (`step`, `checkpoint-write`,
-/// `after-checkpoint`); points named `stop-…` (`stop-in-eval`: after each evaluation batch) instead request a graceful stop there, as a Ctrl-C arriving at that moment would.
+/// `after-checkpoint`); points named `stop-…` (`stop-in-eval`: after each evaluation batch)
+/// instead request a graceful stop there, as a Ctrl-C arriving at that moment would.
 /// Unset, this is one relaxed load.
 fn fault_point(point: &str) {
     use std::sync::atomic::AtomicUsize;
