@@ -6,6 +6,7 @@ mod bench;
 mod info;
 mod inspect;
 mod report;
+mod signals;
 mod train;
 mod tune;
 
@@ -63,26 +64,9 @@ fn main() {
 
 fn run() -> Result<()> {
     let cli = Cli::parse();
-    // Ctrl-C: the first one lets a training run finish its step and write a checkpoint; a second
-    // one (or one outside training) quits at once.
-    ctrlc::set_handler(|| {
-        if fsnn::train::request_stop() {
-            eprintln!(
-                "\nCtrl-C: finishing the current step and writing a checkpoint (Ctrl-C again quits at once)"
-            );
-        } else {
-            eprintln!("\ninterrupted");
-            // _exit, not exit: atexit handlers (the GPU driver's among them) could block on
-            // a lock the interrupted main thread holds.
-            #[cfg(unix)]
-            // SAFETY: _exit(2) ends the process without touching any Rust state.
-            unsafe {
-                libc::_exit(130)
-            };
-            #[allow(unreachable_code)]
-            std::process::exit(130);
-        }
-    })?;
+    // Ctrl-C, SIGTERM, SIGHUP: the first one lets a training run finish its step and write a
+    // checkpoint; a second one (or one outside training) quits at once.
+    signals::install()?;
     fsnn::variants::check_env()?;
     let global = Global {
         // FSNN_ADAPTER is read here rather than through clap so that an empty value means "unset".

@@ -329,8 +329,15 @@ pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
         Ok(_) => {}
         Err(e) => {
             if let Some(i) = e.downcast_ref::<train::Interrupted>() {
-                eprintln!("interrupted: {i}\nresume with: {}", resume_command(a, &out));
-                std::process::exit(130);
+                use std::io::Write;
+                // After SIGHUP stderr may be gone: the checkpoint is written, the status says it.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "interrupted ({}): {i}\nresume with: {}",
+                    crate::signals::name(),
+                    resume_command(a, &out)
+                );
+                std::process::exit(crate::signals::exit_status());
             }
             return Err(e);
         }
@@ -339,9 +346,13 @@ pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// This run's own command line with `--resume` (and `--out` when it was chosen automatically).
+/// This run's own command line with `--resume` (and `--out` when it was chosen automatically),
+/// started the way this one was: through `cargo run` (cargo sets `CARGO` and the package's name
+/// in the environment of what it runs), by the path typed, or as `fsnn` from the PATH.
 fn resume_command(a: &TrainArgs, out: &std::path::Path) -> String {
-    let mut words: Vec<String> = std::env::args().skip(1).collect();
+    let mut args = std::env::args();
+    let argv0 = args.next().unwrap_or_default();
+    let mut words: Vec<String> = args.collect();
     if !a.resume {
         words.push("--resume".into());
     }
@@ -359,9 +370,40 @@ fn resume_command(a: &TrainArgs, out: &std::path::Path) -> String {
             format!("'{}'", w.replace('\'', r"'\''"))
         }
     };
-    let mut cmd = vec!["fsnn".to_string()];
+    let mut cmd: Vec<String> = launcher(&argv0).iter().map(quote).collect();
     cmd.extend(words.iter().map(quote));
     cmd.join(" ")
+}
+
+/// The words that start fsnn as this process was started (see [`resume_command`]).
+fn launcher(argv0: &str) -> Vec<String> {
+    let via_cargo = std::env::var_os("CARGO").is_some()
+        && std::env::var("CARGO_PKG_NAME").as_deref() == Ok(env!("CARGO_PKG_NAME"));
+    if via_cargo {
+        // The build profile is the folder the binary lies in (target/<profile>/fsnn).
+        let exe = std::env::current_exe().ok();
+        let profile = exe
+            .as_ref()
+            .and_then(|p| p.parent()?.file_name()?.to_str().map(str::to_string))
+            .unwrap_or_default();
+        let mut cmd = vec!["cargo".to_string(), "run".to_string()];
+        match profile.as_str() {
+            "release" => cmd.push("--release".into()),
+            // The dev profile's folder is `debug`; no folder name: cargo's default.
+            "debug" | "" => {}
+            p => {
+                cmd.push("--profile".into());
+                cmd.push(p.to_string());
+            }
+        }
+        cmd.extend(["-p", env!("CARGO_PKG_NAME"), "--"].map(String::from));
+        return cmd;
+    }
+    if argv0.contains(std::path::MAIN_SEPARATOR) || argv0.contains('/') {
+        vec![argv0.to_string()]
+    } else {
+        vec!["fsnn".to_string()]
+    }
 }
 
 #[derive(ClapArgs)]
@@ -374,8 +416,11 @@ pub struct EvalArgs {
     pub dataset: Option<String>,
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    #[arg(long, default_value_t = 200)]
-    pub eval_batch: usize,
+    /// Evaluation batch size. Default: the one the checkpoint's run evaluated with (else 200);
+    /// evaluation moves the spectral norm's u, v once per batch, so only that size reproduces
+    /// the logged test metrics exactly.
+    #[arg(long)]
+    pub eval_batch: Option<usize>,
     /// Evaluate on only the first N test samples.
     #[arg(long, value_name = "N")]
     pub limit_test: Option<usize>,
@@ -387,7 +432,7 @@ pub struct EvalArgs {
 }
 
 pub fn run_eval(g: &Global, a: &EvalArgs) -> Result<()> {
-    if a.eval_batch == 0 {
+    if a.eval_batch == Some(0) {
         bail!("--eval-batch must be at least 1, got 0");
     }
     if a.limit_test == Some(0) {
@@ -396,8 +441,15 @@ pub fn run_eval(g: &Global, a: &EvalArgs) -> Result<()> {
     let ck = train::read_checkpoint(&a.checkpoint)?;
     let (cfg, state, host) = (&ck.model, &ck.state, &ck.host);
     let ds = a.dataset.clone().unwrap_or_else(|| checkpoint_dataset(&ck));
+    let eval_batch = a
+        .eval_batch
+        .or_else(|| {
+            let saved = ck.train_config.as_ref()?["eval_batch"].as_u64()?;
+            usize::try_from(saved).ok().filter(|&b| b > 0)
+        })
+        .unwrap_or(200);
     let gpu = Gpu::new(&g.adapter)?;
-    fsnn::checks::fits_gpu(&gpu, cfg, a.eval_batch, "--eval-batch")?;
+    fsnn::checks::fits_gpu(&gpu, cfg, eval_batch, "--eval-batch")?;
     let (_, test) = fsnn::batches::load_sources_sized(
         &ds,
         a.data_dir.as_deref(),
@@ -407,13 +459,7 @@ pub fn run_eval(g: &Global, a: &EvalArgs) -> Result<()> {
     train::check_eval_source(&ds, &a.checkpoint, cfg, test.as_ref())?;
     let mut net = fsnn::build(cfg, &gpu, 0)?;
     net.load_host(&gpu, host, &a.checkpoint.display().to_string())?;
-    let (loss, acc) = train::evaluate(
-        &gpu,
-        net.as_mut(),
-        test.as_ref(),
-        a.eval_batch,
-        a.limit_test,
-    )?;
+    let (loss, acc) = train::evaluate(&gpu, net.as_mut(), test.as_ref(), eval_batch, a.limit_test)?;
     if a.json {
         println!(
             "{}",

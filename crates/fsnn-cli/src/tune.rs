@@ -106,7 +106,11 @@ pub fn run(global: &Global, args: &Args) -> Result<()> {
         );
     }
     match path {
-        Some(p) => println!("variants cached in {}", p.display()),
+        Some(Ok(p)) => println!("variants cached in {}", p.display()),
+        Some(Err(e)) => {
+            println!("variants not cached");
+            eprintln!("warning: cannot cache the variant choice: {e:#}");
+        }
         None => println!("variants not cached (--quick)"),
     }
 
@@ -120,8 +124,12 @@ pub fn run(global: &Global, args: &Args) -> Result<()> {
             "{:<20} {:>10} {:>10} {:>16}  chosen",
             "preset", "dense ms", "event ms", "other form ms"
         );
+        let mut cache_error: Option<anyhow::Error> = None;
         for p in fsnn::model::spec::presets() {
-            if let Some(c) = fsnn::kernels::remeasure(&gpu, &p, args.batch)? {
+            if let Some((c, stored)) = fsnn::kernels::remeasure(&gpu, &p, args.batch)? {
+                if let Err(e) = stored {
+                    cache_error.get_or_insert(e);
+                }
                 // The event path's other form, where one was measured, and the form kept.
                 let (other, form) = match (c.event_list_ms, c.event_lanes_ms) {
                     (Some(l), _) => (format!("list {l:.2}"), format!(" ({} walk)", c.walk.name())),
@@ -137,7 +145,13 @@ pub fn run(global: &Global, args: &Args) -> Result<()> {
                 );
             }
         }
-        println!("cached in {}", fsnn::kernels::cache_path().display());
+        match cache_error {
+            None => println!("cached in {}", fsnn::kernels::cache_path().display()),
+            Some(e) => {
+                println!("not cached");
+                eprintln!("warning: cannot cache the dense/event choices: {e:#}");
+            }
+        }
     }
     Ok(())
 }

@@ -1114,8 +1114,9 @@ fn tiny_train<'a>(data: &'a str, out: &'a str, epochs: &'a str) -> Vec<&'a str> 
         "2",
         "--batch-size",
         "16",
+        // Two evaluation batches of the 16 test samples: a stop can fall between them.
         "--eval-batch",
-        "16",
+        "8",
         "--checkpoint-every",
         "2",
         "--seed",
@@ -1271,7 +1272,48 @@ fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// The fields of metrics.jsonl that measure wall-clock time (and so differ between any two
+/// runs): everything else must match byte for byte.
+const CLOCK_FIELDS: &[&str] = &[
+    "seconds",
+    "samples_per_sec",
+    "forward_ms_mean",
+    "backward_ms_mean",
+];
+
+/// The text of the number after `"key":` in a JSON line.
+fn number_text<'a>(line: &'a str, key: &str) -> &'a str {
+    let key = format!("\"{key}\":");
+    let start = line
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + key.len();
+    let len = line[start..].find([',', '}']).unwrap();
+    &line[start..start + len]
+}
+
+/// metrics.jsonl as written, with the values of [`CLOCK_FIELDS`] replaced by `_`.
+fn metrics_text(dir: &Path) -> String {
+    let mut text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    for k in CLOCK_FIELDS {
+        let key = format!("\"{k}\":");
+        let mut from = 0;
+        while let Some(i) = text[from..].find(&key) {
+            let start = from + i + key.len();
+            let len = text[start..].find([',', '}']).unwrap();
+            text.replace_range(start..start + len, "_");
+            from = start;
+        }
+    }
+    text
+}
+
 fn same_run(reference: &Path, other: &Path, what: &str) {
+    assert_eq!(
+        metrics_text(reference),
+        metrics_text(other),
+        "{what}: metrics.jsonl differs"
+    );
     assert_eq!(
         metrics_values(reference),
         metrics_values(other),
@@ -1289,7 +1331,10 @@ fn same_run(reference: &Path, other: &Path, what: &str) {
     let litter: Vec<_> = std::fs::read_dir(other)
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.starts_with('.') && name != ".lock"
+        })
         .collect();
     assert!(
         litter.is_empty(),
@@ -1322,14 +1367,27 @@ fn killed_or_interrupted_runs_resume_bit_exactly() {
         "checkpoint-write:5",
         "after-checkpoint:1",
         "after-checkpoint:2",
+        // A graceful stop between epoch 2's two evaluation batches: the checkpoint holds the
+        // tensors that evaluation started from, and the resumed run evaluates again.
+        "stop-in-eval:3",
     ] {
         let dir = t.join(fault.replace(':', "-"));
         let args = tiny_train(d, dir.to_str().unwrap(), "3");
         let out = fsnn_env(&args, t, &[("FSNN_FAULT", fault)]);
+        let (got, want) = if fault.starts_with("stop-") {
+            (out.status.code(), Some(130))
+        } else {
+            (out.status.signal(), Some(9))
+        };
         assert_eq!(
-            out.status.signal(),
-            Some(9),
-            "{fault}: expected SIGKILL, got {:?}:\n{}",
+            got,
+            want,
+            "{fault}: expected {}, got {:?}:\n{}",
+            if fault.starts_with("stop-") {
+                "exit 130"
+            } else {
+                "SIGKILL"
+            },
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
@@ -1345,43 +1403,214 @@ fn killed_or_interrupted_runs_resume_bit_exactly() {
         same_run(&reference, &dir, fault);
     }
 
-    // Ctrl-C: the first SIGINT finishes the step, checkpoints and exits 130 with how to resume.
-    let dir = t.join("ctrl-c");
-    let args = tiny_train(d, dir.to_str().unwrap(), "3");
-    let child = Command::new(env!("CARGO_BIN_EXE_fsnn"))
-        .args(&args)
-        .current_dir(t)
-        .env_remove("FSNN_ADAPTER")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let steps = dir.join("steps.jsonl");
-    let t0 = std::time::Instant::now();
-    while std::fs::read_to_string(&steps).map_or(0, |s| s.lines().count()) < 5 {
-        assert!(t0.elapsed().as_secs() < 120, "the run did not get going");
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    // fsnn eval of a checkpoint reproduces the test metrics its run logged, exactly: best is the
+    // first epoch with the highest test accuracy, last the last epoch.
+    // Compared as the text written: serde_json's default float parser may read two neighbouring
+    // doubles as one.
+    let lines: Vec<String> = std::fs::read_to_string(reference.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let logged = metrics_values(&reference);
+    let best = (0..logged.len()).fold(0, |b, i| {
+        if logged[i]["test_acc"].as_f64() > logged[b]["test_acc"].as_f64() {
+            i
+        } else {
+            b
+        }
+    });
+    // (Without --eval-batch, eval takes the run's: the power step runs once per batch.)
+    for (file, want, batch) in [
+        ("best.safetensors", &lines[best], None),
+        ("last.safetensors", &lines[2], Some("8")),
+    ] {
+        let path = reference.join(file);
+        let mut args = vec![
+            "eval",
+            "--checkpoint",
+            path.to_str().unwrap(),
+            "--data-dir",
+            d,
+        ];
+        if let Some(b) = batch {
+            args.extend(["--eval-batch", b]);
+        }
+        args.push("--json");
+        let out = fsnn(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = String::from_utf8(out.stdout).unwrap();
+        println!("eval {file}: {}", got.trim());
+        for k in ["test_loss", "test_acc"] {
+            assert_eq!(
+                number_text(&got, k),
+                number_text(want, k),
+                "eval {file}: {k} differs from the run's line {want}"
+            );
+        }
     }
-    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
-        0
-    );
-    let out = child.wait_with_output().unwrap();
+
+    // Ctrl-C, SIGTERM and SIGHUP: the first signal finishes the step, checkpoints and exits
+    // with 128 + its number, saying how to resume (as the user started fsnn: through cargo run,
+    // which the test runner's environment imitates, or by the binary's path).
+    for (sig, name, status, via_cargo) in [
+        (libc::SIGINT, "Ctrl-C", 130, true),
+        (libc::SIGTERM, "SIGTERM", 143, false),
+        (libc::SIGHUP, "SIGHUP", 129, false),
+    ] {
+        let dir = t.join(name);
+        let args = tiny_train(d, dir.to_str().unwrap(), "3");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fsnn"));
+        cmd.args(&args)
+            .current_dir(t)
+            .env_remove("FSNN_ADAPTER")
+            .stderr(std::process::Stdio::piped());
+        // The signal's default disposition, whatever this test runner inherited (`nohup` leaves
+        // SIGHUP ignored, and fsnn then keeps it so).
+        // SAFETY: signal(2) between fork and exec is async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                libc::signal(sig, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        if via_cargo {
+            cmd.env("CARGO", "cargo").env("CARGO_PKG_NAME", "fsnn-cli");
+        } else {
+            cmd.env_remove("CARGO");
+        }
+        let child = cmd.spawn().unwrap();
+        let steps = dir.join("steps.jsonl");
+        let t0 = std::time::Instant::now();
+        while std::fs::read_to_string(&steps).map_or(0, |s| s.lines().count()) < 5 {
+            assert!(t0.elapsed().as_secs() < 120, "the run did not get going");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("{name}: {}", stderr.trim());
+        // 7 steps and 2 evaluations were left when the signal went out: the run cannot have
+        // finished first.
+        assert_eq!(out.status.code(), Some(status), "{name}: {stderr}");
+        let launcher = if via_cargo {
+            // The test binary runs from target/release.
+            "cargo run --release -p fsnn-cli --".to_string()
+        } else {
+            env!("CARGO_BIN_EXE_fsnn").to_string()
+        };
+        assert!(
+            stderr.contains(&format!("{name}: finishing the current step"))
+                && stderr.contains(&format!(
+                    "resume with: {launcher} {} --resume",
+                    args.join(" ")
+                )),
+            "{name}: {stderr}"
+        );
+        // The plot follows every epoch, not only the run's end: epoch 1 of 3 is done.
+        assert!(dir.join("metrics.png").exists(), "{name}: no metrics.png");
+        let mut resume = args.clone();
+        resume.push("--resume");
+        let log = ok(&resume, t, &[]);
+        assert!(log.contains("resuming"), "{log}");
+        same_run(&reference, &dir, name);
+    }
+}
+
+/// One run per folder: two `fsnn train --out X` started together, one of them fails naming the
+/// other's pid; `--resume` is refused while the run goes on; a SIGKILL releases the lock.
+#[cfg(unix)]
+#[test]
+fn one_run_per_folder() {
+    let tmp = tmpdir("lock");
+    let t = tmp.path();
+    let data = t.join("data");
+    write_idx(&data, 64, 28, 16, 28);
+    let d = data.to_str().unwrap();
+    let dir = t.join("run");
+    let args = tiny_train(d, dir.to_str().unwrap(), "1000");
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_fsnn"))
+            .args(&args)
+            .current_dir(t)
+            .env_remove("FSNN_ADAPTER")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut runs = vec![start(), start()];
+    // The loser exits at once; the winner trains on.
+    let t0 = std::time::Instant::now();
+    let loser = loop {
+        if let Some(i) = (0..2).find(|&i| runs[i].try_wait().unwrap().is_some()) {
+            break i;
+        }
+        assert!(t0.elapsed().as_secs() < 120, "neither run was refused");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut winner = runs.remove(1 - loser);
+    let out = runs.pop().unwrap().wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("ctrl-c: {}", stderr.trim());
-    // 7 steps and 2 evaluations were left when the signal went out: the run cannot have
-    // finished first.
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    println!("second run: {}", stderr.trim());
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("Ctrl-C: finishing the current step")
-            && stderr.contains(&format!("resume with: fsnn {} --resume", args.join(" "))),
+        stderr.contains(&format!("another fsnn process (pid {})", winner.id()))
+            && stderr.contains(&dir.display().to_string()),
         "{stderr}"
     );
+    // A resume started while the run goes on is refused too, before it touches a file.
+    let steps = dir.join("steps.jsonl");
+    while std::fs::read_to_string(&steps).map_or(0, |s| s.lines().count()) < 3 {
+        assert!(t0.elapsed().as_secs() < 120, "the run did not get going");
+        assert!(winner.try_wait().unwrap().is_none(), "the run ended");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let mut resume = args.clone();
     resume.push("--resume");
-    let log = ok(&resume, t, &[]);
-    assert!(log.contains("resuming"), "{log}");
-    same_run(&reference, &dir, "ctrl-c");
+    let out = fsnn_env(&resume, t, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains(&format!("pid {}", winner.id())),
+        "{stderr}"
+    );
+    // SIGKILL: no destructor runs, the kernel drops the lock.
+    winner.kill().unwrap();
+    winner.wait().unwrap();
+    let b = resume.iter().position(|&a| a == "--epochs").unwrap();
+    resume[b + 1] = "1";
+    ok(&resume, t, &[]);
+}
+
+/// A cache folder that cannot be written: training warns naming the path and goes on; it does
+/// not claim "cached in". (Concurrent writers merging is tested in fsnn's `runs` module.)
+#[test]
+fn unwritable_cache_is_a_warning_with_its_path() {
+    let tmp = tmpdir("cache");
+    let t = tmp.path();
+    let data = t.join("data");
+    write_idx(&data, 16, 28, 16, 28);
+    let d = data.to_str().unwrap();
+    // A file where the cache folder should be: no permission bits involved (tests may run as
+    // root), every write fails.
+    let blocker = t.join("not-a-folder");
+    std::fs::write(&blocker, b"x").unwrap();
+    let cache = blocker.join("fsnn");
+    let out = t.join("run");
+    let mut args = tiny_train(d, out.to_str().unwrap(), "1");
+    args.extend(["--kernels", "auto"]);
+    let log = ok(&args, t, &[("FSNN_CACHE_DIR", cache.to_str().unwrap())]);
+    assert!(
+        log.contains("warning: cannot cache the kernel choice")
+            && log.contains(&blocker.display().to_string())
+            && !log.contains("cached in"),
+        "{log}"
+    );
 }
 
 /// Writes a tiny MNIST-format dataset (n training images of 28×28, n test images) into `dir`.

@@ -107,7 +107,7 @@ pub fn resolve(gpu: &Gpu, cfg: &NetworkSpec, batch: usize, requested: Kernels) -
     }
     let path = cache_path();
     let key = cache_key(gpu, net_cfg, batch);
-    let mut cache = load_cache(&path);
+    let cache = load_cache(&path);
     if let Some(c) = cache.get(&key) {
         c.apply(gpu);
         return Ok(c.kernels);
@@ -120,29 +120,29 @@ pub fn resolve(gpu: &Gpu, cfg: &NetworkSpec, batch: usize, requested: Kernels) -
             .event_lanes_ms
             .map(|l| format!(" (lanes {l:.1} ms: {})", c.conv_form.name())))
         .unwrap_or_default();
+    c.apply(gpu);
+    // A cache that cannot be written only costs the measurement next time: a warning, not an
+    // error.
+    let stored = store_cache(&path, &key, &c);
     eprintln!(
-        "kernels auto: dense {:.1} ms, event {:.1} ms{list} per forward pass of at most {MEASURE_STEPS} steps -> {} (cached in {})",
+        "kernels auto: dense {:.1} ms, event {:.1} ms{list} per forward pass of at most {MEASURE_STEPS} steps -> {}{}",
         c.dense_ms,
         c.event_ms,
         c.kernels,
-        path.display()
+        match &stored {
+            Ok(()) => format!(" (cached in {})", path.display()),
+            Err(_) => " (not cached)".to_string(),
+        }
     );
-    c.apply(gpu);
-    cache.insert(key, c.clone());
-    // A cache that cannot be written only costs the measurement next time.
-    let _ = store_cache(&path, &cache);
+    if let Err(e) = stored {
+        eprintln!("warning: cannot cache the kernel choice: {e:#}");
+    }
     Ok(c.kernels)
 }
 
-/// Writes the cache whole, through a temporary file renamed over it.
-fn store_cache(path: &Path, cache: &BTreeMap<String, Choice>) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("json.{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(cache)?)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+/// Adds one entry to the cache file, merged with what other processes wrote meanwhile.
+fn store_cache(path: &Path, key: &str, c: &Choice) -> Result<()> {
+    crate::runs::merge_into_json_map(path, BTreeMap::from([(key.to_string(), c.clone())]))
 }
 
 /// Median wall time of forward passes with each kernel choice, alternating between them (the
@@ -233,16 +233,19 @@ pub fn measure(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> Result<Choice> {
 }
 
 /// `fsnn tune`: measures the dense and event paths for this model anew (whatever the cache holds)
-/// and stores the result as [`resolve`] would. `None` for models without an event path.
-pub fn remeasure(gpu: &Gpu, cfg: &NetworkSpec, batch: usize) -> Result<Option<Choice>> {
+/// and stores the result as [`resolve`] would. `None` for models without an event path; the
+/// measurement comes back even when the cache cannot be written (the error says why, naming the
+/// file).
+pub fn remeasure(
+    gpu: &Gpu,
+    cfg: &NetworkSpec,
+    batch: usize,
+) -> Result<Option<(Choice, Result<()>)>> {
     let net_cfg = cfg;
     if !events_supported(net_cfg) {
         return Ok(None);
     }
     let c = measure(gpu, net_cfg, batch)?;
-    let path = cache_path();
-    let mut cache = load_cache(&path);
-    cache.insert(cache_key(gpu, net_cfg, batch), c.clone());
-    store_cache(&path, &cache)?;
-    Ok(Some(c))
+    let stored = store_cache(&cache_path(), &cache_key(gpu, net_cfg, batch), &c);
+    Ok(Some((c, stored)))
 }

@@ -46,6 +46,7 @@ pub mod ops;
 pub mod plot;
 pub mod plot_font;
 pub mod reference;
+pub mod runs;
 pub mod shader_source;
 pub mod solver;
 pub mod train;

@@ -106,7 +106,7 @@ impl TrainConfig {
     }
 }
 
-/// Set by [`request_stop`] (the command line's Ctrl-C handler): training finishes the step in
+/// Set by [`request_stop`] (the command line's handler of Ctrl-C, SIGTERM and SIGHUP): training finishes the step in
 /// progress, writes a checkpoint and returns [`Interrupted`].
 static STOP: AtomicBool = AtomicBool::new(false);
 /// True while a training loop runs, i.e. while a stop request can still be honoured gracefully.
@@ -135,6 +135,7 @@ pub struct TrainState {
     /// Epochs completed.
     pub epoch: usize,
     pub global_step: u64,
+    #[serde(with = "crate::runs::f64_bits")]
     pub best_test_acc: f64,
     /// In a mid-epoch checkpoint: how far epoch `epoch + 1` got.
     #[serde(default)]
@@ -142,21 +143,34 @@ pub struct TrainState {
 }
 
 /// Running sums of an epoch in progress, carried by mid-epoch checkpoints so that a resumed
-/// epoch reports the same metrics as an uninterrupted one.
+/// epoch reports the same metrics as an uninterrupted one: each is stored as its bits (see
+/// [`crate::runs::f64_bits`]) and summed on in the order the uninterrupted run sums it.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct EpochProgress {
     pub steps_done: usize,
+    #[serde(with = "crate::runs::f64_bits")]
     pub loss_sum: f64,
     pub correct: usize,
     pub samples: usize,
+    #[serde(with = "crate::runs::f64_bits")]
     pub iters_sum: f64,
+    #[serde(with = "crate::runs::f64_bits")]
     pub residual_sum: f64,
+    #[serde(with = "crate::runs::f64_bits_vec")]
     pub forward_residuals: Vec<f64>,
+    #[serde(with = "crate::runs::f64_bits")]
     pub forward_ms_sum: f64,
+    #[serde(with = "crate::runs::f64_bits")]
     pub backward_ms_sum: f64,
     /// Training seconds spent on the epoch before the checkpoint.
+    #[serde(with = "crate::runs::f64_bits")]
     pub seconds: f64,
+    #[serde(with = "crate::runs::f32_bits")]
     pub lr: f32,
+    /// The epoch's peak GPU memory before the checkpoint: a resumed epoch that only evaluates
+    /// never allocates the training step's buffers, yet the epoch's peak includes them.
+    #[serde(default)]
+    pub peak_gpu_bytes: u64,
 }
 
 pub fn lr_at(cfg: &TrainConfig, epoch: usize, global_step: u64) -> f32 {
@@ -376,7 +390,9 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
 
 /// Fault injection for the kill-and-resume test: with `FSNN_FAULT=<point>:<n>` the process kills
 /// itself with SIGKILL the n-th time it reaches `point` (`step`, `checkpoint-write`,
-/// `after-checkpoint`). Unset, this is one relaxed load.
+/// `after-checkpoint`); points named `stop-…` (`stop-in-eval`: after each evaluation batch)
+/// instead request a graceful stop there, as a Ctrl-C arriving at that moment would.
+/// Unset, this is one relaxed load.
 fn fault_point(point: &str) {
     use std::sync::atomic::AtomicUsize;
     use std::sync::OnceLock;
@@ -389,6 +405,10 @@ fn fault_point(point: &str) {
     });
     let Some((p, n)) = plan else { return };
     if p != point || HITS.fetch_add(1, Ordering::SeqCst) + 1 != *n {
+        return;
+    }
+    if point.starts_with("stop-") {
+        STOP.store(true, Ordering::SeqCst);
         return;
     }
     // SIGKILL, as a crash or an OOM killer would: no destructors, no flushing.
@@ -603,6 +623,13 @@ pub fn train<B: Backend>(
     let best = cfg.out.join("best.safetensors");
     let metrics_path = cfg.out.join("metrics.jsonl");
     let steps_path = cfg.out.join("steps.jsonl");
+    // One process per run folder, before anything in it is looked at (a folder to resume that
+    // does not exist is reported below).
+    let _lock = if cfg.resume && !cfg.out.is_dir() {
+        None
+    } else {
+        Some(crate::runs::RunLock::acquire(&cfg.out)?)
+    };
     let existing: Vec<&str> = RUN_FILES
         .iter()
         .copied()
@@ -712,7 +739,11 @@ pub fn train<B: Backend>(
                 );
             }
         }
-        net.load_host(gpu, &ck.host, &last.display().to_string())?;
+        net.load_host(
+            gpu,
+            &crate::runs::for_resume(&ck.host),
+            &last.display().to_string(),
+        )?;
         state = ck.state;
         history = ck.metrics.unwrap_or_else(|| {
             std::fs::read_to_string(&metrics_path)
@@ -787,8 +818,7 @@ pub fn train<B: Backend>(
     let steps_per_epoch = n_train.div_ceil(cfg.batch_size);
     // For the whole-run ETA: measured seconds per training step and per evaluation.
     let run_t0 = Instant::now();
-    let mut session_steps = 0usize;
-    let mut session_step_secs = 0.0f64;
+    let mut eta = crate::runs::EtaClock::default();
     let mut eval_secs: Option<f64> = None;
     eprintln!("forward simulation kernels: {kernels}");
     let mut all = Vec::new();
@@ -813,7 +843,7 @@ pub fn train<B: Backend>(
         );
         bar.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
         bar.set_position(skip_steps as u64);
-        bar.set_message("eta: after the first step");
+        bar.set_message("eta: measuring");
         let mut lr = if skip_steps > 0 {
             acc.lr
         } else {
@@ -832,12 +862,12 @@ pub fn train<B: Backend>(
         gpu.set_profiling(cfg.profile || trace_pending);
         let aug_seed = cfg.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (epoch as u64) << 32;
         let resumed_secs = acc.seconds;
-        let save_progress = |net: &dyn Model<B>, state: &TrainState, history: &[String]| {
+        let save_progress = |host: &HostState, state: &TrainState, history: &[String]| {
             let extra = [
                 ("fsnn.train_config", saved_cfg.clone()),
                 ("fsnn.metrics", serde_json::to_string(history)?),
             ];
-            save_checkpoint_with(&last, &net_cfg, state, &net.to_host(gpu), &extra)
+            save_checkpoint_with(&last, &net_cfg, state, host, &extra)
         };
         let start = acc.samples.min(order.len());
         for_each_batch(
@@ -889,23 +919,31 @@ pub fn train<B: Backend>(
                 acc.forward_ms_sum += s.forward_ms;
                 acc.backward_ms_sum += s.backward_ms;
                 acc.lr = lr;
-                session_steps += 1;
-                session_step_secs += step_t0.elapsed().as_secs_f64();
+                eta.record(step_t0.elapsed().as_secs_f64());
                 let el = t0.elapsed().as_secs_f64();
-                let per_step = session_step_secs / session_steps as f64;
-                let left_epoch = steps_per_epoch.saturating_sub(acc.steps_done) as f64 * per_step;
-                let later = cfg.epochs - epoch - 1;
-                let eval = eval_secs.unwrap_or(0.0);
-                let left_run =
-                    left_epoch + later as f64 * (steps_per_epoch as f64 * per_step + eval) + eval;
+                let eta_text = match eta.per_step() {
+                    Some(per_step) => {
+                        let left_epoch =
+                            steps_per_epoch.saturating_sub(acc.steps_done) as f64 * per_step;
+                        let later = cfg.epochs - epoch - 1;
+                        let eval = eval_secs.unwrap_or(0.0);
+                        let left_run = left_epoch
+                            + later as f64 * (steps_per_epoch as f64 * per_step + eval)
+                            + eval;
+                        format!(
+                            "eta epoch {}, run {}{}",
+                            fmt_secs(left_epoch),
+                            fmt_secs(left_run),
+                            if eval_secs.is_none() { " + evals" } else { "" }
+                        )
+                    }
+                    None => "eta: measuring".to_string(),
+                };
                 bar.set_message(format!(
-                    "loss {:.4} acc {:.4} {:.0} samples/s | eta epoch {}, run {}{}",
+                    "loss {:.4} acc {:.4} {:.0} samples/s | {eta_text}",
                     acc.loss_sum / acc.samples as f64,
                     acc.correct as f64 / acc.samples as f64,
                     (acc.samples - start) as f64 / el,
-                    fmt_secs(left_epoch),
-                    fmt_secs(left_run),
-                    if eval_secs.is_none() { " + evals" } else { "" }
                 ));
                 bar.inc(1);
                 let stop = stop_requested();
@@ -914,10 +952,11 @@ pub fn train<B: Backend>(
                     && acc.steps_done < steps_per_epoch;
                 if stop || periodic {
                     acc.seconds = resumed_secs + t0.elapsed().as_secs_f64();
+                    acc.peak_gpu_bytes = acc.peak_gpu_bytes.max(gpu.memory_bytes().1);
                     let mut st = state.clone();
                     st.partial = Some(acc.clone());
                     steps_log.flush()?;
-                    save_progress(net.as_ref(), &st, &history)?;
+                    save_progress(&net.to_host(gpu), &st, &history)?;
                 }
                 if stop {
                     interrupted = true;
@@ -955,6 +994,8 @@ pub fn train<B: Backend>(
             return Err(stopped(&state).into());
         }
         let train_secs = resumed_secs + t0.elapsed().as_secs_f64();
+        // Evaluation moves the spectral norm's u, v: checkpoints keep what it started from.
+        let before_eval = net.to_host(gpu);
         let eval_t0 = Instant::now();
         let Some((test_loss, test_acc)) = evaluate_until(
             gpu,
@@ -962,15 +1003,19 @@ pub fn train<B: Backend>(
             test_src.as_ref(),
             cfg.eval_batch,
             cfg.limit_test,
-            &stop_requested,
+            &|| {
+                fault_point("stop-in-eval");
+                stop_requested()
+            },
         )?
         else {
             // Stopped during evaluation: the epoch's training is complete; a resume only
             // evaluates.
             acc.seconds = train_secs;
+            acc.peak_gpu_bytes = acc.peak_gpu_bytes.max(gpu.memory_bytes().1);
             let mut st = state.clone();
             st.partial = Some(acc);
-            save_progress(net.as_ref(), &st, &history)?;
+            save_progress(&before_eval, &st, &history)?;
             return Err(stopped(&state).into());
         };
         eval_secs = Some(eval_t0.elapsed().as_secs_f64());
@@ -990,7 +1035,7 @@ pub fn train<B: Backend>(
             forward_residual_median: median(&acc.forward_residuals),
             forward_ms_mean: acc.forward_ms_sum / k,
             backward_ms_mean: acc.backward_ms_sum / k,
-            peak_gpu_bytes: gpu.memory_bytes().1,
+            peak_gpu_bytes: gpu.memory_bytes().1.max(acc.peak_gpu_bytes),
         };
         state.epoch = epoch + 1;
         state.partial = None;
@@ -1000,7 +1045,7 @@ pub fn train<B: Backend>(
         }
         let line = serde_json::to_string(&m)?;
         history.push(line.clone());
-        let host = net.to_host(gpu);
+        let host = crate::runs::with_after_eval(&before_eval, &net.to_host(gpu));
         let extra = [
             ("fsnn.train_config", saved_cfg.clone()),
             ("fsnn.metrics", serde_json::to_string(&history)?),
@@ -1020,6 +1065,9 @@ pub fn train<B: Backend>(
             .open(&metrics_path)
             .with_context(|| format!("{}: cannot append", metrics_path.display()))?;
         writeln!(f, "{line}")?;
+        drop(f);
+        // Every epoch, so a long run can be watched (and a stopped one has its plot).
+        crate::plot::plot_metrics(&read_metrics(&metrics_path)?, &cfg.out.join("metrics.png"))?;
         eprintln!(
             "epoch {}: train loss {:.4} acc {:.4} | test loss {:.4} acc {:.4} | {:.1} s, {:.0} samples/s, solver {:.1} it (res {:.1e}), forward residual {:.3} (median)",
             m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.seconds, m.samples_per_sec, m.solver_iters_mean, m.solver_residual_mean, m.forward_residual_median
@@ -1042,8 +1090,11 @@ pub fn train<B: Backend>(
             }
         }
     }
-    let history = read_metrics(&metrics_path)?;
-    crate::plot::plot_metrics(&history, &cfg.out.join("metrics.png"))?;
+    if all.is_empty() {
+        // A resume of a run whose epochs were all done (killed after its last checkpoint).
+        let history = read_metrics(&metrics_path)?;
+        crate::plot::plot_metrics(&history, &cfg.out.join("metrics.png"))?;
+    }
     Ok(all)
 }
 

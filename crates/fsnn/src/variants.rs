@@ -455,20 +455,16 @@ pub fn initial(info: &AdapterSummary, features: &wgpu::Features) -> Chosen {
 
 /// Stores a measurement for this adapter (in the file and in this process).
 pub fn store(info: &AdapterSummary, m: &Measured) -> Result<PathBuf> {
-    let path = cache_path();
-    let key = cache_key(info);
-    let mut cache = load_cache(&path);
-    cache.insert(key.clone(), m.clone());
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("json.{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&cache)?)?;
-    std::fs::rename(&tmp, &path)?;
+    store_at(cache_path(), cache_key(info), m)
+}
+
+fn store_at(path: PathBuf, key: String, m: &Measured) -> Result<PathBuf> {
+    // This process uses the measurement whether or not the file takes it.
     memo()
         .lock()
         .unwrap()
-        .insert((path.clone(), key), Some(m.clone()));
+        .insert((path.clone(), key.clone()), Some(m.clone()));
+    crate::runs::merge_into_json_map(&path, BTreeMap::from([(key, m.clone())]))?;
     Ok(path)
 }
 
@@ -717,10 +713,11 @@ pub fn measure(gpu: &Gpu, f: Family, quick: bool) -> FamilyChoice {
     }
 }
 
-/// Measures every family, stores the result in the cache (returning its path; not with `quick`,
-/// whose shapes are not representative) and applies it to `gpu` (families forced by
-/// `FSNN_VARIANT_*` keep the forced variant).
-pub fn tune(gpu: &Gpu, quick: bool) -> Result<(Measured, Option<PathBuf>)> {
+/// Measures every family, stores the result in the cache (returning its path, or why it could
+/// not be written: the measurement is kept either way; nothing is stored with `quick`, whose
+/// shapes are not representative) and applies it to `gpu` (families forced by `FSNN_VARIANT_*`
+/// keep the forced variant).
+pub fn tune(gpu: &Gpu, quick: bool) -> Result<(Measured, Option<Result<PathBuf>>)> {
     let m: Measured = Family::ALL
         .iter()
         .map(|&f| (f, measure(gpu, f, quick)))
@@ -728,7 +725,7 @@ pub fn tune(gpu: &Gpu, quick: bool) -> Result<(Measured, Option<PathBuf>)> {
     let path = if quick {
         None
     } else {
-        Some(store(&gpu.ctx.info, &m)?)
+        Some(store(&gpu.ctx.info, &m))
     };
     for (&f, fc) in &m {
         match env_override(f)? {
@@ -790,6 +787,35 @@ mod tests {
         );
         let back: Cache = serde_json::from_str(&text).unwrap();
         assert_eq!(back[&key][&Family::Conv2dInputGrad].chosen, Variant::Tiled);
+    }
+
+    #[test]
+    fn a_cache_that_cannot_be_written_names_its_path_and_keeps_the_measurement() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the cache folder should be: fails for root too.
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let path = blocker.join("fsnn").join("variants.json");
+        let mut m = Measured::new();
+        m.insert(
+            Family::Gemm,
+            FamilyChoice {
+                chosen: Variant::Tiled,
+                timings: vec![],
+                per_shape: vec![],
+            },
+        );
+        let key = "unwritable-test-key".to_string();
+        let err = format!("{:#}", store_at(path.clone(), key.clone(), &m).unwrap_err());
+        assert!(err.contains(&blocker.display().to_string()), "{err}");
+        let kept = memo().lock().unwrap()[&(path.clone(), key.clone())].clone();
+        assert_eq!(kept.unwrap()[&Family::Gemm].chosen, Variant::Tiled);
+        // A writable one: two writers' entries both end up in the file.
+        let path = dir.path().join("c").join("variants.json");
+        store_at(path.clone(), "a".into(), &m).unwrap();
+        store_at(path.clone(), "b".into(), &m).unwrap();
+        let keys: Vec<String> = load_cache(&path).into_keys().collect();
+        assert_eq!(keys, ["a", "b"]);
     }
 
     #[test]
