@@ -266,7 +266,7 @@ fn tint_in_dawn_compiles_every_kernel_and_runs_gemm_and_neuron_step() {
         })
         .collect();
     let mut rng = Rng::new(25);
-    let cases = vec![
+    let cases = [
         gemm_case(&mut rng, "gemm", (64, 64)),
         gemm_case(&mut rng, "gemm_subgroup", (64, 64)),
         // Rows × columns per workgroup of gemm_coop: 8 invocations of 16 × 4 (ops::GEMM_COOP_BLOCK).
