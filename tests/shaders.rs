@@ -227,3 +227,32 @@ fn tint_text_is_naga_text_plus_directives_on_subgroup_kernels_only() {
     println!("Tint header on: {with_header:?}");
     assert!(with_header.contains(&"gemm_subgroup") && with_header.contains(&"gemm_coop"));
 }
+
+/// The variants fsnn gates on `Features::SUBGROUP` are exactly those whose kernels use subgroups,
+/// and every family keeps a candidate that needs no feature (what a WebGPU without `subgroups`
+/// runs).
+#[test]
+fn subgroup_gated_variants_are_exactly_the_subgroup_kernels() {
+    use fsnn::variants::Family;
+    let none = wgpu::Features::empty();
+    for f in Family::ALL {
+        for &v in f.candidates() {
+            let kernel = f.kernel(v);
+            let uses = fsnn::gpu::kernel_uses_subgroups(kernel).unwrap();
+            assert_eq!(
+                uses,
+                !v.supported(&none),
+                "{f} {v} ({kernel}): uses subgroups {uses}, gated {}",
+                !v.supported(&none)
+            );
+            assert!(
+                v.fallback(&none).supported(&none) || !v.supported(&none),
+                "{f} {v}"
+            );
+        }
+        assert!(
+            f.candidates().iter().any(|v| v.supported(&none)),
+            "{f} has no variant for a device without subgroups"
+        );
+    }
+}
