@@ -34,13 +34,15 @@ fn main() {
                 let mut paths = Vec::new();
                 for compiler in shader_source::Compiler::ALL {
                     let text = shader_source::for_compiler(&shader.source, subgroups, compiler);
-                    let path = out_dir.join(format!("{name}.{compiler:?}.wgsl").to_lowercase());
+                    let tag = format!("{compiler:?}").to_lowercase();
+                    let path = out_dir.join(format!("{name}.{tag}.wgsl"));
                     std::fs::write(&path, text).unwrap();
                     paths.push(path.display().to_string());
                 }
                 table.push_str(&format!(
                     "    ({name:?}, include_str!({:?}), include_str!({:?}), {subgroups}),\n",
-                    paths[0], paths[1]
+                    paths[0],
+                    paths[1] // Compiler::ALL: Naga, then Tint
                 ));
             }
             Err(e) => failures.push(e.to_string()),
