@@ -39,10 +39,10 @@ fn main() {
                     std::fs::write(&path, text).unwrap();
                     paths.push(path.display().to_string());
                 }
+                // Compiler::ALL lists Naga, then Tint: the table's order.
                 table.push_str(&format!(
                     "    ({name:?}, include_str!({:?}), include_str!({:?}), {subgroups}),\n",
-                    paths[0],
-                    paths[1] // Compiler::ALL: Naga, then Tint
+                    paths[0], paths[1]
                 ));
             }
             Err(e) => failures.push(e.to_string()),
