@@ -5,7 +5,8 @@
 //! - Tint, inside Dawn (the npm `webgpu` package run by Node, tests/dawn/portability.mjs),
 //!   compiles every kernel's Tint text into a pipeline on a device with WebGPU's default limits
 //!   (and the `subgroups` feature for the subgroup kernels, where the adapter offers it), then runs
-//!   GEMM kernels and `neuron_step` on random data and matches fsnn's CPU twins.
+//!   three GEMM variants, `neuron_step` and `solver_track` on random data and matches fsnn's CPU
+//!   twins.
 //!
 //! Kernels come from `fsnn::gpu::kernel_names()`, so a new kernel is checked without a change here.
 //! Node, the `webgpu` package and `spirv-val` are found on PATH or through `FSNN_NODE`,
@@ -13,12 +14,13 @@
 //! where `.ci/run` installs it) and `FSNN_SPIRV_VAL`. Missing, they skip their part loudly, unless
 //! `CI` is set: there, missing is a failure.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fsnn::cpu;
 use fsnn::gpu::{kernel_names, kernel_source, kernel_source_for, kernel_uses_subgroups};
-use fsnn::ops::{NeuronStep, Op};
+use fsnn::ops::{NeuronStep, Op, SolverIter, SolverLayout, SolverMode};
 use fsnn::shader_source::Compiler;
 use fsnn_tests::{check, Rng};
 use serde_json::{json, Value};
@@ -174,7 +176,8 @@ struct Case {
     params: Vec<u32>,
     buffers: Vec<Vec<f32>>,
     groups: [u32; 3],
-    expect: Vec<(usize, &'static str, Vec<f32>, f64)>,
+    /// (buffer, label, words compared, the twin's whole buffer, tolerance)
+    expect: Vec<(usize, &'static str, Range<usize>, Vec<f32>, f64)>,
 }
 
 /// GEMM variants share one parameter layout (crate::ops::gemm_variant); each covers a different
@@ -198,7 +201,7 @@ fn gemm_case(rng: &mut Rng, kernel: &'static str, block: (usize, usize)) -> Case
         params,
         buffers: vec![a, b, c0],
         groups: [n.div_ceil(block.1) as u32, m.div_ceil(block.0) as u32, 1],
-        expect: vec![(2, "C", c, 1e-5)],
+        expect: vec![(2, "C", 0..m * n, c, 1e-5)],
     }
 }
 
@@ -229,15 +232,89 @@ fn neuron_step_case(rng: &mut Rng) -> Case {
         buffers: vec![u0, acc0, vec![0.5; n], x, fb],
         groups: [n.div_ceil(fsnn::gpu::WG as usize) as u32, 1, 1],
         expect: vec![
-            (0, "u", u, 1e-6),
-            (1, "rate acc", acc, 1e-6),
-            (2, "spikes", s, 0.0),
+            (0, "u", 0..n, u, 1e-6),
+            (1, "rate acc", 0..n, acc, 1e-6),
+            (2, "spikes", 0..n, s, 0.0),
+        ],
+    }
+}
+
+/// The batch-global solver step (shaders/solver_track.wgsl, whose f32-maximum literal Tint once
+/// rejected) of an Anderson solve with a live least-squares problem, as in tests/kernels.rs.
+fn solver_track_case(rng: &mut Rng) -> Case {
+    let l = SolverLayout {
+        mode: SolverMode::Anderson,
+        batch: 3,
+        dim: 37,
+        slots: 5,
+    };
+    let i = SolverIter::new(&l, 2);
+    let (n, st) = (l.batch * l.dim, l.state_offset());
+    let hist = rng.vec(l.hist_len(), -1.0, 1.0);
+    let vecs: Vec<Vec<f32>> = (0..5).map(|_| rng.vec(n, -1.0, 1.0)).collect();
+    let mut scal = rng.vec(l.scal_len(), -1.0, 1.0);
+    // A consistent Gram matrix of the stored Δg rows, so the least squares are well posed.
+    let gram0 = st + 8;
+    for b in 0..l.batch {
+        for p in 0..l.slots {
+            for q in 0..l.slots {
+                let row = |j: usize| ((b * l.slots + j) * 2 + 1) * l.dim;
+                let v: f32 = (0..l.dim)
+                    .map(|e| hist[row(p) + e] * hist[row(q) + e])
+                    .sum();
+                scal[gram0 + (b * l.slots + p) * l.slots + q] = v;
+            }
+        }
+    }
+    let [jx, x, gl, gold, step] = [0, 1, 2, 3, 4].map(|k| &vecs[k]);
+    cpu::solver_dots(&l, i, &hist, jx, x, gl, gold, step, &mut scal);
+    scal[st] = 1e9; // lowest Σg² so far: this iteration improves on it
+    scal[st + 1] = 0.0; // not done
+    let (threshold, eps2, reg) = (30usize, 0.0f32, 1e-6f32);
+    let before = scal.clone();
+    let gamma0 = gram0 + l.batch * l.slots * l.slots;
+    cpu::solver_track(&l, i, threshold, eps2, reg, &mut scal);
+    // Else a kernel that wrote nothing would pass.
+    assert!(
+        scal[gamma0..] != before[gamma0..] && scal[st..st + 4] != before[st..st + 4],
+        "the twin left the coefficients or the state unchanged"
+    );
+    let params = [
+        l.batch,
+        l.slots,
+        l.mode as usize,
+        i.it,
+        i.count,
+        i.slot,
+        threshold,
+        st,
+        gram0,
+        gamma0,
+    ]
+    .iter()
+    .map(|&v| v as u32)
+    .chain([eps2.to_bits(), reg.to_bits()])
+    .collect();
+    let len = scal.len();
+    Case {
+        name: format!(
+            "solver_track Anderson {}x{} slots={} it=2",
+            l.batch, l.dim, l.slots
+        ),
+        kernel: "solver_track",
+        params,
+        buffers: vec![before],
+        groups: [1, 1, 1],
+        expect: vec![
+            (0, "scal", 0..len, scal.clone(), 2e-4),
+            // done, improved, iterations: decisions, so exact.
+            (0, "state words", st + 1..st + 4, scal, 0.0),
         ],
     }
 }
 
 #[test]
-fn tint_in_dawn_compiles_every_kernel_and_runs_gemm_and_neuron_step() {
+fn tint_in_dawn_compiles_every_kernel_and_runs_five_against_their_twins() {
     let Some(node) = tool("node", "FSNN_NODE") else {
         absent("node", "install Node (apt-get install nodejs npm)");
         return;
@@ -272,6 +349,7 @@ fn tint_in_dawn_compiles_every_kernel_and_runs_gemm_and_neuron_step() {
         // Rows × columns per workgroup of gemm_coop: 8 invocations of 16 × 4 (ops::GEMM_COOP_BLOCK).
         gemm_case(&mut rng, "gemm_coop", (16, 32)),
         neuron_step_case(&mut rng),
+        solver_track_case(&mut rng),
     ];
     let input = json!({
         "kernels": kernels,
@@ -353,11 +431,11 @@ fn tint_in_dawn_compiles_every_kernel_and_runs_gemm_and_neuron_step() {
             r["error"]
         );
         let bufs = r["buffers"].as_array().unwrap();
-        for (i, label, want, tol) in &case.expect {
+        for (i, label, range, want, tol) in &case.expect {
             check(
                 &format!("Dawn {} {label}", case.name),
-                &floats(&bufs[*i]),
-                want,
+                &floats(&bufs[*i])[range.clone()],
+                &want[range.clone()],
                 *tol,
             );
         }
