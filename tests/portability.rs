@@ -169,6 +169,31 @@ fn floats(v: &Value) -> Vec<f32> {
         .collect()
 }
 
+/// Words `range` of buffer `buffer` (binding − 1) against the twin's whole buffer `want`.
+struct Expect {
+    buffer: usize,
+    label: &'static str,
+    range: Range<usize>,
+    want: Vec<f32>,
+    tol: f64,
+}
+
+fn expect(
+    buffer: usize,
+    label: &'static str,
+    range: Range<usize>,
+    want: Vec<f32>,
+    tol: f64,
+) -> Expect {
+    Expect {
+        buffer,
+        label,
+        range,
+        want,
+        tol,
+    }
+}
+
 /// One dispatch for Dawn, and the buffers (by binding − 1) to compare with the CPU twin's.
 struct Case {
     name: String,
@@ -176,8 +201,7 @@ struct Case {
     params: Vec<u32>,
     buffers: Vec<Vec<f32>>,
     groups: [u32; 3],
-    /// (buffer, label, words compared, the twin's whole buffer, tolerance)
-    expect: Vec<(usize, &'static str, Range<usize>, Vec<f32>, f64)>,
+    expect: Vec<Expect>,
 }
 
 /// GEMM variants share one parameter layout (crate::ops::gemm_variant); each covers a different
@@ -201,7 +225,7 @@ fn gemm_case(rng: &mut Rng, kernel: &'static str, block: (usize, usize)) -> Case
         params,
         buffers: vec![a, b, c0],
         groups: [n.div_ceil(block.1) as u32, m.div_ceil(block.0) as u32, 1],
-        expect: vec![(2, "C", 0..m * n, c, 1e-5)],
+        expect: vec![expect(2, "C", 0..m * n, c, 1e-5)],
     }
 }
 
@@ -232,9 +256,9 @@ fn neuron_step_case(rng: &mut Rng) -> Case {
         buffers: vec![u0, acc0, vec![0.5; n], x, fb],
         groups: [n.div_ceil(fsnn::gpu::WG as usize) as u32, 1, 1],
         expect: vec![
-            (0, "u", 0..n, u, 1e-6),
-            (1, "rate acc", 0..n, acc, 1e-6),
-            (2, "spikes", 0..n, s, 0.0),
+            expect(0, "u", 0..n, u, 1e-6),
+            expect(1, "rate acc", 0..n, acc, 1e-6),
+            expect(2, "spikes", 0..n, s, 0.0),
         ],
     }
 }
@@ -306,9 +330,9 @@ fn solver_track_case(rng: &mut Rng) -> Case {
         buffers: vec![before],
         groups: [1, 1, 1],
         expect: vec![
-            (0, "scal", 0..len, scal.clone(), 2e-4),
+            expect(0, "scal", 0..len, scal.clone(), 2e-4),
             // done, improved, iterations: decisions, so exact.
-            (0, "state words", st + 1..st + 4, scal, 0.0),
+            expect(0, "state words", st + 1..st + 4, scal, 0.0),
         ],
     }
 }
@@ -431,12 +455,12 @@ fn tint_in_dawn_compiles_every_kernel_and_runs_five_against_their_twins() {
             r["error"]
         );
         let bufs = r["buffers"].as_array().unwrap();
-        for (i, label, range, want, tol) in &case.expect {
+        for e in &case.expect {
             check(
-                &format!("Dawn {} {label}", case.name),
-                &floats(&bufs[*i])[range.clone()],
-                &want[range.clone()],
-                *tol,
+                &format!("Dawn {} {}", case.name, e.label),
+                &floats(&bufs[e.buffer])[e.range.clone()],
+                &e.want[e.range.clone()],
+                e.tol,
             );
         }
     }
