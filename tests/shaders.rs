@@ -256,3 +256,17 @@ fn subgroup_gated_variants_are_exactly_the_subgroup_kernels() {
         );
     }
 }
+
+#[test]
+fn browser_webgpu_gets_the_tint_text_native_back_ends_the_naga_text() {
+    use fsnn::gpu::wgsl_compiler;
+    assert_eq!(wgsl_compiler(wgpu::Backend::BrowserWebGpu), Compiler::Tint);
+    for b in [
+        wgpu::Backend::Vulkan,
+        wgpu::Backend::Metal,
+        wgpu::Backend::Dx12,
+        wgpu::Backend::Gl,
+    ] {
+        assert_eq!(wgsl_compiler(b), Compiler::Naga, "{b:?}");
+    }
+}

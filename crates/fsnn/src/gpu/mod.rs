@@ -50,6 +50,15 @@ pub fn kernel_source_for(
         })
 }
 
+/// The WGSL compiler behind a wgpu back end: a browser's WebGPU compiles the text itself (Tint in
+/// Chrome and Edge), wgpu's native back ends translate it with naga.
+pub fn wgsl_compiler(backend: wgpu::Backend) -> crate::shader_source::Compiler {
+    match backend {
+        wgpu::Backend::BrowserWebGpu => crate::shader_source::Compiler::Tint,
+        _ => crate::shader_source::Compiler::Naga,
+    }
+}
+
 /// Whether a kernel uses subgroup operations, so that a device needs the subgroup feature
 /// (`wgpu::Features::SUBGROUP`, WebGPU's `subgroups`) to build it.
 pub fn kernel_uses_subgroups(name: &str) -> Option<bool> {
@@ -592,7 +601,9 @@ impl Gpu {
         if let Some(p) = cache.get(name) {
             return p.clone();
         }
-        let src = kernel_source(name).unwrap_or_else(|| panic!("no kernel named {name}"));
+        let compiler = wgsl_compiler(self.ctx.adapter.get_info().backend);
+        let src =
+            kernel_source_for(name, compiler).unwrap_or_else(|| panic!("no kernel named {name}"));
         let module = self
             .ctx
             .device
