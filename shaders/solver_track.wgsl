@@ -24,7 +24,7 @@ const ANDERSON: u32 = 2u;
 const MAXM: u32 = 8u;
 
 fn finite_or_zero(v: f32) -> f32 {
-    return select(0.0, v, abs(v) <= 3.4028235e38);
+    return select(0.0, v, abs(v) <= 0x1.fffffep+127f);
 }
 
 // Solves (D⁻¹HD⁻¹ + reg·I) y = D⁻¹r, γ = D⁻¹y with D = diag(H)^½ (Jacobi scaling makes `reg`

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use fsnn::shader_source::{assemble, kernel_names, validate, ShaderError};
+use fsnn::shader_source::{
+    assemble, kernel_names, uses_subgroups, validate, Compiler, ShaderError, TINT_SUBGROUP_HEADER,
+};
 use fsnn_tests::gpu;
 
 fn shaders_dir() -> PathBuf {
@@ -35,8 +37,10 @@ fn every_embedded_kernel_builds_a_pipeline() {
     assert!(names.contains(&"gemm") && names.contains(&"peak_fma"));
     let mut failures = Vec::new();
     for name in &names {
-        // Subgroup kernel variants need the feature (the device enables it where offered).
-        if name.contains("subgroup") && !g.ctx.features.contains(wgpu::Features::SUBGROUP) {
+        // Subgroup kernels need the feature (the device enables it where offered).
+        if fsnn::gpu::kernel_uses_subgroups(name) == Some(true)
+            && !g.ctx.features.contains(wgpu::Features::SUBGROUP)
+        {
             println!("{name:<24} skipped: the adapter has no SUBGROUP");
             continue;
         }
@@ -171,4 +175,98 @@ fn missing_import_names_the_importing_line() {
     println!("rejected as expected: {err}");
     assert_eq!(err.file, dir.path().join("k.wgsl"));
     assert_eq!(err.line, 2);
+}
+
+#[test]
+fn subgroup_use_is_found_by_the_validator_not_by_name() {
+    let plain = shader_tree(&[(
+        "k.wgsl",
+        "// subgroupAdd in a comment is no use\n@group(0) @binding(0) var<storage, read_write> o: \
+         array<f32>;\n@compute @workgroup_size(1) fn main() { o[0] = 1.0; }\n",
+    )]);
+    let uses = shader_tree(&[(
+        "k.wgsl",
+        "@group(0) @binding(0) var<storage, read_write> o: array<f32>;\n@compute \
+         @workgroup_size(32) fn main(@builtin(subgroup_invocation_id) l: u32) { o[l] = \
+         subgroupAdd(f32(l)); }\n",
+    )]);
+    let check = |dir: &Path| {
+        let shader = assemble(dir, "k").unwrap();
+        uses_subgroups(&validate(&shader).unwrap())
+    };
+    assert!(!check(plain.path()));
+    assert!(check(uses.path()));
+}
+
+/// One source per kernel: Tint's text is naga's, plus `enable subgroups;` and the uniformity
+/// diagnostic where the kernel uses subgroups; naga still refuses that header (were it to accept
+/// it, one text would serve both compilers).
+#[test]
+fn tint_text_is_naga_text_plus_directives_on_subgroup_kernels_only() {
+    let mut with_header = Vec::new();
+    for name in fsnn::gpu::kernel_names() {
+        let naga_text = fsnn::gpu::kernel_source_for(name, Compiler::Naga).unwrap();
+        let tint_text = fsnn::gpu::kernel_source_for(name, Compiler::Tint).unwrap();
+        assert_eq!(naga_text, fsnn::gpu::kernel_source(name).unwrap());
+        if fsnn::gpu::kernel_uses_subgroups(name).unwrap() {
+            assert_eq!(
+                tint_text,
+                format!("{TINT_SUBGROUP_HEADER}{naga_text}"),
+                "{name}"
+            );
+            assert!(
+                naga::front::wgsl::parse_str(tint_text).is_err(),
+                "{name}: naga now accepts `enable subgroups;`"
+            );
+            with_header.push(name);
+        } else {
+            assert_eq!(tint_text, naga_text, "{name}");
+            assert!(!naga_text.contains("subgroupShuffle"), "{name}");
+        }
+    }
+    println!("Tint header on: {with_header:?}");
+    assert!(with_header.contains(&"gemm_subgroup") && with_header.contains(&"gemm_coop"));
+}
+
+/// The variants fsnn gates on `Features::SUBGROUP` are exactly those whose kernels use subgroups,
+/// and every family keeps a candidate that needs no feature (what a WebGPU without `subgroups`
+/// runs).
+#[test]
+fn subgroup_gated_variants_are_exactly_the_subgroup_kernels() {
+    use fsnn::variants::Family;
+    let none = wgpu::Features::empty();
+    for f in Family::ALL {
+        for &v in f.candidates() {
+            let kernel = f.kernel(v);
+            let uses = fsnn::gpu::kernel_uses_subgroups(kernel).unwrap();
+            assert_eq!(
+                uses,
+                !v.supported(&none),
+                "{f} {v} ({kernel}): uses subgroups {uses}, gated {}",
+                !v.supported(&none)
+            );
+            assert!(
+                v.fallback(&none).supported(&none) || !v.supported(&none),
+                "{f} {v}"
+            );
+        }
+        assert!(
+            f.candidates().iter().any(|v| v.supported(&none)),
+            "{f} has no variant for a device without subgroups"
+        );
+    }
+}
+
+#[test]
+fn browser_webgpu_gets_the_tint_text_native_back_ends_the_naga_text() {
+    use fsnn::gpu::wgsl_compiler;
+    assert_eq!(wgsl_compiler(wgpu::Backend::BrowserWebGpu), Compiler::Tint);
+    for b in [
+        wgpu::Backend::Vulkan,
+        wgpu::Backend::Metal,
+        wgpu::Backend::Dx12,
+        wgpu::Backend::Gl,
+    ] {
+        assert_eq!(wgsl_compiler(b), Compiler::Naga, "{b:?}");
+    }
 }

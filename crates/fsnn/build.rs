@@ -13,7 +13,9 @@ fn main() {
     println!("cargo:rerun-if-changed={}", dir.display());
     println!("cargo:rerun-if-changed={}", dir.join("shared").display());
     let names = shader_source::kernel_names(&dir).expect("cannot list shaders/");
-    let mut table = String::from("pub static KERNEL_SOURCES: &[(&str, &str)] = &[\n");
+    // (name, naga text, Tint text, uses subgroups): one source per kernel, with each compiler's
+    // directives.
+    let mut table = String::from("pub static KERNEL_SOURCES: &[(&str, &str, &str, bool)] = &[\n");
     let mut failures = Vec::new();
     for name in &names {
         match shader_source::assemble(&dir, name) {
@@ -21,15 +23,26 @@ fn main() {
                 for f in &shader.files {
                     println!("cargo:rerun-if-changed={}", f.display());
                 }
-                if let Err(e) = shader_source::validate(&shader) {
-                    failures.push(e.to_string());
-                    continue;
+                let module = match shader_source::validate(&shader) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        failures.push(e.to_string());
+                        continue;
+                    }
+                };
+                let subgroups = shader_source::uses_subgroups(&module);
+                let mut paths = Vec::new();
+                for compiler in shader_source::Compiler::ALL {
+                    let text = shader_source::for_compiler(&shader.source, subgroups, compiler);
+                    let tag = format!("{compiler:?}").to_lowercase();
+                    let path = out_dir.join(format!("{name}.{tag}.wgsl"));
+                    std::fs::write(&path, text).unwrap();
+                    paths.push(path.display().to_string());
                 }
-                let path = out_dir.join(format!("{name}.wgsl"));
-                std::fs::write(&path, &shader.source).unwrap();
+                // Compiler::ALL lists Naga, then Tint: the table's order.
                 table.push_str(&format!(
-                    "    ({name:?}, include_str!({:?})),\n",
-                    path.display().to_string()
+                    "    ({name:?}, include_str!({:?}), include_str!({:?}), {subgroups}),\n",
+                    paths[0], paths[1]
                 ));
             }
             Err(e) => failures.push(e.to_string()),

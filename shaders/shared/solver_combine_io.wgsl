@@ -21,5 +21,5 @@ const BROYDEN: u32 = 1u;
 
 fn finite_or_zero(v: f32) -> f32 {
     // NaN fails every comparison; ±∞ exceeds the largest finite f32.
-    return select(0.0, v, abs(v) <= 3.4028235e38);
+    return select(0.0, v, abs(v) <= 0x1.fffffep+127f);
 }

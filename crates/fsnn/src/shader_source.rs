@@ -166,6 +166,57 @@ pub fn validate(shader: &AssembledShader) -> Result<naga::Module, ShaderError> {
     Ok(module)
 }
 
+/// The WGSL compiler a kernel's text is meant for. The files under `shaders/` are one source per
+/// kernel; the two compilers disagree only on directives, which [`for_compiler`] adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compiler {
+    /// naga (wgpu's native back ends): refuses `enable subgroups;` (it gates subgroup operations
+    /// by device feature instead) and knows no `subgroup_uniformity` diagnostic.
+    Naga,
+    /// Tint (Dawn: Chrome, Edge and Dawn-based hosts): requires `enable subgroups;` before any
+    /// subgroup operation, and rejects subgroup operations its uniformity analysis cannot prove
+    /// uniform.
+    Tint,
+}
+
+impl Compiler {
+    pub const ALL: [Compiler; 2] = [Compiler::Naga, Compiler::Tint];
+}
+
+/// Whether a validated module uses subgroup operations or builtins: it fails validation once the
+/// subgroup capabilities are taken away. Asking the validator (rather than scanning the text for
+/// `subgroup`) cannot be fooled by comments or by helpers imported but never called.
+pub fn uses_subgroups(module: &naga::Module) -> bool {
+    let without = naga::valid::Capabilities::all()
+        - naga::valid::Capabilities::SUBGROUP
+        - naga::valid::Capabilities::SUBGROUP_BARRIER;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), without)
+        .validate(module)
+        .is_err()
+}
+
+/// The text of an assembled, naga-valid kernel as `compiler` needs it.
+///
+/// For Tint, a subgroup kernel gains `enable subgroups;` and turns off the `subgroup_uniformity`
+/// diagnostic. Six of the eight subgroup kernels trip that analysis: their shared path is entered
+/// on a `subgroupAll(..)` result (the same in every invocation of the subgroup), and their
+/// shuffles read only lanes of the invocation's own group of 8, which share its loop bounds; the
+/// analysis sees only that the conditions derive from `local_invocation_index`. naga does no such
+/// analysis, so with the diagnostic off Tint compiles the very program naga already runs (and the
+/// GPU-vs-twin tests check), rather than a restructured one. The text past the header is unchanged.
+pub fn for_compiler(source: &str, subgroups: bool, compiler: Compiler) -> String {
+    match compiler {
+        Compiler::Naga => source.to_string(),
+        Compiler::Tint if subgroups => {
+            format!("{TINT_SUBGROUP_HEADER}{source}")
+        }
+        Compiler::Tint => source.to_string(),
+    }
+}
+
+/// The directives Tint needs before a subgroup kernel (see [`for_compiler`]).
+pub const TINT_SUBGROUP_HEADER: &str = "enable subgroups;\ndiagnostic(off, subgroup_uniformity);\n";
+
 /// Kernel names: every `*.wgsl` directly under `dir` (shared helpers live in `dir/shared`).
 pub fn kernel_names(dir: &Path) -> std::io::Result<Vec<String>> {
     let mut names = Vec::new();

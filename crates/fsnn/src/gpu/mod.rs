@@ -26,15 +26,47 @@ mod sources {
 
 /// Names of all embedded kernels.
 pub fn kernel_names() -> Vec<&'static str> {
-    sources::KERNEL_SOURCES.iter().map(|(n, _)| *n).collect()
+    sources::KERNEL_SOURCES.iter().map(|k| k.0).collect()
 }
 
-/// The assembled WGSL of one kernel.
+/// The assembled WGSL of one kernel, as fsnn hands it to wgpu (whose native back ends compile it
+/// with naga).
 pub fn kernel_source(name: &str) -> Option<&'static str> {
+    kernel_source_for(name, crate::shader_source::Compiler::Naga)
+}
+
+/// The assembled WGSL of one kernel for a given WGSL compiler: the same source, with the
+/// directives that compiler needs (see [`crate::shader_source::for_compiler`]). Tint's text is the
+/// one a Dawn- or browser-hosted WebGPU must be given.
+pub fn kernel_source_for(
+    name: &str,
+    compiler: crate::shader_source::Compiler,
+) -> Option<&'static str> {
     sources::KERNEL_SOURCES
         .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, s)| *s)
+        .find(|k| k.0 == name)
+        .map(|k| match compiler {
+            crate::shader_source::Compiler::Naga => k.1,
+            crate::shader_source::Compiler::Tint => k.2,
+        })
+}
+
+/// The WGSL compiler behind a wgpu back end: a browser's WebGPU compiles the text itself (Tint in
+/// Chrome and Edge), wgpu's native back ends translate it with naga.
+pub fn wgsl_compiler(backend: wgpu::Backend) -> crate::shader_source::Compiler {
+    match backend {
+        wgpu::Backend::BrowserWebGpu => crate::shader_source::Compiler::Tint,
+        _ => crate::shader_source::Compiler::Naga,
+    }
+}
+
+/// Whether a kernel uses subgroup operations, so that a device needs the subgroup feature
+/// (`wgpu::Features::SUBGROUP`, WebGPU's `subgroups`) to build it.
+pub fn kernel_uses_subgroups(name: &str) -> Option<bool> {
+    sources::KERNEL_SOURCES
+        .iter()
+        .find(|k| k.0 == name)
+        .map(|k| k.3)
 }
 
 /// Workgroup size of the 1-D kernels (must match `WG` in shaders/shared/common.wgsl).
@@ -570,7 +602,9 @@ impl Gpu {
         if let Some(p) = cache.get(name) {
             return p.clone();
         }
-        let src = kernel_source(name).unwrap_or_else(|| panic!("no kernel named {name}"));
+        let compiler = wgsl_compiler(self.ctx.adapter.get_info().backend);
+        let src =
+            kernel_source_for(name, compiler).unwrap_or_else(|| panic!("no kernel named {name}"));
         let module = self
             .ctx
             .device
