@@ -3,6 +3,7 @@
 //! arm here.
 
 mod bench;
+mod device;
 mod info;
 mod inspect;
 mod report;
@@ -25,6 +26,14 @@ struct Cli {
     /// Default: the most capable adapter.
     #[arg(long, global = true, value_name = "NAME|INDEX")]
     adapter: Option<String>,
+    /// Compute backend: auto (a hardware GPU if the machine has one, else the native CPU
+    /// backend), gpu (the adapter --adapter names, else the most capable, software ones
+    /// included), cpu, or an adapter's name or index [env: FSNN_DEVICE].
+    #[arg(long, global = true, value_name = "auto|gpu|cpu|ADAPTER")]
+    device: Option<String>,
+    /// Threads of the CPU backend (default: all cores).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,6 +41,15 @@ struct Cli {
 /// What every subcommand gets besides its own arguments.
 pub struct Global {
     pub adapter: AdapterChoice,
+    /// `--device` as given (resolved by the commands that run a network: train, eval, bench step).
+    pub device: Option<String>,
+    pub threads: Option<usize>,
+}
+
+impl Global {
+    pub fn device(&self) -> Result<device::Device> {
+        device::Device::choose(self.device.as_deref(), &self.adapter, self.threads)
+    }
 }
 
 #[derive(Subcommand)]
@@ -71,6 +89,8 @@ fn run() -> Result<()> {
     let global = Global {
         // FSNN_ADAPTER is read here rather than through clap so that an empty value means "unset".
         adapter: AdapterChoice::from_flag_or_env(cli.adapter.as_deref()),
+        device: cli.device,
+        threads: cli.threads,
     };
     match cli.command {
         Command::Info(args) => info::run(&global, &args),

@@ -314,18 +314,29 @@ pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
     };
     // Flags are checked before the adapter starts, so a typo fails at once.
     cfg.validate()?;
-    let gpu = Gpu::new(&g.adapter)?;
-    eprintln!(
-        "adapter: {} ({}, {})",
-        gpu.ctx.info.name, gpu.ctx.info.backend, gpu.ctx.info.driver
-    );
-    if fsnn::variants::cached(&gpu.ctx.info).is_none() {
+    let device = g.device()?;
+    let result = if let Some(cpu) = device.cpu() {
+        eprintln!("device: {}", fsnn::Backend::describe(&cpu));
+        eprintln!("run folder: {}", out.display());
+        train::train(&cpu, net_cfg, &cfg)
+    } else {
+        let crate::device::Device::Gpu(adapter) = &device else {
+            unreachable!()
+        };
+        let gpu = Gpu::new(adapter)?;
         eprintln!(
-            "kernel variants: not measured on this adapter, the defaults run (`fsnn tune` measures them once)"
+            "adapter: {} ({}, {})",
+            gpu.ctx.info.name, gpu.ctx.info.backend, gpu.ctx.info.driver
         );
-    }
-    eprintln!("run folder: {}", out.display());
-    match train::train(&gpu, net_cfg, &cfg) {
+        if fsnn::variants::cached(&gpu.ctx.info).is_none() {
+            eprintln!(
+                "kernel variants: not measured on this adapter, the defaults run (`fsnn tune` measures them once)"
+            );
+        }
+        eprintln!("run folder: {}", out.display());
+        train::train(&gpu, net_cfg, &cfg)
+    };
+    match result {
         Ok(_) => {}
         Err(e) => {
             if let Some(i) = e.downcast_ref::<train::Interrupted>() {
@@ -431,6 +442,29 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
+/// Evaluates the checkpoint on one backend: (loss, accuracy, test split size).
+fn eval_on<B: fsnn::Backend>(
+    b: &B,
+    a: &EvalArgs,
+    ck: &fsnn::Checkpoint,
+    ds: &str,
+    eval_batch: usize,
+) -> Result<(f64, f64, usize)> {
+    let (cfg, host) = (&ck.model, &ck.host);
+    fsnn::checks::fits_gpu(b, cfg, eval_batch, "--eval-batch")?;
+    let (_, test) = fsnn::batches::load_sources_sized(
+        ds,
+        a.data_dir.as_deref(),
+        cfg.neuron.time_steps,
+        a.resize,
+    )?;
+    train::check_eval_source(ds, &a.checkpoint, cfg, test.as_ref())?;
+    let mut net = fsnn::build(cfg, b, 0)?;
+    net.load_host(b, host, &a.checkpoint.display().to_string())?;
+    let (loss, acc) = train::evaluate(b, net.as_mut(), test.as_ref(), eval_batch, a.limit_test)?;
+    Ok((loss, acc, test.len()))
+}
+
 pub fn run_eval(g: &Global, a: &EvalArgs) -> Result<()> {
     if a.eval_batch == Some(0) {
         bail!("--eval-batch must be at least 1, got 0");
@@ -439,7 +473,7 @@ pub fn run_eval(g: &Global, a: &EvalArgs) -> Result<()> {
         bail!("--limit-test must be at least 1, got 0");
     }
     let ck = train::read_checkpoint(&a.checkpoint)?;
-    let (cfg, state, host) = (&ck.model, &ck.state, &ck.host);
+    let (cfg, state) = (&ck.model, &ck.state);
     let ds = a.dataset.clone().unwrap_or_else(|| checkpoint_dataset(&ck));
     let eval_batch = a
         .eval_batch
@@ -448,22 +482,20 @@ pub fn run_eval(g: &Global, a: &EvalArgs) -> Result<()> {
             usize::try_from(saved).ok().filter(|&b| b > 0)
         })
         .unwrap_or(200);
-    let gpu = Gpu::new(&g.adapter)?;
-    fsnn::checks::fits_gpu(&gpu, cfg, eval_batch, "--eval-batch")?;
-    let (_, test) = fsnn::batches::load_sources_sized(
-        &ds,
-        a.data_dir.as_deref(),
-        cfg.neuron.time_steps,
-        a.resize,
-    )?;
-    train::check_eval_source(&ds, &a.checkpoint, cfg, test.as_ref())?;
-    let mut net = fsnn::build(cfg, &gpu, 0)?;
-    net.load_host(&gpu, host, &a.checkpoint.display().to_string())?;
-    let (loss, acc) = train::evaluate(&gpu, net.as_mut(), test.as_ref(), eval_batch, a.limit_test)?;
+    let device = g.device()?;
+    let (loss, acc, test_len) = match device.cpu() {
+        Some(cpu) => eval_on(&cpu, a, &ck, &ds, eval_batch)?,
+        None => {
+            let crate::device::Device::Gpu(adapter) = &device else {
+                unreachable!()
+            };
+            eval_on(&Gpu::new(adapter)?, a, &ck, &ds, eval_batch)?
+        }
+    };
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"checkpoint": a.checkpoint, "preset": cfg.name, "model": cfg.name, "dataset": ds, "epoch": state.epoch, "test_loss": loss, "test_acc": acc, "samples": a.limit_test.unwrap_or(test.len()).min(test.len())})
+            serde_json::json!({"checkpoint": a.checkpoint, "preset": cfg.name, "model": cfg.name, "dataset": ds, "epoch": state.epoch, "test_loss": loss, "test_acc": acc, "samples": a.limit_test.unwrap_or(test_len).min(test_len)})
         );
     } else {
         println!(

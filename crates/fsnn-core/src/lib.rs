@@ -9,6 +9,7 @@ pub mod events;
 pub mod host;
 pub mod rng;
 pub mod shapes;
+pub mod twins;
 
 pub use backend::{Backend, TensorOps};
 pub use rng::HostRng;

@@ -36,7 +36,7 @@
 
 pub mod batches;
 pub mod checks;
-pub mod cpu;
+pub use fsnn_core::twins as cpu;
 pub mod data;
 pub mod gpu;
 pub mod kernels;

@@ -1,8 +1,8 @@
 //! Plain Rust twins of every GPU kernel, written for clarity rather than speed: the definition
 //! the kernels are tested against. Names and argument orders follow the GPU launch code
-//! (`crate::ops`); shapes and layouts come from `fsnn_core`, so the twins import nothing of the GPU.
+//! (`crate::ops`); shapes and layouts come from this crate, so the twins import nothing of the GPU.
 
-use fsnn_core::shapes::{
+use crate::shapes::{
     BnShape, ConvShape, ConvTShape, NeuronStep, Op, SolverIter, SolverLayout, SolverMode, BN_EPS,
 };
 
@@ -531,7 +531,7 @@ pub fn sgd(w: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, momentum: f32, weig
 }
 
 /// One power-iteration step; returns σ̂ (in core: the spectral norm's setup runs it on the host).
-pub use fsnn_core::host::power_iteration;
+pub use crate::host::power_iteration;
 
 /// The FMA probe of shaders/peak_fma.wgsl. `mul_add` rounds once, like WGSL's `fma` where the
 /// hardware fuses; drivers that do not fuse differ only in the last bits.
@@ -870,7 +870,7 @@ fn bit(bits: &[u32], i: usize) -> bool {
 /// Twin of `ops::fc_event_sim`: `wt` is `W_effᵀ` (`[n_in, n_out]`, rows `fc_event_ld(n)` apart).
 #[allow(clippy::too_many_arguments)]
 pub fn fc_event_sim(
-    s: &fsnn_core::shapes::FcEventSim,
+    s: &crate::shapes::FcEventSim,
     u: &mut [f32],
     acc: &mut [f32],
     bits: &mut [u32],
@@ -878,8 +878,8 @@ pub fn fc_event_sim(
     x: &[f32],
     mask: Option<&[f32]>,
 ) {
-    let (n, words) = (s.n, fsnn_core::events::spike_words(s.n));
-    let ld = fsnn_core::events::fc_event_ld(n);
+    let (n, words) = (s.n, crate::events::spike_words(s.n));
+    let ld = crate::events::fc_event_ld(n);
     for b in 0..s.batch {
         for (k, t) in (s.t_begin..s.t_end).enumerate() {
             let prev = bits[b * words..(b + 1) * words].to_vec();
@@ -918,7 +918,7 @@ pub fn conv_event_sim(
 ) {
     let (oh, ow) = (s.oh(), s.ow());
     let (in_wpr, out_wpr) = (s.w.div_ceil(32), ow.div_ceil(32));
-    let ld = fsnn_core::events::conv_event_ld(s.cout);
+    let ld = crate::events::conv_event_ld(s.cout);
     for b in 0..s.batch {
         for co in 0..s.cout {
             for oy in 0..oh {
