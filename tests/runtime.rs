@@ -332,3 +332,65 @@ fn chunked_solver_history_over_the_binding_cap() {
     }
     assert!(nc >= 3);
 }
+
+/// The up-front memory check counts the solver's history (the largest buffer of a step) against
+/// the device's largest buffer: the batch it names as the most that fits passes, one more is
+/// refused with that number, and a tensor over the limit is an error, not a wgpu panic.
+#[test]
+fn memory_check_counts_the_solver_history_at_the_edge() {
+    use fsnn::checks::fits_gpu;
+    use fsnn::model::spec::preset;
+    use fsnn::solver::{solver_layout, SolverKind};
+    let g = gpu();
+    let max_buffer = g.ctx.limits.max_buffer_size;
+    let binding = g.ctx.max_binding_bytes();
+    let spec = preset("fc400").unwrap();
+    let broyden = Some((SolverKind::Broyden, 30));
+    let per_sample = solver_layout(SolverKind::Broyden, 30, 1, 400).hist_len() as u64 * 4;
+    assert_eq!(per_sample, 54 * 400 * 4);
+    let edge = (max_buffer / per_sample) as usize;
+    // The batch's input (784 values a sample) must fit one binding for the history to be the
+    // limit that bites; it does on every adapter whose binding limit is a sixteenth of its
+    // largest buffer or more (lavapipe: 128 MiB of 2 GiB).
+    if (edge as u64 + 1) * 784 * 4 > binding {
+        println!("not run: the binding limit bites before the largest buffer on this adapter");
+        return;
+    }
+    fits_gpu(&g, &spec, edge, broyden, "--batch-size").unwrap();
+    let e = fits_gpu(&g, &spec, edge + 1, broyden, "--batch-size")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("--batch-size {}", edge + 1))
+            && e.contains("solver's history")
+            && e.contains(&format!("the most that fits is {edge}")),
+        "{e}"
+    );
+    // The fixed-point solver keeps no history: the same batch passes.
+    fits_gpu(
+        &g,
+        &spec,
+        edge + 1,
+        Some((SolverKind::FixedPoint, 30)),
+        "--batch-size",
+    )
+    .unwrap();
+    // Counts that overflow usize arithmetic are refused, not wrapped.
+    assert!(fits_gpu(&g, &spec, usize::MAX, broyden, "--batch-size").is_err());
+
+    let words = (max_buffer / 4 + 1) as usize;
+    let e = format!(
+        "{:#}",
+        g.try_uninit(&[words])
+            .err()
+            .expect("allocated past the limit")
+    );
+    assert!(e.contains("exceeds the device's largest buffer"), "{e}");
+    let e = format!(
+        "{:#}",
+        g.try_uninit(&[usize::MAX, 2])
+            .err()
+            .expect("overflow allocated")
+    );
+    assert!(e.contains("overflows"), "{e}");
+}

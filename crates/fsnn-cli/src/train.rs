@@ -449,7 +449,7 @@ pub fn run_eval(g: &Global, a: &EvalArgs) -> Result<()> {
         })
         .unwrap_or(200);
     let gpu = Gpu::new(&g.adapter)?;
-    fsnn::checks::fits_gpu(&gpu, cfg, eval_batch, "--eval-batch")?;
+    fsnn::checks::fits_gpu(&gpu, cfg, eval_batch, None, "--eval-batch")?;
     let (_, test) = fsnn::batches::load_sources_sized(
         &ds,
         a.data_dir.as_deref(),

@@ -1798,3 +1798,65 @@ fn bench_step_auto(preset: &str, batch: &str, cache: &std::path::Path) -> (Value
     assert!(out.status.success(), "fsnn failed:\n{stderr}");
     (serde_json::from_slice(&out.stdout).unwrap(), stderr)
 }
+
+/// One of the adapter's limits from `fsnn info --json`.
+fn adapter_limit(name: &str) -> u64 {
+    json(&["info", "--json"])["limits"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("limits.{name} missing"))
+}
+
+/// A step's largest buffer (the Broyden history, 2 × 27 vectors of the last layer per sample)
+/// over the device's largest buffer is refused up front with the batch that fits, where wgpu's
+/// `create_buffer` used to panic (fc400 at 30,000, conv64 at 800 on lavapipe).
+#[test]
+fn bench_step_refuses_a_batch_whose_solver_history_exceeds_the_largest_buffer() {
+    let max_buffer = adapter_limit("max_buffer_size");
+    let binding = adapter_limit("max_storage_buffer_binding_size");
+    // (preset, last layer's neurons, one sample's input values)
+    for (preset, neurons, input) in [("fc400", 400u64, 784u64), ("conv64", 64 * 14 * 14, 784)] {
+        let per_sample = 54 * neurons * 4;
+        let batch = max_buffer / per_sample + 1;
+        let b = batch.to_string();
+        let out = fsnn(&[
+            "bench",
+            "step",
+            "--preset",
+            preset,
+            "--batch-size",
+            &b,
+            "--runs",
+            "1",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{preset} at {b} ran");
+        assert!(
+            !err.contains("panicked"),
+            "{preset} at {b} panicked:\n{err}"
+        );
+        assert!(err.contains(&format!("--batch-size {b}")), "{err}");
+        // Where one binding holds the batch's values, the history is what bites.
+        if batch * neurons.max(input) * 4 <= binding {
+            assert!(
+                err.contains("solver's history")
+                    && err.contains(&format!("the most that fits is {}", batch - 1)),
+                "{err}"
+            );
+        }
+    }
+}
+
+/// `--runs` beyond what a run can hold (each timed step has a batch of its own) is refused; the
+/// largest `usize` used to overflow `runs + 2`.
+#[test]
+fn bench_step_refuses_runs_out_of_range() {
+    for runs in ["18446744073709551615", "10001", "0"] {
+        let out = fsnn(&["bench", "step", "--runs", runs, "--batch-size", "2"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+        assert!(
+            err.contains(&format!("--runs must be 1 to 10000, got {runs}")),
+            "{err}"
+        );
+    }
+}

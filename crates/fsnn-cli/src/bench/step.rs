@@ -61,6 +61,9 @@ pub struct Args {
 
 /// `count` batches of `batch` samples: real training samples of `--dataset` (a fixed shuffle, the
 /// same for every T and every run of the command), or uniform random inputs with random labels.
+/// Most timed steps of one `bench step`.
+const MAX_RUNS: usize = 10_000;
+
 fn batches(
     a: &Args,
     cfg: &NetworkSpec,
@@ -139,8 +142,9 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
     } else {
         a.time_steps.clone()
     };
-    if a.runs == 0 {
-        bail!("--runs must be at least 1");
+    // Each run gets a batch of its own, held in memory, and its index rides in a u32 seed.
+    if !(1..=MAX_RUNS).contains(&a.runs) {
+        bail!("--runs must be 1 to {MAX_RUNS}, got {}", a.runs);
     }
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1, got 0");
@@ -149,11 +153,18 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         let n = &base.neuron;
         fsnn::checks::neuron(None, t, n.vth, n.leak, 0.0)?;
     }
-    fsnn::checks::fits_gpu(&gpu, &base, a.batch_size, "--batch-size")?;
     let mut sweep = Vec::new();
     for &t in &ts {
         let mut cfg = base.clone();
         cfg.neuron.time_steps = t;
+        // Per T: event input holds T frames per sample.
+        fsnn::checks::fits_gpu(
+            &gpu,
+            &cfg,
+            a.batch_size,
+            Some((a.solver, a.threshold)),
+            "--batch-size",
+        )?;
         match a.neuron.as_str() {
             "if" => cfg.neuron.leak = 1.0,
             "lif" => {}
