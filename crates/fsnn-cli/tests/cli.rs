@@ -1860,3 +1860,111 @@ fn bench_step_refuses_runs_out_of_range() {
         );
     }
 }
+
+/// `--trace` and `--chart` into a folder that does not exist fail before any step runs, naming
+/// the path; a folder given as the file is refused too.
+#[test]
+fn bench_step_output_paths_are_checked_before_running() {
+    let tmp = tmpdir("bench-out");
+    let dir = tmp.path().to_str().unwrap();
+    for (flag, path, want) in [
+        (
+            "--trace",
+            "/missing/x.json".to_owned(),
+            "the folder /missing does not exist",
+        ),
+        (
+            "--chart",
+            "/missing/c.png".to_owned(),
+            "the folder /missing does not exist",
+        ),
+        ("--trace", dir.to_owned(), "a folder, not a file"),
+    ] {
+        let t0 = std::time::Instant::now();
+        let out = fsnn(&[
+            "bench",
+            "step",
+            "--batch-size",
+            "2",
+            "--runs",
+            "1",
+            flag,
+            &path,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {path} ran");
+        assert!(err.contains(&format!("{flag} {path}: {want}")), "{err}");
+        // Refused before the model is built and stepped (a step alone takes longer).
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("ms"),
+            "{err}"
+        );
+        println!(
+            "{flag} {path}: refused in {:.2} s",
+            t0.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// A `--data-dir` that is missing, a file, or a folder without the files says what is wrong
+/// with that path, never an internal function's name.
+#[test]
+fn data_dir_problems_name_the_path() {
+    let tmp = tmpdir("data-dir");
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let missing = tmp.path().join("missing");
+    let (f, e, m) = (
+        file.to_str().unwrap(),
+        empty.to_str().unwrap(),
+        missing.to_str().unwrap(),
+    );
+    let out_dir = tmp.path().join("run");
+    let o = out_dir.to_str().unwrap();
+    for (ds, dir, want) in [
+        ("mnist", m, format!("{m}: no such folder")),
+        ("nmnist", m, format!("{m}: no such folder")),
+        ("cifar10", m, format!("{m}: no such folder")),
+        ("mnist", f, format!("{f}: a file, not a folder")),
+        ("nmnist", f, format!("{f}: a file, not a folder")),
+        (
+            "mnist",
+            e,
+            format!(
+                "{e}/train-images-idx3-ubyte: not found (nor train-images-idx3-ubyte.gz); copy"
+            ),
+        ),
+    ] {
+        let out = fsnn(&[
+            "train",
+            "--dataset",
+            ds,
+            "--data-dir",
+            dir,
+            "--epochs",
+            "1",
+            "--out",
+            o,
+            "--force",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{ds} {dir} ran");
+        assert!(err.contains(&want), "{ds} {dir}: {err}");
+        assert!(!err.contains("ensure_"), "{ds} {dir}: {err}");
+    }
+    let folder = format!("folder:{m}");
+    let out = fsnn(&[
+        "train",
+        "--dataset",
+        &folder,
+        "--epochs",
+        "1",
+        "--out",
+        o,
+        "--force",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{m}: no such folder")), "{err}");
+}
