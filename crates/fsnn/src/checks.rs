@@ -241,6 +241,19 @@ pub fn fits_gpu<B: Backend>(
             buffer_limit,
             "adapter's largest buffer",
         )?;
+        // The per-sample scalars (state, Gram matrices, coefficients) are bound whole.
+        let one = solver_layout(kind, threshold, 1, last).scal_len() as u64;
+        let per = solver_layout(kind, threshold, 2, last).scal_len() as u64 - one;
+        let bytes = (u128::from(per) * batch as u128 + u128::from(one - per)) * 4;
+        if bytes > u128::from(limit) {
+            bail!(
+                "{flag} {batch}: the {kind:?} solver's per-sample scalars over {} need {bytes} \
+                 bytes in one binding, more than the adapter's binding limit of {limit}; the most \
+                 that fits is {}",
+                cfg.name,
+                (limit / 4).saturating_sub(one - per) / per.max(1)
+            );
+        }
     }
     Ok(())
 }
