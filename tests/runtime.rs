@@ -332,3 +332,278 @@ fn chunked_solver_history_over_the_binding_cap() {
     }
     assert!(nc >= 3);
 }
+
+/// The up-front memory check counts the solver's history (the largest buffer of a step) against
+/// the device's largest buffer: the batch it names as the most that fits passes, one more is
+/// refused with that number, and a tensor over the limit is an error, not a wgpu panic.
+#[test]
+fn memory_check_counts_the_solver_history_at_the_edge() {
+    use fsnn::checks::fits_gpu;
+    use fsnn::model::spec::preset;
+    use fsnn::solver::{solver_layout, SolverKind};
+    let g = gpu();
+    let max_buffer = g.ctx.limits.max_buffer_size;
+    let binding = g.ctx.max_binding_bytes();
+    let spec = preset("fc400").unwrap();
+    let broyden = Some((SolverKind::Broyden, 30));
+    let per_sample = solver_layout(SolverKind::Broyden, 30, 1, 400).hist_len() as u64 * 4;
+    assert_eq!(per_sample, 54 * 400 * 4);
+    let edge = (max_buffer / per_sample) as usize;
+    // The batch's input (784 values a sample) must fit one binding for the history to be the
+    // limit that bites; it does on every adapter whose binding limit is a sixteenth of its
+    // largest buffer or more (lavapipe: 128 MiB of 2 GiB).
+    if (edge as u64 + 1) * 784 * 4 > binding {
+        println!("not run: the binding limit bites before the largest buffer on this adapter");
+        return;
+    }
+    fits_gpu(&g, &spec, edge, broyden, "--batch-size").unwrap();
+    let e = fits_gpu(&g, &spec, edge + 1, broyden, "--batch-size")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("--batch-size {}", edge + 1))
+            && e.contains("solver's history")
+            && e.contains(&format!("the most that fits is {edge}")),
+        "{e}"
+    );
+    // The fixed-point solver keeps no history: the same batch passes.
+    fits_gpu(
+        &g,
+        &spec,
+        edge + 1,
+        Some((SolverKind::FixedPoint, 30)),
+        "--batch-size",
+    )
+    .unwrap();
+    // Counts that overflow usize arithmetic are refused, not wrapped.
+    assert!(fits_gpu(&g, &spec, usize::MAX, broyden, "--batch-size").is_err());
+
+    let words = (max_buffer / 4 + 1) as usize;
+    let e = format!(
+        "{:#}",
+        g.try_uninit(&[words])
+            .err()
+            .expect("allocated past the limit")
+    );
+    assert!(e.contains("exceeds the device's largest buffer"), "{e}");
+    let e = format!(
+        "{:#}",
+        g.try_uninit(&[usize::MAX, 2])
+            .err()
+            .expect("overflow allocated")
+    );
+    assert!(e.contains("overflows"), "{e}");
+}
+
+// ------------------------------------------------------- grids past 65,535 workgroups
+
+/// The device's workgroups per grid dimension (65,535 on every adapter wgpu knows).
+fn max_groups(g: &Gpu) -> usize {
+    g.ctx.limits.max_compute_workgroups_per_dimension as usize
+}
+
+/// GEMMs whose rows (op(A) = A and Aᵀ) or columns need more workgroups than one grid dimension
+/// holds run as several dispatches and match the twin.
+#[test]
+fn gemm_past_the_grid_limit_matches_twin() {
+    let g = gpu();
+    let mut rng = Rng::new(41);
+    let tall = 64 * max_groups(&g) + 37;
+    // (m, n, k): rows past the limit, then columns past it.
+    for (m, n, k) in [(tall, 3usize, 2usize), (1, tall, 1)] {
+        for (ta, v) in [Op::N, Op::T]
+            .into_iter()
+            .flat_map(|ta| Family::Gemm.available(&g).into_iter().map(move |v| (ta, v)))
+        {
+            let a = rng.vec(m * k, -1.0, 1.0);
+            let b = rng.vec(k * n, -1.0, 1.0);
+            let c0 = rng.vec(m * n, -1.0, 1.0);
+            let (ga, gb, gc) = (
+                g.upload(&[m * k], &a),
+                g.upload(&[k * n], &b),
+                g.upload(&[m * n], &c0),
+            );
+            let runs = dispatches_of(&g, Family::Gemm.kernel(v), || {
+                ops::gemm_variant(&g, v, ta, Op::N, m, n, k, 0.5, &ga, &gb, 1.0, &gc)
+            });
+            assert!(runs >= 2, "gemm {m}×{n}×{k} ran in {runs} dispatch(es)");
+            let mut c = c0;
+            cpu::gemm(ta, Op::N, m, n, k, 0.5, &a, &b, 1.0, &mut c);
+            check(
+                &format!("gemm {v:?} {ta:?} {m}×{n}×{k} past the grid limit"),
+                &g.read(&gc),
+                &c,
+                1e-5,
+            );
+        }
+    }
+}
+
+/// Convolutions (forward and input gradient) over more output pixels than one grid dimension
+/// holds, at a per-sample size (7×7) whose sample ranges need a multiple of samples to stay
+/// aligned.
+#[test]
+fn conv_past_the_grid_limit_matches_twin() {
+    use fsnn::fsnn_core::shapes::ConvShape;
+    let g = gpu();
+    let mut rng = Rng::new(42);
+    let batch = 64 * max_groups(&g) / 49 + 3;
+    let s = ConvShape {
+        batch,
+        cin: 1,
+        h: 7,
+        w: 7,
+        cout: 3,
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let x = rng.vec(s.input_len(), -1.0, 1.0);
+    let w = rng.vec(s.weight_len(), -1.0, 1.0);
+    let gx = g.upload(&[x.len()], &x);
+    let gw = g.upload(&[w.len()], &w);
+    for v in Family::Conv2d.available(&g) {
+        let y0 = rng.vec(s.output_len(), -1.0, 1.0);
+        let gy = g.upload(&[y0.len()], &y0);
+        let runs = dispatches_of(&g, Family::Conv2d.kernel(v), || {
+            ops::conv2d_variant(&g, v, &s, &gx, &gw, 1.0, 0.5, &gy)
+        });
+        assert!(
+            runs >= 2,
+            "conv2d {v:?} batch {batch} ran in {runs} dispatch(es)"
+        );
+        let mut y = y0;
+        cpu::conv2d(&s, &x, &w, 0.5, &mut y);
+        let name = format!("conv2d {v:?} batch {batch} past the grid limit");
+        check(&name, &g.read(&gy), &y, 1e-5);
+    }
+    let dy = rng.vec(s.output_len(), -1.0, 1.0);
+    let gdy = g.upload(&[dy.len()], &dy);
+    for v in Family::Conv2dInputGrad.available(&g) {
+        let dx0 = rng.vec(s.input_len(), -1.0, 1.0);
+        let gdx = g.upload(&[dx0.len()], &dx0);
+        // The flipped form runs the forward kernel on flipped weights.
+        let kernel = match s.input_grad_as_forward() {
+            Some(fs) if v == fsnn::variants::Variant::Flipped => {
+                Family::Conv2d.kernel(g.variant_at(Family::Conv2d, &Problem::Conv(fs)))
+            }
+            _ => Family::Conv2dInputGrad.kernel(v),
+        };
+        let runs = dispatches_of(&g, kernel, || {
+            ops::conv2d_input_grad_variant(&g, v, &s, &gdy, &gw, 1.0, 0.5, &gdx)
+        });
+        assert!(
+            runs >= 2,
+            "conv2d_input_grad {v:?} batch {batch} ran in {runs} dispatch(es)"
+        );
+        let mut dx = dx0;
+        cpu::conv2d_input_grad(&s, &dy, &w, 1.0, 0.5, &mut dx);
+        let name = format!("conv2d_input_grad {v:?} batch {batch} past the grid limit");
+        check(&name, &g.read(&gdx), &dx, 1e-5);
+    }
+}
+
+/// The fused event-driven steps take one workgroup (fc) or one z-slice (conv) per sample: a
+/// batch past the grid limit runs in sample ranges and matches the twins, spikes exactly.
+#[test]
+fn event_sims_past_the_grid_limit_match_twins() {
+    use fsnn::fsnn_core::shapes::{ConvShape, FcEventSim, NeuronStep};
+    use fsnn::gpu::{ConvEventForm, SpikeWalk};
+    let g = gpu();
+    let mut rng = Rng::new(43);
+    let batch = max_groups(&g) + 5;
+
+    // fc: 37 neurons (an odd per-sample size), two steps with feedback, masked.
+    let n = 37;
+    let ld = ops::fc_event_ld(n);
+    let mut wt = vec![0.0; n * ld];
+    let w = rng.vec(n * n, -0.6, 0.6);
+    cpu::transpose_padded(n, n, ld, &w, &mut wt);
+    let bn = batch * n;
+    let x = rng.vec(bn, -0.5, 2.5);
+    let mask: Vec<f32> = rng
+        .vec(bn, 0.0, 1.0)
+        .iter()
+        .map(|&v| if v < 0.2 { 0.0 } else { 1.25 })
+        .collect();
+    let words = ops::spike_words(n);
+    let sim = FcEventSim {
+        n,
+        batch,
+        t_begin: 0,
+        t_end: 3,
+        x_step: 0,
+        x_off: 0,
+        vth: 2.0,
+        leak: 0.95,
+    };
+    let (mut u, mut a, mut bits) = (vec![0.0; bn], vec![0.0; bn], vec![0u32; batch * words]);
+    cpu::fc_event_sim(&sim, &mut u, &mut a, &mut bits, &wt, &x, Some(&mask));
+    let (gwt, gx, gm) = (
+        g.upload(&[wt.len()], &wt),
+        g.upload(&[bn], &x),
+        g.upload(&[bn], &mask),
+    );
+    for walk in SpikeWalk::ALL {
+        g.set_spike_walk(walk);
+        let (gu, ga, gb) = (g.zeros(&[bn]), g.zeros(&[bn]), g.zeros(&[batch * words]));
+        ops::fc_event_sim(&g, &sim, &gu, &ga, &gb, &gwt, &gx, Some(&gm));
+        let name = format!("fc_event_sim batch {batch} walk={}", walk.name());
+        check(&format!("{name} u"), &g.read(&gu), &u, 1e-5);
+        check(&format!("{name} acc"), &g.read(&ga), &a, 1e-5);
+        assert_eq!(g.read_u32(&gb), bits, "{name}: spikes differ");
+    }
+    g.set_spike_walk(SpikeWalk::Bits);
+
+    // conv: 2 → 3 channels on 5×5, one step with feedback from random input spikes.
+    let s = ConvShape {
+        batch,
+        cin: 2,
+        h: 5,
+        w: 5,
+        cout: 3,
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let out = s.output_len();
+    let ld = ops::conv_event_ld(s.cout);
+    let wt = rng.vec(s.cin * s.kh * s.kw * ld, -0.6, 0.6);
+    let in_spikes: Vec<f32> = rng
+        .vec(s.input_len(), 0.0, 1.0)
+        .iter()
+        .map(|&v| (v < 0.3) as u8 as f32)
+        .collect();
+    let in_bits = cpu::pack_rows(&in_spikes, s.w);
+    let x = rng.vec(out, -0.5, 2.5);
+    let u0 = rng.vec(out, 0.0, 1.5);
+    let step = NeuronStep {
+        vth: 2.0,
+        leak: 0.9,
+        has_feedback: true,
+        x_offset: 0,
+    };
+    let out_words = ops::conv_spike_words(batch, s.cout, s.oh(), s.ow());
+    let (mut u, mut a, mut ob) = (u0.clone(), vec![0.0; out], vec![0u32; out_words]);
+    cpu::conv_event_sim(&s, step, &mut u, &mut a, &in_bits, &mut ob, &wt, &x, None);
+    let (gwt, gx, gib) = (
+        g.upload(&[wt.len()], &wt),
+        g.upload(&[out], &x),
+        g.upload_u32(&[in_bits.len()], &in_bits),
+    );
+    for form in ConvEventForm::ALL {
+        g.set_conv_event_form(form);
+        let (gu, ga, gob) = (
+            g.upload(&[out], &u0),
+            g.zeros(&[out]),
+            g.zeros(&[out_words]),
+        );
+        ops::conv_event_sim(&g, &s, step, &gu, &ga, &gib, &gob, &gwt, &gx, None);
+        let name = format!("conv_event_sim batch {batch} form={form:?}");
+        check(&format!("{name} u"), &g.read(&gu), &u, 1e-5);
+        check(&format!("{name} acc"), &g.read(&ga), &a, 1e-5);
+        assert_eq!(g.read_u32(&gob), ob, "{name}: spikes differ");
+    }
+}

@@ -59,7 +59,7 @@ pub fn run(g: &Global, a: &Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| crate::train::checkpoint_dataset(&ck));
     let gpu = Gpu::new(&g.adapter)?;
-    fsnn::checks::fits_gpu(&gpu, spec, a.batch, "--batch")?;
+    fsnn::checks::fits_gpu(&gpu, spec, a.batch, None, "--batch")?;
     let source = a.checkpoint.display().to_string();
     let mut data = |t: usize| -> Result<(Vec<f32>, Vec<u32>)> {
         // Event data is binned into T frames: the batch is loaded again for each T.

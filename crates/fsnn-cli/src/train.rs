@@ -451,7 +451,7 @@ fn eval_on<B: fsnn::Backend>(
     eval_batch: usize,
 ) -> Result<(f64, f64, usize)> {
     let (cfg, host) = (&ck.model, &ck.host);
-    fsnn::checks::fits_gpu(b, cfg, eval_batch, "--eval-batch")?;
+    fsnn::checks::fits_gpu(b, cfg, eval_batch, None, "--eval-batch")?;
     let (_, test) = fsnn::batches::load_sources_sized(
         ds,
         a.data_dir.as_deref(),

@@ -1798,3 +1798,173 @@ fn bench_step_auto(preset: &str, batch: &str, cache: &std::path::Path) -> (Value
     assert!(out.status.success(), "fsnn failed:\n{stderr}");
     (serde_json::from_slice(&out.stdout).unwrap(), stderr)
 }
+
+/// One of the adapter's limits from `fsnn info --json`.
+fn adapter_limit(name: &str) -> u64 {
+    json(&["info", "--json"])["limits"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("limits.{name} missing"))
+}
+
+/// A step's largest buffer (the Broyden history, 2 × 27 vectors of the last layer per sample)
+/// over the device's largest buffer is refused up front with the batch that fits, where wgpu's
+/// `create_buffer` used to panic (fc400 at 30,000, conv64 at 800 on lavapipe).
+#[test]
+fn bench_step_refuses_a_batch_whose_solver_history_exceeds_the_largest_buffer() {
+    let max_buffer = adapter_limit("max_buffer_size");
+    let binding = adapter_limit("max_storage_buffer_binding_size");
+    // (preset, last layer's neurons, one sample's input values)
+    for (preset, neurons, input) in [("fc400", 400u64, 784u64), ("conv64", 64 * 14 * 14, 784)] {
+        let per_sample = 54 * neurons * 4;
+        let batch = max_buffer / per_sample + 1;
+        let b = batch.to_string();
+        let out = fsnn(&[
+            "bench",
+            "step",
+            "--preset",
+            preset,
+            "--batch-size",
+            &b,
+            "--runs",
+            "1",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{preset} at {b} ran");
+        assert!(
+            !err.contains("panicked"),
+            "{preset} at {b} panicked:\n{err}"
+        );
+        assert!(err.contains(&format!("--batch-size {b}")), "{err}");
+        // Where one binding holds the batch's values, the history is what bites.
+        if batch * neurons.max(input) * 4 <= binding {
+            assert!(
+                err.contains("solver's history")
+                    && err.contains(&format!("the most that fits is {}", batch - 1)),
+                "{err}"
+            );
+        }
+    }
+}
+
+/// `--runs` beyond what a run can hold (each timed step has a batch of its own) is refused; the
+/// largest `usize` used to overflow `runs + 2`.
+#[test]
+fn bench_step_refuses_runs_out_of_range() {
+    for runs in ["18446744073709551615", "10001", "0"] {
+        let out = fsnn(&["bench", "step", "--runs", runs, "--batch-size", "2"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+        assert!(
+            err.contains(&format!("--runs must be 1 to 10000, got {runs}")),
+            "{err}"
+        );
+    }
+}
+
+/// `--trace` and `--chart` into a folder that does not exist fail before any step runs, naming
+/// the path; a folder given as the file is refused too.
+#[test]
+fn bench_step_output_paths_are_checked_before_running() {
+    let tmp = tmpdir("bench-out");
+    let dir = tmp.path().to_str().unwrap();
+    for (flag, path, want) in [
+        (
+            "--trace",
+            "/missing/x.json".to_owned(),
+            "the folder /missing does not exist",
+        ),
+        (
+            "--chart",
+            "/missing/c.png".to_owned(),
+            "the folder /missing does not exist",
+        ),
+        ("--trace", dir.to_owned(), "a folder, not a file"),
+    ] {
+        let t0 = std::time::Instant::now();
+        let out = fsnn(&[
+            "bench",
+            "step",
+            "--batch-size",
+            "2",
+            "--runs",
+            "1",
+            flag,
+            &path,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {path} ran");
+        assert!(err.contains(&format!("{flag} {path}: {want}")), "{err}");
+        // Refused before the model is built and stepped (a step alone takes longer).
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("ms"),
+            "{err}"
+        );
+        println!(
+            "{flag} {path}: refused in {:.2} s",
+            t0.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// A `--data-dir` that is missing, a file, or a folder without the files says what is wrong
+/// with that path, never an internal function's name.
+#[test]
+fn data_dir_problems_name_the_path() {
+    let tmp = tmpdir("data-dir");
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let missing = tmp.path().join("missing");
+    let (f, e, m) = (
+        file.to_str().unwrap(),
+        empty.to_str().unwrap(),
+        missing.to_str().unwrap(),
+    );
+    let out_dir = tmp.path().join("run");
+    let o = out_dir.to_str().unwrap();
+    for (ds, dir, want) in [
+        ("mnist", m, format!("{m}: no such folder")),
+        ("nmnist", m, format!("{m}: no such folder")),
+        ("cifar10", m, format!("{m}: no such folder")),
+        ("mnist", f, format!("{f}: a file, not a folder")),
+        ("nmnist", f, format!("{f}: a file, not a folder")),
+        (
+            "mnist",
+            e,
+            format!(
+                "{e}/train-images-idx3-ubyte: not found (nor train-images-idx3-ubyte.gz); copy"
+            ),
+        ),
+    ] {
+        let out = fsnn(&[
+            "train",
+            "--dataset",
+            ds,
+            "--data-dir",
+            dir,
+            "--epochs",
+            "1",
+            "--out",
+            o,
+            "--force",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{ds} {dir} ran");
+        assert!(err.contains(&want), "{ds} {dir}: {err}");
+        assert!(!err.contains("ensure_"), "{ds} {dir}: {err}");
+    }
+    let folder = format!("folder:{m}");
+    let out = fsnn(&[
+        "train",
+        "--dataset",
+        &folder,
+        "--epochs",
+        "1",
+        "--out",
+        o,
+        "--force",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{m}: no such folder")), "{err}");
+}

@@ -65,6 +65,11 @@ pub trait Backend: Send + Sync + 'static {
     fn max_tensor_bytes(&self) -> Option<u64> {
         None
     }
+    /// Bytes the largest single allocation may hold (a tensor bound through windows may exceed
+    /// [`Backend::max_tensor_bytes`] but not this), where the device has such a limit.
+    fn max_buffer_bytes(&self) -> Option<u64> {
+        self.max_tensor_bytes()
+    }
     /// Bytes of tensors alive now, and the peak since [`Backend::reset_peak_memory`].
     fn memory_bytes(&self) -> (u64, u64) {
         (0, 0)

@@ -240,6 +240,29 @@ pub fn load_sources(
     load_sources_sized(name, dir, time_steps, None)
 }
 
+/// What is wrong with a dataset path the user named, before any dataset reader looks inside it:
+/// a missing path, a file where a folder belongs, or a folder that cannot be listed each get
+/// their own message rather than "file not found" about a file inside it.
+pub fn check_data_path(path: &Path, file_ok: bool) -> Result<()> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{}: no such folder", path.display())
+        }
+        Err(e) => bail!("{}: cannot be read: {e}", path.display()),
+    };
+    if !meta.is_dir() {
+        if file_ok {
+            return Ok(());
+        }
+        bail!("{}: a file, not a folder", path.display());
+    }
+    if let Err(e) = std::fs::read_dir(path) {
+        bail!("{}: the folder cannot be listed: {e}", path.display());
+    }
+    Ok(())
+}
+
 /// [`load_sources`], with every image of a `folder:` dataset resized to `resize` (width, height).
 /// Without it, all images of both splits must have one size.
 pub fn load_sources_sized(
@@ -251,8 +274,11 @@ pub fn load_sources_sized(
     if resize.is_some() && !name.starts_with("folder:") {
         bail!("--resize applies to folder: datasets only, not {name}");
     }
+    // CIFAR's official archive may be named instead of its folder.
+    let archive_ok = name.starts_with("cifar");
     if let Some(root) = name.strip_prefix("folder:") {
         let root = dir.unwrap_or(Path::new(root));
+        check_data_path(root, false)?;
         let train = data::load_image_folder(root, "train", resize)?;
         let test = data::load_image_folder(root, "test", resize)?;
         // Both splits follow one rule: without --resize neither is resized, so a test image of
@@ -293,6 +319,9 @@ pub fn load_sources_sized(
                 std: s,
             })),
         ));
+    }
+    if let Some(d) = dir {
+        check_data_path(d, archive_ok)?;
     }
     match name {
         "cifar10" | "cifar-10" | "cifar100" | "cifar-100" => {

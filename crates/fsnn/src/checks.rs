@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use fsnn_core::backend::Backend;
 
 use crate::model::spec::{FeedbackSpec, NetworkSpec, OpSpec};
+use crate::solver::{solver_layout, SolverKind};
 
 /// Most simulation time steps: the paper's longest runs use 100; a checkpoint claiming 10⁹ would
 /// otherwise run for days per batch.
@@ -171,13 +172,23 @@ fn in_range(source: &str, what: &str, v: usize, lo: usize, hi: usize) -> Result<
     Ok(())
 }
 
-/// Whether the model's per-batch buffers fit the backend's limit on one tensor (a GPU adapter's
-/// storage-binding limit) at `batch` samples; `flag` names the batch-size flag the user can
-/// lower. Backends without such a limit always fit.
-pub fn fits_gpu<B: Backend>(gpu: &B, cfg: &NetworkSpec, batch: usize, flag: &str) -> Result<()> {
+/// Whether the buffers one step of the model allocates at `batch` samples fit the backend's
+/// limits: no tensor bound whole over the storage-binding limit, no buffer over the device's
+/// largest allocation (the solver's history, `solver` = its kind and threshold, is the largest:
+/// 2 × 27 vectors per sample for Broyden), and no sample's history row over one binding (the
+/// solver binds it per sample range). `None` for `solver`: evaluation, which has none. `flag`
+/// names the batch-size flag the user can lower. Backends without such limits always fit.
+pub fn fits_gpu<B: Backend>(
+    gpu: &B,
+    cfg: &NetworkSpec,
+    batch: usize,
+    solver: Option<(SolverKind, usize)>,
+    flag: &str,
+) -> Result<()> {
     let Some(limit) = gpu.max_tensor_bytes() else {
         return Ok(());
     };
+    let buffer_limit = gpu.max_buffer_bytes().unwrap_or(limit).max(limit);
     let largest_param = cfg
         .param_shapes()
         .iter()
@@ -191,13 +202,77 @@ pub fn fits_gpu<B: Backend>(gpu: &B, cfg: &NetworkSpec, batch: usize, flag: &str
             cfg.name
         );
     }
-    let per_sample = cfg.neurons().max(cfg.sample_len()) as u64 * 4;
-    let bytes = per_sample.saturating_mul(batch as u64);
-    if bytes > limit {
+    let last = cfg.neurons_per_layer().last().copied().unwrap_or(0);
+    // One sample's words in the tensors bound whole: a layer's values, a chain's intermediate
+    // outputs (a conv before its pooling is wider than the layer), the sample's input frames.
+    let chains = cfg.resolve();
+    let bound = chains
+        .iter()
+        .flatten()
+        .flat_map(|op| [op.input.len(), op.output.len()])
+        .chain([cfg.neurons(), cfg.sample_len()])
+        .max()
+        .unwrap_or(0) as u64;
+    check_batch(
+        flag,
+        batch,
+        &cfg.name,
+        "one batch of",
+        bound * 4,
+        limit,
+        "adapter's binding limit",
+    )?;
+    if let Some((kind, threshold)) = solver {
+        let hist = solver_layout(kind, threshold, 1, last).hist_len() as u64;
+        if hist * 4 > limit {
+            bail!(
+                "model {}: the {kind:?} solver keeps {} bytes of history per sample, more than the \
+                 adapter's binding limit of {limit} bytes (use --solver fixed-point)",
+                cfg.name,
+                hist * 4
+            );
+        }
+        check_batch(
+            flag,
+            batch,
+            &cfg.name,
+            &format!("the {kind:?} solver's history over"),
+            hist * 4,
+            buffer_limit,
+            "adapter's largest buffer",
+        )?;
+        // The per-sample scalars (state, Gram matrices, coefficients) are bound whole.
+        let one = solver_layout(kind, threshold, 1, last).scal_len() as u64;
+        let per = solver_layout(kind, threshold, 2, last).scal_len() as u64 - one;
+        let bytes = (u128::from(per) * batch as u128 + u128::from(one - per)) * 4;
+        if bytes > u128::from(limit) {
+            bail!(
+                "{flag} {batch}: the {kind:?} solver's per-sample scalars over {} need {bytes} \
+                 bytes in one binding, more than the adapter's binding limit of {limit}; the most \
+                 that fits is {}",
+                cfg.name,
+                (limit / 4).saturating_sub(one - per) / per.max(1)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `batch` × `per_sample` bytes against `limit`, with the largest batch that fits in the error.
+fn check_batch(
+    flag: &str,
+    batch: usize,
+    model: &str,
+    what: &str,
+    per_sample: u64,
+    limit: u64,
+    limit_name: &str,
+) -> Result<()> {
+    let bytes = u128::from(per_sample) * batch as u128;
+    if bytes > u128::from(limit) {
         bail!(
-            "{flag} {batch}: one batch of {} needs {bytes} bytes in one buffer, more than the \
-             adapter's limit of {limit}; the most that fits is {}",
-            cfg.name,
+            "{flag} {batch}: {what} {model} needs {bytes} bytes in one buffer, more than the \
+             {limit_name} of {limit}; the most that fits is {}",
             limit / per_sample.max(1)
         );
     }

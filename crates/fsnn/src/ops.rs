@@ -115,12 +115,18 @@ const GEMM_COOP_BLOCK: (usize, usize) = (16, 4);
 /// Workgroups of one GEMM dispatch: 64×64 of C each, except the cooperative variant's (8
 /// invocations of [`GEMM_COOP_BLOCK`]).
 fn gemm_groups(variant: Variant, rows: usize, n: usize) -> [u32; 3] {
+    let (r, c) = gemm_tile(variant);
+    [n.div_ceil(c) as u32, rows.div_ceil(r) as u32, 1]
+}
+
+/// Rows and columns of C one GEMM workgroup covers.
+fn gemm_tile(variant: Variant) -> (usize, usize) {
     match variant {
         Variant::Coop => {
             let (r, c) = GEMM_COOP_BLOCK;
-            [n.div_ceil(8 * c) as u32, rows.div_ceil(r) as u32, 1]
+            (r, 8 * c)
         }
-        _ => [n.div_ceil(64) as u32, rows.div_ceil(64) as u32, 1],
+        _ => (64, 64),
     }
 }
 
@@ -153,43 +159,53 @@ pub fn gemm_variant(
         Op::N => (n, 1),
         Op::T => (1, k),
     };
-    // Aᵀ rows are strided through all of A, so only op(A) = A can be split by rows.
+    // op(A) = A is split by rows into windows of one binding each; Aᵀ rows are strided through
+    // all of A, so op(A) = Aᵀ is bound whole and split by offset.
     let rows_per = match ta {
         Op::N => gpu.rows_per_binding(k.max(n)),
         Op::T => m,
     };
-    let rows_per = rows_per.min(m).max(1);
+    // Rows and columns are also split so that no grid dimension passes the device's limit.
+    let max_groups = gpu.ctx.limits.max_compute_workgroups_per_dimension as usize;
+    let (row_tile, col_tile) = gemm_tile(variant);
+    let rows_per = rows_per.min(max_groups * row_tile).min(m).max(1);
+    let cols_per = (max_groups * col_tile).min(n).max(1);
     let mut r0 = 0;
     while r0 < m {
         let rows = rows_per.min(m - r0);
         let (ab, a_off, a_sm, a_sk) = match ta {
             Op::N => {
                 let (bd, off) = gpu.window(a, r0 * k, rows * k);
-                (bd, off, k, 1)
+                (bd, off as usize, k, 1)
             }
-            Op::T => (gpu.bind(a), 0, 1, m),
+            Op::T => (gpu.bind(a), r0, 1, m),
         };
         let (cb, c_off) = gpu.window(c, r0 * n, rows * n);
-        gpu.dispatch(
-            Family::Gemm.kernel(variant),
-            Params::new()
-                .u(rows)
-                .u(n)
-                .u(k)
-                .u(a_off)
-                .u(a_sm)
-                .u(a_sk)
-                .u(0u32)
-                .u(b_sk)
-                .u(b_sn)
-                .u(c_off)
-                .u(n)
-                .u(gpu.sharing().unshared_flag())
-                .f(alpha)
-                .f(beta),
-            vec![ab, gpu.bind(b), cb],
-            gemm_groups(variant, rows, n),
-        );
+        let mut c0 = 0;
+        while c0 < n {
+            let cols = cols_per.min(n - c0);
+            gpu.dispatch(
+                Family::Gemm.kernel(variant),
+                Params::new()
+                    .u(rows)
+                    .u(cols)
+                    .u(k)
+                    .u(a_off)
+                    .u(a_sm)
+                    .u(a_sk)
+                    .u(c0 * b_sn)
+                    .u(b_sk)
+                    .u(b_sn)
+                    .u(c_off as usize + c0)
+                    .u(n)
+                    .u(gpu.sharing().unshared_flag())
+                    .f(alpha)
+                    .f(beta),
+                vec![ab.clone(), gpu.bind(b), cb.clone()],
+                gemm_groups(variant, rows, cols),
+            );
+            c0 += cols;
+        }
         r0 += rows;
     }
 }
@@ -297,15 +313,91 @@ fn conv_dispatch(
     if f != Family::Conv2dWeightGrad {
         assert_distinct(out, a, f.name());
     }
-    let mut params = conv_params(s, s.oh(), s.ow(), alpha, beta);
-    // Word 11 is the cooperative kernels' `unshared` flag (padding in the others).
-    params.0[11] = gpu.sharing().unshared_flag();
-    gpu.dispatch(
-        f.kernel(variant),
-        params,
-        vec![gpu.bind(a), gpu.bind(b), gpu.bind(out)],
-        conv_groups(f, variant, s),
+    // The weight gradient's grid does not grow with the batch; the others' does, and samples
+    // are independent there, so a batch over the grid limit runs as several smaller batches.
+    let (ia, io) = (la / s.batch.max(1), lo / s.batch.max(1));
+    let ranges = if f == Family::Conv2dWeightGrad {
+        vec![(0, s.batch)]
+    } else {
+        sample_ranges(gpu, s.batch, &[ia, io], |nb| {
+            let g = conv_groups(f, variant, &ConvShape { batch: nb, ..*s });
+            g[0].max(g[1]) as usize
+        })
+    };
+    for (b0, nb) in ranges {
+        let sub = ConvShape { batch: nb, ..*s };
+        let (ab, ob) = if nb == s.batch {
+            (gpu.bind(a), gpu.bind(out))
+        } else {
+            (
+                aligned_window(gpu, a, b0 * ia, nb * ia),
+                aligned_window(gpu, out, b0 * io, nb * io),
+            )
+        };
+        let mut params = conv_params(&sub, s.oh(), s.ow(), alpha, beta);
+        // Word 11 is the cooperative kernels' `unshared` flag (padding in the others).
+        params.0[11] = gpu.sharing().unshared_flag();
+        gpu.dispatch(
+            f.kernel(variant),
+            params,
+            vec![ab, gpu.bind(b), ob],
+            conv_groups(f, variant, &sub),
+        );
+    }
+}
+
+/// Sample ranges `(first, count)` for a dispatch whose grid grows with the batch: `groups(nb)`
+/// (its largest grid dimension at `nb` samples) stays within the device's workgroups per
+/// dimension, and every range starts each per-sample tensor (`words` per sample) at a storage
+/// offset the device accepts, so the kernels run unchanged on windows of the tensors. One range
+/// when the whole batch fits.
+fn sample_ranges(
+    gpu: &Gpu,
+    batch: usize,
+    words: &[usize],
+    groups: impl Fn(usize) -> usize,
+) -> Vec<(usize, usize)> {
+    let max = gpu.ctx.limits.max_compute_workgroups_per_dimension as usize;
+    if batch <= 1 || groups(batch) <= max {
+        return vec![(0, batch)];
+    }
+    let align = gpu.ctx.limits.min_storage_buffer_offset_alignment as usize;
+    let gcd = |mut a: usize, mut b: usize| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    // Samples per range: a multiple of `quantum` keeps every range's byte offsets aligned.
+    let quantum = words.iter().fold(1, |q, &w| {
+        let qi = align / gcd(align, (w * 4).max(1));
+        q / gcd(q, qi) * qi
+    });
+    assert!(
+        groups(quantum) <= max,
+        "{quantum} samples already need more than {max} workgroups in one dimension"
     );
+    // The most whole quanta whose grid fits (the grid grows with the samples).
+    let (mut lo, mut hi) = (1, batch / quantum);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if groups(mid * quantum) <= max {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let per = lo * quantum;
+    (0..batch.div_ceil(per))
+        .map(|i| (i * per, per.min(batch - i * per)))
+        .collect()
+}
+
+/// A window of `t` that starts exactly at `start` (a [`sample_ranges`] boundary).
+fn aligned_window(gpu: &Gpu, t: &Tensor, start: usize, count: usize) -> Binding {
+    let (b, off) = gpu.window(t, start, count);
+    assert_eq!(off, 0, "window at {start} is not aligned");
+    b
 }
 
 /// `dx = alpha · ∂conv/∂x (dy) + beta · dx`.
@@ -965,7 +1057,13 @@ pub fn peak_fma_flops(n: usize, iters: u32) -> f64 {
 /// Sample ranges whose history and vectors fit in one binding each.
 fn solver_chunks(l: &SolverLayout, gpu: &Gpu) -> Vec<(usize, usize)> {
     let row = (l.slots * 2 * l.dim).max(l.dim);
-    let per = gpu.rows_per_binding(row).min(l.batch).max(1);
+    // The cooperative kernels take one workgroup per sample along a grid dimension.
+    let max_groups = gpu.ctx.limits.max_compute_workgroups_per_dimension as usize;
+    let per = gpu
+        .rows_per_binding(row)
+        .min(max_groups)
+        .min(l.batch)
+        .max(1);
     (0..l.batch.div_ceil(per))
         .map(|i| (i * per, per.min(l.batch - i * per)))
         .collect()
@@ -1100,7 +1198,11 @@ pub fn solver_combine(
             "solver vectors must share an alignment"
         );
         let [xb, lb, gb, sb, bb] = ws.map(|w| w.0);
-        let (kernel, groups) = if gpu.sharing() != Sharing::Plain {
+        // The cooperative kernel takes 8 values a workgroup along x; wider vectors take the
+        // plain kernel's folded 1-D grid.
+        let max_groups = gpu.ctx.limits.max_compute_workgroups_per_dimension as usize;
+        let (kernel, groups) = if gpu.sharing() != Sharing::Plain && l.dim.div_ceil(8) <= max_groups
+        {
             (
                 "solver_combine_coop",
                 [l.dim.div_ceil(8) as u32, nb as u32, 1],
@@ -1245,29 +1347,41 @@ pub fn fc_event_sim(
         SpikeWalk::Bits => "fc_event_sim",
         SpikeWalk::List => "fc_event_sim_list",
     };
-    gpu.dispatch(
-        kernel,
-        Params::new()
-            .u(n)
-            .u(s.t_begin)
-            .u(s.t_end)
-            .u(s.x_step)
-            .u(s.x_off)
-            .u(mask.is_some() as u32)
-            .u(ld / 4)
-            .u(0u32)
-            .f(s.vth)
-            .f(s.leak),
-        vec![
-            gpu.bind(u),
-            gpu.bind(acc),
-            gpu.bind(bits),
-            gpu.bind(wt),
-            gpu.bind(x),
-            gpu.bind(mask.unwrap_or(wt)),
-        ],
-        [batch as u32, 1, 1],
-    );
+    // One workgroup per sample: past the grid limit the samples run in ranges, each on windows
+    // of the per-sample tensors and with x (bound whole) entered at its first sample.
+    let words = spike_words(n);
+    for (b0, nb) in sample_ranges(gpu, batch, &[n, words], |nb| nb) {
+        let per_sample = |t: &Tensor, w: usize| {
+            if nb == batch {
+                gpu.bind(t)
+            } else {
+                aligned_window(gpu, t, b0 * w, nb * w)
+            }
+        };
+        gpu.dispatch(
+            kernel,
+            Params::new()
+                .u(n)
+                .u(s.t_begin)
+                .u(s.t_end)
+                .u(s.x_step)
+                .u(s.x_off + b0 * n)
+                .u(mask.is_some() as u32)
+                .u(ld / 4)
+                .u(0u32)
+                .f(s.vth)
+                .f(s.leak),
+            vec![
+                per_sample(u, n),
+                per_sample(acc, n),
+                per_sample(bits, words),
+                gpu.bind(wt),
+                gpu.bind(x),
+                mask.map_or_else(|| gpu.bind(wt), |m| per_sample(m, n)),
+            ],
+            [nb as u32, 1, 1],
+        );
+    }
 }
 
 /// Whether [`ConvEventForm::Lanes`] runs this shape (else the step runs the other form): output
@@ -1324,37 +1438,51 @@ pub fn conv_event_sim(
         (_, Sharing::Plain) => "conv_event_sim",
         (_, Sharing::Shared | Sharing::Unshared) => "conv_event_sim_coop",
     };
-    gpu.dispatch(
-        kernel,
-        Params::new()
-            .u(s.cin)
-            .u(s.h)
-            .u(s.w)
-            .u(s.cout)
-            .u(oh)
-            .u(ow)
-            .u(s.kh)
-            .u(s.kw)
-            .u(s.pad)
-            .u(step.has_feedback as u32)
-            .u(mask.is_some() as u32)
-            .u(step.x_offset)
-            .u(ld / 4)
-            .u(gpu.sharing().unshared_flag())
-            .u(0u32)
-            .u(0u32)
-            .f(step.vth)
-            .f(step.leak),
-        vec![
-            gpu.bind(u),
-            gpu.bind(acc),
-            gpu.bind(in_bits),
-            gpu.bind(out_bits),
-            gpu.bind(wt),
-            gpu.bind(x),
-            gpu.bind(mask.unwrap_or(wt)),
-        ],
-        // 64 output channels per workgroup (4 · VPL · CB in the kernel).
-        [ld.div_ceil(64) as u32, oh as u32, s.batch as u32],
-    );
+    // One z-slice per sample: past the grid limit the samples run in ranges, each on windows of
+    // the per-sample tensors and with x (bound whole) entered at its first sample.
+    let (out_words, in_words) = (out / s.batch.max(1), conv_spike_words(1, s.cin, s.h, s.w));
+    let out_bit_words = conv_spike_words(1, s.cout, oh, ow);
+    let ranges = sample_ranges(gpu, s.batch, &[out_words, in_words, out_bit_words], |nb| nb);
+    for (b0, nb) in ranges {
+        let per_sample = |t: &Tensor, w: usize| {
+            if nb == s.batch {
+                gpu.bind(t)
+            } else {
+                aligned_window(gpu, t, b0 * w, nb * w)
+            }
+        };
+        gpu.dispatch(
+            kernel,
+            Params::new()
+                .u(s.cin)
+                .u(s.h)
+                .u(s.w)
+                .u(s.cout)
+                .u(oh)
+                .u(ow)
+                .u(s.kh)
+                .u(s.kw)
+                .u(s.pad)
+                .u(step.has_feedback as u32)
+                .u(mask.is_some() as u32)
+                .u(step.x_offset + b0 * out_words)
+                .u(ld / 4)
+                .u(gpu.sharing().unshared_flag())
+                .u(0u32)
+                .u(0u32)
+                .f(step.vth)
+                .f(step.leak),
+            vec![
+                per_sample(u, out_words),
+                per_sample(acc, out_words),
+                per_sample(in_bits, in_words),
+                per_sample(out_bits, out_bit_words),
+                gpu.bind(wt),
+                gpu.bind(x),
+                mask.map_or_else(|| gpu.bind(wt), |m| per_sample(m, out_words)),
+            ],
+            // 64 output channels per workgroup (4 · VPL · CB in the kernel).
+            [ld.div_ceil(64) as u32, oh as u32, nb as u32],
+        );
+    }
 }

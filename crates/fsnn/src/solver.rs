@@ -69,20 +69,26 @@ pub struct Solver<B: Backend = Gpu> {
     scal: B::Tensor,
 }
 
+/// The history layout of a solver of `kind` over `batch` samples of `dim` values (what
+/// [`Solver::new`] allocates, and what the up-front memory check counts).
+pub fn solver_layout(kind: SolverKind, threshold: usize, batch: usize, dim: usize) -> SolverLayout {
+    let (mode, slots) = match kind {
+        SolverKind::Broyden => (SolverMode::Broyden, BROYDEN_RING.min(threshold.max(1))),
+        SolverKind::Anderson => (SolverMode::Anderson, ANDERSON_MEMORY),
+        SolverKind::FixedPoint => (SolverMode::FixedPoint, 0),
+    };
+    SolverLayout {
+        mode,
+        batch,
+        dim,
+        slots,
+    }
+}
+
 impl<B: Backend> Solver<B> {
     pub fn new(gpu: &B, kind: SolverKind, threshold: usize, batch: usize, dim: usize) -> Self {
         let n = batch * dim;
-        let (mode, slots) = match kind {
-            SolverKind::Broyden => (SolverMode::Broyden, BROYDEN_RING.min(threshold.max(1))),
-            SolverKind::Anderson => (SolverMode::Anderson, ANDERSON_MEMORY),
-            SolverKind::FixedPoint => (SolverMode::FixedPoint, 0),
-        };
-        let layout = SolverLayout {
-            mode,
-            batch,
-            dim,
-            slots,
-        };
+        let layout = solver_layout(kind, threshold, batch, dim);
         Self {
             kind,
             threshold,

@@ -617,8 +617,9 @@ pub fn train<B: Backend>(
         );
     }
     crate::checks::model_spec(&net_cfg, &format!("model {}", net_cfg.name))?;
-    crate::checks::fits_gpu(gpu, &net_cfg, cfg.batch_size, "--batch-size")?;
-    crate::checks::fits_gpu(gpu, &net_cfg, cfg.eval_batch, "--eval-batch")?;
+    let solver = Some((cfg.solver, cfg.threshold));
+    crate::checks::fits_gpu(gpu, &net_cfg, cfg.batch_size, solver, "--batch-size")?;
+    crate::checks::fits_gpu(gpu, &net_cfg, cfg.eval_batch, None, "--eval-batch")?;
     let last = cfg.out.join("last.safetensors");
     let best = cfg.out.join("best.safetensors");
     let metrics_path = cfg.out.join("metrics.jsonl");

@@ -1,9 +1,9 @@
 //! `fsnn bench step`: one IDE training step of a preset on random data or on real batches of a
 //! dataset, split into its phases, with peak GPU memory, per-kernel GPU time, and a sweep over T.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
 use fsnn::gpu::Gpu;
 use fsnn::model::spec::NetworkSpec;
@@ -61,6 +61,40 @@ pub struct Args {
 
 /// `count` batches of `batch` samples: real training samples of `--dataset` (a fixed shuffle, the
 /// same for every T and every run of the command), or uniform random inputs with random labels.
+/// Whether `path` can be written: its folder exists and it is not itself a folder.
+fn check_output(flag: &str, path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        bail!(
+            "{flag} {}: the folder {} does not exist",
+            path.display(),
+            parent.display()
+        );
+    }
+    if path.is_dir() {
+        bail!("{flag} {}: a folder, not a file", path.display());
+    }
+    Ok(())
+}
+
+/// Writes through a temporary file beside `path`, so a failed write leaves no half file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let done = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(done?)
+}
+
+/// Most timed steps of one `bench step`.
+const MAX_RUNS: usize = 10_000;
+
 fn batches(
     a: &Args,
     cfg: &NetworkSpec,
@@ -139,8 +173,15 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
     } else {
         a.time_steps.clone()
     };
-    if a.runs == 0 {
-        bail!("--runs must be at least 1");
+    // Each run gets a batch of its own, held in memory, and its index rides in a u32 seed.
+    if !(1..=MAX_RUNS).contains(&a.runs) {
+        bail!("--runs must be 1 to {MAX_RUNS}, got {}", a.runs);
+    }
+    // Before the steps run, so a typo in a path does not cost the whole measurement.
+    for (flag, path) in [("--trace", &a.trace), ("--chart", &a.chart)] {
+        if let Some(p) = path {
+            check_output(flag, p)?;
+        }
     }
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1, got 0");
@@ -149,11 +190,18 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         let n = &base.neuron;
         fsnn::checks::neuron(None, t, n.vth, n.leak, 0.0)?;
     }
-    fsnn::checks::fits_gpu(&gpu, &base, a.batch_size, "--batch-size")?;
     let mut sweep = Vec::new();
     for &t in &ts {
         let mut cfg = base.clone();
         cfg.neuron.time_steps = t;
+        // Per T: event input holds T frames per sample.
+        fsnn::checks::fits_gpu(
+            &gpu,
+            &cfg,
+            a.batch_size,
+            Some((a.solver, a.threshold)),
+            "--batch-size",
+        )?;
         match a.neuron.as_str() {
             "if" => cfg.neuron.leak = 1.0,
             "lif" => {}
@@ -199,7 +247,8 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         let prof = gpu.take_profile();
         gpu.set_profiling(false);
         if let Some(path) = &a.trace {
-            std::fs::write(path, serde_json::to_vec(&prof.chrome_trace())?)?;
+            write_atomic(path, &serde_json::to_vec(&prof.chrome_trace())?)
+                .with_context(|| format!("--trace {}", path.display()))?;
         }
         let kernel_ms = prof.kernel_ns() as f64 / 1e6;
         let ms = median(&mut total);

@@ -67,16 +67,19 @@ impl Split {
 /// downloaded by hand.
 fn locate(dir: &Path, name: &str) -> Result<PathBuf> {
     let plain = dir.join(name);
-    if plain.exists() {
-        return Ok(plain);
-    }
-    let gz = dir.join(format!("{name}.gz"));
-    if gz.exists() {
-        return Ok(gz);
+    // `exists` is false on any error: an unreadable path must not read as a missing file.
+    for path in [plain.clone(), dir.join(format!("{name}.gz"))] {
+        match std::fs::metadata(&path) {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => bail!("{}: cannot be read: {e}", path.display()),
+        }
     }
     bail!(
-        "{}: not found (nor {name}.gz); fetch it with ensure_dataset or copy it there",
-        plain.display()
+        "{}: not found (nor {name}.gz); copy the dataset's IDX files into {} (without a data \
+         folder, fsnn downloads them itself)",
+        plain.display(),
+        dir.display()
     )
 }
 

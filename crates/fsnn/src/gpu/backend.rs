@@ -55,6 +55,9 @@ impl Backend for Gpu {
     fn max_tensor_bytes(&self) -> Option<u64> {
         Some(self.ctx.max_binding_bytes())
     }
+    fn max_buffer_bytes(&self) -> Option<u64> {
+        Some(self.ctx.limits.max_buffer_size)
+    }
     fn memory_bytes(&self) -> (u64, u64) {
         Gpu::memory_bytes(self)
     }

@@ -19,14 +19,20 @@ impl Drop for GpuBuffer {
 }
 
 impl GpuBuffer {
+    /// Refuses a size over the device's `max_buffer_size` with an error: wgpu would panic.
     pub fn new(
         device: &wgpu::Device,
         memory: &Arc<MemoryCounter>,
         bytes: u64,
         label: &str,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         // Zero-sized bindings are invalid; keep at least one word.
         let bytes = bytes.max(4).next_multiple_of(4);
+        let max = device.limits().max_buffer_size;
+        anyhow::ensure!(
+            bytes <= max,
+            "{label}: a buffer of {bytes} bytes exceeds the device's largest buffer of {max} bytes"
+        );
         let raw = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,
@@ -36,11 +42,11 @@ impl GpuBuffer {
             mapped_at_creation: false,
         });
         memory.add(bytes);
-        Self {
+        Ok(Self {
             raw,
             bytes,
             memory: memory.clone(),
-        }
+        })
     }
 }
 

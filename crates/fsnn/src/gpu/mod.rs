@@ -389,22 +389,35 @@ impl Gpu {
         t
     }
 
-    /// A tensor whose contents are whatever the reused buffer held.
+    /// A tensor whose contents are whatever the reused buffer held. A size over the device's
+    /// largest buffer panics with a message saying so; callers that can report it use
+    /// [`Gpu::try_uninit`], and runs check sizes up front (`checks::fits_gpu`).
     pub fn uninit(&self, shape: &[usize]) -> Tensor {
-        let n: usize = shape.iter().product();
-        let bytes = (n as u64 * 4).max(4);
-        let buf = self.pool.take(bytes).unwrap_or_else(|| {
-            Arc::new(GpuBuffer::new(
+        self.try_uninit(shape)
+            .unwrap_or_else(|e| panic!("{e:#} (shape {shape:?})"))
+    }
+
+    /// [`Gpu::uninit`], with a size the device cannot allocate as an error.
+    pub fn try_uninit(&self, shape: &[usize]) -> Result<Tensor> {
+        let n = shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+            .and_then(|n| n.checked_mul(4))
+            .ok_or_else(|| anyhow::anyhow!("tensor of shape {shape:?}: size overflows"))?;
+        let bytes = n.max(4);
+        let buf = match self.pool.take(bytes) {
+            Some(b) => b,
+            None => Arc::new(GpuBuffer::new(
                 &self.ctx.device,
                 &self.ctx.memory,
                 bytes,
                 "fsnn tensor",
-            ))
-        });
-        Tensor {
+            )?),
+        };
+        Ok(Tensor {
             buf,
             shape: shape.to_vec(),
-        }
+        })
     }
 
     pub fn upload(&self, shape: &[usize], data: &[f32]) -> Tensor {
