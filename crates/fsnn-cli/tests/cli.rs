@@ -4,8 +4,16 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// The binary, on the GPU adapter (lavapipe here) unless a test says otherwise: these tests cover
+/// the WGSL path; `--device auto` would pick the CPU backend on a machine without a GPU.
+fn fsnn_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fsnn"));
+    c.env("FSNN_DEVICE", "gpu");
+    c
+}
+
 fn fsnn(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fsnn"))
+    fsnn_command()
         .args(args)
         // A stray FSNN_ADAPTER in the caller's environment must not pick another adapter.
         .env_remove("FSNN_ADAPTER")
@@ -140,7 +148,7 @@ fn bench_kernels_quick_json() {
 fn tune_quick_measures_every_family_and_env_forces_a_variant() {
     let dir = tempfile::tempdir().unwrap();
     let run = |env: Option<(&str, &str)>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fsnn"));
+        let mut cmd = fsnn_command();
         cmd.args(["tune", "--quick", "--no-peak"])
             .env_remove("FSNN_ADAPTER")
             .env("FSNN_CACHE_DIR", dir.path());
@@ -209,7 +217,7 @@ const COOP_DEFAULT_FAMILIES: &[&str] =
 fn cached_variant_choice_is_used_and_env_overrides_it() {
     let dir = tempfile::tempdir().unwrap();
     let info = |env: &[(&str, &str)]| -> Value {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fsnn"));
+        let mut cmd = fsnn_command();
         cmd.args(["info", "--json"])
             .env_remove("FSNN_ADAPTER")
             .env("FSNN_CACHE_DIR", dir.path());
@@ -688,7 +696,7 @@ use std::path::{Path, PathBuf};
 
 /// fsnn with extra environment, in `cwd`.
 fn fsnn_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> std::process::Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fsnn"));
+    let mut c = fsnn_command();
     c.args(args).current_dir(cwd).env_remove("FSNN_ADAPTER");
     for (k, v) in env {
         c.env(k, v);
@@ -1464,7 +1472,7 @@ fn killed_or_interrupted_runs_resume_bit_exactly() {
     ] {
         let dir = t.join(name);
         let args = tiny_train(d, dir.to_str().unwrap(), "3");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fsnn"));
+        let mut cmd = fsnn_command();
         cmd.args(&args)
             .current_dir(t)
             .env_remove("FSNN_ADAPTER")
@@ -1536,7 +1544,7 @@ fn one_run_per_folder() {
     let dir = t.join("run");
     let args = tiny_train(d, dir.to_str().unwrap(), "1000");
     let start = || {
-        Command::new(env!("CARGO_BIN_EXE_fsnn"))
+        fsnn_command()
             .args(&args)
             .current_dir(t)
             .env_remove("FSNN_ADAPTER")
@@ -1774,7 +1782,7 @@ fn bench_step_kernels_auto_times_both_conv_event_forms() {
 /// `fsnn bench step --preset PRESET --time-steps 2 --batch-size BATCH --runs 1 --kernels auto
 /// --json` with its kernel cache in `cache`: the JSON and the standard error.
 fn bench_step_auto(preset: &str, batch: &str, cache: &std::path::Path) -> (Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fsnn"))
+    let out = fsnn_command()
         .args([
             "bench",
             "step",
@@ -1967,4 +1975,68 @@ fn data_dir_problems_name_the_path() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{m}: no such folder")), "{err}");
+}
+
+/// The native CPU backend (`--device cpu`) trains deterministically (two runs, the same bits),
+/// agrees with the WGSL path on lavapipe to float tolerance, and its checkpoint evaluates on
+/// either backend: the CPU reproduces the logged test metrics exactly, the GPU within tolerance.
+#[test]
+fn cpu_backend_trains_deterministically_and_checkpoints_cross_backends() {
+    let tmp = tmpdir("cpu-backend");
+    let data = tmp.path().join("data");
+    write_idx_square(&data, 48);
+    let d = data.to_str().unwrap();
+    let run = |device: &str, out: &str| {
+        let o = tmp.path().join(out);
+        let mut args = tiny_train(d, o.to_str().unwrap(), "2");
+        args.extend(["--device", device]);
+        let stderr = ok(&args, tmp.path(), &[]);
+        (o, stderr)
+    };
+    let (c1, s1) = run("cpu", "cpu1");
+    assert!(s1.contains("device: CPU"), "no CPU device line:\n{s1}");
+    let (c2, _) = run("cpu", "cpu2");
+    assert_eq!(metrics_values(&c1), metrics_values(&c2), "CPU runs differ");
+    assert_eq!(steps_values(&c1), steps_values(&c2), "CPU step logs differ");
+    let (g, _) = run("gpu", "gpu");
+    let (mc, mg) = (metrics_values(&c1), metrics_values(&g));
+    assert_eq!(mc.len(), mg.len());
+    let mut worst = 0f64;
+    for (a, b) in mc.iter().zip(&mg) {
+        for k in ["train_loss", "test_loss", "solver_iters_mean"] {
+            let (x, y) = (a[k].as_f64().unwrap(), b[k].as_f64().unwrap());
+            worst = worst.max((x - y).abs() / y.abs().max(1e-3));
+        }
+    }
+    println!("CPU vs GPU metrics: worst relative difference {worst:.2e}");
+    assert!(worst < 1e-3, "CPU and GPU runs disagree: {mc:?} vs {mg:?}");
+
+    let logged = &mc.last().unwrap()["test_acc"];
+    let last = c1.join("last.safetensors");
+    for device in ["cpu", "gpu"] {
+        let out = fsnn_env(
+            &[
+                "eval",
+                "--checkpoint",
+                last.to_str().unwrap(),
+                "--data-dir",
+                d,
+                "--json",
+                "--device",
+                device,
+            ],
+            tmp.path(),
+            &[],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "eval on {device} failed:\n{stderr}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        println!("eval on {device}: test_acc {} (logged {logged})", v["test_acc"]);
+        if device == "cpu" {
+            assert_eq!(&v["test_acc"], logged, "CPU eval differs from the log");
+        } else {
+            let (x, y) = (v["test_acc"].as_f64().unwrap(), logged.as_f64().unwrap());
+            assert!((x - y).abs() <= 1.0 / 16.0, "GPU eval {x} vs logged {y}");
+        }
+    }
 }
