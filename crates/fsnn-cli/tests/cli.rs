@@ -2031,7 +2031,10 @@ fn cpu_backend_trains_deterministically_and_checkpoints_cross_backends() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "eval on {device} failed:\n{stderr}");
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        println!("eval on {device}: test_acc {} (logged {logged})", v["test_acc"]);
+        println!(
+            "eval on {device}: test_acc {} (logged {logged})",
+            v["test_acc"]
+        );
         if device == "cpu" {
             assert_eq!(&v["test_acc"], logged, "CPU eval differs from the log");
         } else {

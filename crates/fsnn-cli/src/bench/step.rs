@@ -166,8 +166,25 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 pub fn run(global: &Global, a: &Args) -> Result<()> {
+    let device = global.device()?;
+    match device.cpu() {
+        Some(cpu) => run_on(&cpu, a),
+        None => {
+            let crate::device::Device::Gpu(adapter) = &device else {
+                unreachable!()
+            };
+            run_on(&Gpu::new(adapter)?, a)
+        }
+    }
+}
+
+/// The measurement on one backend; the per-kernel profile (and `--trace`) where it is the GPU.
+fn run_on<B: fsnn::Backend>(dev: &B, a: &Args) -> Result<()> {
+    let gpu = fsnn::gpu::backend::as_gpu(dev);
     let base = crate::train::base_spec(Some(&a.preset), a.model.as_deref(), "fc400")?;
-    let gpu = Gpu::new(&global.adapter)?;
+    if gpu.is_none() && a.trace.is_some() {
+        bail!("--trace records GPU kernel timestamps: run it with --device gpu");
+    }
     let ts = if a.time_steps.is_empty() {
         vec![base.neuron.time_steps]
     } else {
@@ -196,7 +213,7 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         cfg.neuron.time_steps = t;
         // Per T: event input holds T frames per sample.
         fsnn::checks::fits_gpu(
-            &gpu,
+            dev,
             &cfg,
             a.batch_size,
             Some((a.solver, a.threshold)),
@@ -210,24 +227,28 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         crate::train::apply_adjoint(&mut cfg, a.adjoint)?;
         // `auto` may time both simulations on models of their own first: that is not the step's
         // memory, so it happens before the peak is reset.
-        let choice = fsnn::kernels::resolve(&gpu, &cfg, a.batch_size, a.kernels)?;
-        let base = gpu.memory_bytes().0;
-        gpu.reset_peak_memory();
+        let choice = match gpu {
+            Some(g) => fsnn::kernels::resolve(g, &cfg, a.batch_size, a.kernels)?,
+            // Another backend's model takes the event path wherever it supports one.
+            None => a.kernels,
+        };
+        let base = dev.memory_bytes().0;
+        dev.reset_peak_memory();
         let b = a.batch_size;
         // Warm-up, timed runs, profiled run.
         let data = batches(a, &cfg, t, a.runs + 2)?;
-        let mut net = fsnn::build(&cfg, &gpu, 0)?;
+        let mut net = fsnn::build(&cfg, dev, 0)?;
         let kernels = net.set_kernels(choice);
         // Warm-up: pipelines, buffers and the solver's history are created here.
         let (x, y) = &data[0];
-        net.train_step(&gpu, x, y, 0.01, a.solver, a.threshold, 0)?;
+        net.train_step(dev, x, y, 0.01, a.solver, a.threshold, 0)?;
         let (mut total, mut fwd, mut bwd, mut solve, mut opt, mut iters, mut resid) =
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
         let mut last = None;
         for r in 0..a.runs {
             let (x, y) = &data[r + 1];
             let t0 = std::time::Instant::now();
-            let s = net.train_step(&gpu, x, y, 0.01, a.solver, a.threshold, r as u32 + 1)?;
+            let s = net.train_step(dev, x, y, 0.01, a.solver, a.threshold, r as u32 + 1)?;
             total.push(t0.elapsed().as_secs_f64() * 1e3);
             fwd.push(s.forward_ms);
             bwd.push(s.backward_ms);
@@ -237,15 +258,16 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
             resid.push(s.solve.rel_residual);
             last = Some(s);
         }
-        let peak = gpu.memory_bytes().1 - base;
+        let peak = dev.memory_bytes().1 - base;
         // One more step with per-kernel timing on (timestamps cost a little, so it is not timed above).
-        gpu.set_profiling(true);
+        dev.set_profiling(true);
         let t0 = std::time::Instant::now();
         let (x, y) = &data[a.runs + 1];
-        net.train_step(&gpu, x, y, 0.01, a.solver, a.threshold, 99)?;
+        net.train_step(dev, x, y, 0.01, a.solver, a.threshold, 99)?;
         let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let prof = gpu.take_profile();
-        gpu.set_profiling(false);
+        // No per-kernel timestamps off the GPU: the profile is empty there.
+        let prof = gpu.map(|g| g.take_profile()).unwrap_or_default();
+        dev.set_profiling(false);
         if let Some(path) = &a.trace {
             write_atomic(path, &serde_json::to_vec(&prof.chrome_trace())?)
                 .with_context(|| format!("--trace {}", path.display()))?;
@@ -285,12 +307,19 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
         drop(net);
     }
     let first = sweep[0].clone();
+    let adapter = match gpu {
+        Some(g) => json!({
+            "name": g.ctx.info.name, "backend": g.ctx.info.backend,
+            "device_type": g.ctx.info.device_type, "driver": g.ctx.info.driver,
+            "driver_info": g.ctx.info.driver_info,
+        }),
+        None => json!({
+            "name": dev.describe(), "backend": "native", "device_type": "Cpu",
+            "driver": "fsnn-cpu", "driver_info": "",
+        }),
+    };
     let mut out = json!({
-        "adapter": {
-            "name": gpu.ctx.info.name, "backend": gpu.ctx.info.backend,
-            "device_type": gpu.ctx.info.device_type, "driver": gpu.ctx.info.driver,
-            "driver_info": gpu.ctx.info.driver_info,
-        },
+        "adapter": adapter,
         "preset": base.name,
         "solver": format!("{:?}", a.solver),
         "adjoint": a.adjoint.map(|f| f.name()),
@@ -341,7 +370,9 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
             .collect();
         let title = format!(
             "{} batch {} on {}",
-            base.name, a.batch_size, gpu.ctx.info.name
+            base.name,
+            a.batch_size,
+            adapter["name"].as_str().unwrap_or_default()
         );
         fsnn::plot::plot_step_report(&title, &kernels, &sweep, path)?;
     }
@@ -352,8 +383,8 @@ pub fn run(global: &Global, a: &Args) -> Result<()> {
     println!(
         "{} on {} ({}), batch {}, solver {:?}, inputs: {}, {} forward kernels",
         base.name,
-        gpu.ctx.info.name,
-        gpu.ctx.info.driver_info,
+        adapter["name"].as_str().unwrap_or_default(),
+        adapter["driver_info"].as_str().unwrap_or_default(),
         a.batch_size,
         a.solver,
         a.dataset.as_deref().unwrap_or("random"),
