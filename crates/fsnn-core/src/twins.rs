@@ -557,6 +557,7 @@ pub fn peak_fma(iters: u32, mul: f32, add: f32, out: &mut [f32]) {
     }
 }
 
+#[inline(always)]
 fn finite_or_zero(v: f32) -> f32 {
     if v.is_finite() {
         v
@@ -566,6 +567,7 @@ fn finite_or_zero(v: f32) -> f32 {
 }
 
 /// `(ΔG_r or U/V)`-row offsets of sample `b`, slot `j` in the `[batch, slots, 2, dim]` history.
+#[inline(always)]
 fn hist_rows(l: &SolverLayout, b: usize, j: usize) -> (usize, usize) {
     let a = (b * l.slots + j) * 2 * l.dim;
     (a, a + l.dim)
@@ -728,6 +730,8 @@ pub fn solver_track(
 }
 
 #[allow(clippy::too_many_arguments)]
+// Always inlined: the CPU backend compiles it into an FMA-enabled caller (fsnn-cpu's solver).
+#[inline(always)]
 pub fn solver_combine(
     l: &SolverLayout,
     it: SolverIter,

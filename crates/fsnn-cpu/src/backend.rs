@@ -394,7 +394,7 @@ impl Backend for Cpu {
         scal: &CpuTensor,
     ) {
         let o = [scal];
-        twins::solver_dots(
+        crate::solver::solver_dots(
             l,
             i,
             &inp(hist, &o),
@@ -404,6 +404,7 @@ impl Backend for Cpu {
             &inp(v.g, &o),
             &inp(v.step, &o),
             scal.w(),
+            &mut self.solver.lock().unwrap(),
         );
     }
     fn solver_track(
@@ -428,7 +429,7 @@ impl Backend for Cpu {
     ) {
         let o = [hist, v.x, v.g, v.step, v.best];
         let (jx, gl, sc) = (inp(v.jx, &o), inp(v.gl, &o), inp(scal, &o));
-        twins::solver_combine(
+        crate::solver::solver_combine(
             l,
             i,
             alpha,

@@ -27,6 +27,7 @@
 mod backend;
 pub mod conv;
 pub mod events;
+pub mod solver;
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,6 +146,7 @@ pub struct Cpu {
     memory: Arc<Memory>,
     conv: Mutex<conv::ConvScratch>,
     fb: Mutex<Vec<f32>>,
+    solver: Mutex<Vec<f32>>,
 }
 
 impl Default for Cpu {
@@ -168,6 +170,7 @@ impl Cpu {
             memory: Arc::default(),
             conv: Mutex::default(),
             fb: Mutex::default(),
+            solver: Mutex::default(),
         }
     }
 
