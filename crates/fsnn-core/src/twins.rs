@@ -557,7 +557,6 @@ pub fn peak_fma(iters: u32, mul: f32, add: f32, out: &mut [f32]) {
     }
 }
 
-#[inline(always)]
 fn finite_or_zero(v: f32) -> f32 {
     if v.is_finite() {
         v
@@ -567,7 +566,6 @@ fn finite_or_zero(v: f32) -> f32 {
 }
 
 /// `(ΔG_r or U/V)`-row offsets of sample `b`, slot `j` in the `[batch, slots, 2, dim]` history.
-#[inline(always)]
 fn hist_rows(l: &SolverLayout, b: usize, j: usize) -> (usize, usize) {
     let a = (b * l.slots + j) * 2 * l.dim;
     (a, a + l.dim)
@@ -730,8 +728,6 @@ pub fn solver_track(
 }
 
 #[allow(clippy::too_many_arguments)]
-// Always inlined: the CPU backend compiles it into an FMA-enabled caller (fsnn-cpu's solver).
-#[inline(always)]
 pub fn solver_combine(
     l: &SolverLayout,
     it: SolverIter,

@@ -395,6 +395,7 @@ impl Backend for Cpu {
     ) {
         let o = [scal];
         crate::solver::solver_dots(
+            self.threads,
             l,
             i,
             &inp(hist, &o),
@@ -404,7 +405,6 @@ impl Backend for Cpu {
             &inp(v.g, &o),
             &inp(v.step, &o),
             scal.w(),
-            &mut self.solver.lock().unwrap(),
         );
     }
     fn solver_track(
@@ -430,6 +430,7 @@ impl Backend for Cpu {
         let o = [hist, v.x, v.g, v.step, v.best];
         let (jx, gl, sc) = (inp(v.jx, &o), inp(v.gl, &o), inp(scal, &o));
         crate::solver::solver_combine(
+            self.threads,
             l,
             i,
             alpha,

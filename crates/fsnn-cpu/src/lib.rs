@@ -146,7 +146,6 @@ pub struct Cpu {
     memory: Arc<Memory>,
     conv: Mutex<conv::ConvScratch>,
     fb: Mutex<Vec<f32>>,
-    solver: Mutex<Vec<f32>>,
 }
 
 impl Default for Cpu {
@@ -170,7 +169,6 @@ impl Cpu {
             memory: Arc::default(),
             conv: Mutex::default(),
             fb: Mutex::default(),
-            solver: Mutex::default(),
         }
     }
 

@@ -5,11 +5,13 @@
 //! - `solver_dots` keeps 16 partial sums per dot (one SIMD register's worth, summed in a fixed
 //!   order at the end), so the loops vectorise; the sums differ from the twin's in the last bits,
 //!   the same way the GPU's tree reductions do, and are the same on every run;
-//! - `solver_combine` is the twin itself, compiled with FMA where the CPU has it (the same bits as
-//!   the twin, without the libm calls).
+//! - `solver_combine` is the twin's arithmetic, compiled with FMA where the CPU has it (the same
+//!   bits as the twin, without the libm calls).
+//!
+//! Both split the batch over threads in fixed ranges (samples are independent), so the bits do
+//! not depend on the thread count.
 
 use fsnn_core::shapes::{SolverIter, SolverLayout, SolverMode};
-use fsnn_core::twins;
 
 const LANES: usize = 16;
 
@@ -43,9 +45,45 @@ fn lanes_sum<const K: usize>(n: usize, f: impl Fn(usize) -> [f32; K]) -> [f32; K
     out
 }
 
-/// Semantics of `twins::solver_dots` (up to summation order); `g`/`dg` are per-sample scratch.
+/// Raw views shared by the threads of one op; each thread writes only its own samples' elements.
+#[derive(Clone, Copy)]
+struct Shared<T>(*mut T, usize);
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    fn new(s: &mut [T]) -> Self {
+        Self(s.as_mut_ptr(), s.len())
+    }
+    /// SAFETY: the caller's threads touch disjoint elements of the slice.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn get(&self) -> &mut [T] {
+        std::slice::from_raw_parts_mut(self.0, self.1)
+    }
+}
+
+/// Runs `f` on `threads` fixed, contiguous ranges of `0..batch` (on the calling thread when one).
+pub(crate) fn par_batches(threads: usize, batch: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    let t = threads.clamp(1, batch.max(1));
+    if t == 1 {
+        f(0..batch);
+        return;
+    }
+    let per = batch.div_ceil(t);
+    std::thread::scope(|sc| {
+        for k in 1..t {
+            let r = (k * per).min(batch)..((k + 1) * per).min(batch);
+            let f = &f;
+            sc.spawn(move || f(r));
+        }
+        f(0..per.min(batch));
+    });
+}
+
+/// Semantics of `twins::solver_dots` (up to summation order).
 #[allow(clippy::too_many_arguments)]
 pub fn solver_dots(
+    threads: usize,
     l: &SolverLayout,
     it: SolverIter,
     hist: &[f32],
@@ -55,45 +93,58 @@ pub fn solver_dots(
     gold: &[f32],
     step: &[f32],
     scal: &mut [f32],
-    scratch: &mut Vec<f32>,
 ) {
     let d = l.dim;
-    scratch.resize(2 * d, 0.0);
-    let (g, dg) = scratch.split_at_mut(d);
-    for b in 0..l.batch {
-        let vb = b * d;
-        for i in 0..d {
-            let e = vb + i;
-            g[i] = (jx[e] - x[e]) + gl[e];
-            dg[i] = g[i] - gold[e];
-        }
-        let st = &step[vb..vb + d];
-        for r in 0..=it.count {
-            let (vals, row) = if r == it.count {
-                let v = lanes_sum(d, |i| [g[i] * g[i], st[i] * dg[i], st[i] * g[i]]);
-                (v, l.slots)
-            } else {
-                let a = (b * l.slots + r) * 2 * d;
-                let (ha, hb) = (&hist[a..a + d], &hist[a + d..a + 2 * d]);
-                let v = if l.mode == SolverMode::Broyden {
-                    lanes_sum(d, |i| [ha[i] * st[i], hb[i] * dg[i], hb[i] * g[i]])
-                } else if r == it.slot {
-                    lanes_sum(d, |i| [dg[i] * dg[i], dg[i] * g[i], 0.0])
+    let out = Shared::new(scal);
+    par_batches(threads, l.batch, |range| {
+        let (mut g, mut dg) = (vec![0f32; d], vec![0f32; d]);
+        // SAFETY: sample b writes only its own (slots + 1) · 3 scalars.
+        let scal = unsafe { out.get() };
+        for b in range {
+            let vb = b * d;
+            for i in 0..d {
+                let e = vb + i;
+                g[i] = (jx[e] - x[e]) + gl[e];
+                dg[i] = g[i] - gold[e];
+            }
+            let st = &step[vb..vb + d];
+            for r in 0..=it.count {
+                let (vals, row) = if r == it.count {
+                    let v = lanes_sum(d, |i| [g[i] * g[i], st[i] * dg[i], st[i] * g[i]]);
+                    (v, l.slots)
                 } else {
-                    lanes_sum(d, |i| [hb[i] * dg[i], hb[i] * g[i], 0.0])
+                    let a = (b * l.slots + r) * 2 * d;
+                    let (ha, hb) = (&hist[a..a + d], &hist[a + d..a + 2 * d]);
+                    let v = if l.mode == SolverMode::Broyden {
+                        lanes_sum(d, |i| [ha[i] * st[i], hb[i] * dg[i], hb[i] * g[i]])
+                    } else if r == it.slot {
+                        lanes_sum(d, |i| [dg[i] * dg[i], dg[i] * g[i], 0.0])
+                    } else {
+                        lanes_sum(d, |i| [hb[i] * dg[i], hb[i] * g[i], 0.0])
+                    };
+                    (v, r)
                 };
-                (v, r)
-            };
-            let o = (b * (l.slots + 1) + row) * 3;
-            scal[o..o + 3].copy_from_slice(&vals);
+                let o = (b * (l.slots + 1) + row) * 3;
+                scal[o..o + 3].copy_from_slice(&vals);
+            }
         }
+    });
+}
+
+fn finite_or_zero(v: f32) -> f32 {
+    if v.is_finite() {
+        v
+    } else {
+        0.0
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "fma")]
+/// The twin's per-sample body for samples `range` (kept line for line with
+/// `twins::solver_combine`, which the tests compare it with bit for bit).
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn combine_fma(
+fn combine_range(
+    range: std::ops::Range<usize>,
     l: &SolverLayout,
     it: SolverIter,
     alpha: f32,
@@ -106,12 +157,101 @@ unsafe fn combine_fma(
     best: &mut [f32],
     scal: &[f32],
 ) {
-    twins::solver_combine(l, it, alpha, hist, jx, x, gl, gold, step, best, scal)
+    let st = l.state_offset();
+    let gam0 = st + 8 + l.batch * l.slots * l.slots;
+    let (improved, done) = (scal[st + 2] != 0.0, scal[st + 1] != 0.0);
+    let rows = |b: usize, j: usize| {
+        let a = (b * l.slots + j) * 2 * l.dim;
+        (a, a + l.dim)
+    };
+    for b in range {
+        let db = b * (l.slots + 1) * 3;
+        let own = db + l.slots * 3;
+        for i in 0..l.dim {
+            let e = b * l.dim + i;
+            let xv = x[e];
+            if improved {
+                best[e] = xv;
+            }
+            if done {
+                continue;
+            }
+            let g = (jx[e] - xv) + gl[e];
+            let g_prev = gold[e];
+            gold[e] = g;
+            if l.mode == SolverMode::FixedPoint {
+                x[e] = alpha * g + xv;
+                continue;
+            }
+            let mut s = g;
+            if it.store {
+                let dx = step[e];
+                let dg = g - g_prev;
+                let (hs, hs2) = rows(b, it.slot);
+                if l.mode == SolverMode::Broyden {
+                    let (mut vt, mut t) = (-dx, -dg);
+                    let (mut den, mut cg) = (-scal[own + 1], -scal[own + 2]);
+                    for j in 0..it.count {
+                        let (c1, c2, c3) =
+                            (scal[db + j * 3], scal[db + j * 3 + 1], scal[db + j * 3 + 2]);
+                        let (ha, hb) = rows(b, j);
+                        let u = hist[ha + i];
+                        vt = c1.mul_add(hist[hb + i], vt);
+                        t = c2.mul_add(u, t);
+                        den = c1.mul_add(c2, den);
+                        cg = c1.mul_add(c3, cg);
+                        if j != it.slot {
+                            s = (-c3).mul_add(u, s);
+                        }
+                    }
+                    let un = finite_or_zero((dx - t) / den);
+                    s = (-cg).mul_add(un, s);
+                    hist[hs + i] = un;
+                    hist[hs2 + i] = finite_or_zero(vt);
+                } else {
+                    for j in 0..it.count {
+                        let (ha, hb) = rows(b, j);
+                        let pair = if j == it.slot {
+                            dx + dg
+                        } else {
+                            hist[ha + i] + hist[hb + i]
+                        };
+                        s = (-scal[gam0 + b * l.slots + j]).mul_add(pair, s);
+                    }
+                    hist[hs + i] = dx;
+                    hist[hs2 + i] = dg;
+                }
+            }
+            x[e] = s + xv;
+            step[e] = s;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn combine_range_fma(
+    range: std::ops::Range<usize>,
+    l: &SolverLayout,
+    it: SolverIter,
+    alpha: f32,
+    hist: &mut [f32],
+    jx: &[f32],
+    x: &mut [f32],
+    gl: &[f32],
+    gold: &mut [f32],
+    step: &mut [f32],
+    best: &mut [f32],
+    scal: &[f32],
+) {
+    combine_range(range, l, it, alpha, hist, jx, x, gl, gold, step, best, scal)
 }
 
 /// `twins::solver_combine`, bit for bit, with hardware FMA where the CPU has it.
 #[allow(clippy::too_many_arguments)]
 pub fn solver_combine(
+    threads: usize,
     l: &SolverLayout,
     it: SolverIter,
     alpha: f32,
@@ -125,10 +265,27 @@ pub fn solver_combine(
     scal: &[f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has FMA (checked just above).
-        unsafe { combine_fma(l, it, alpha, hist, jx, x, gl, gold, step, best, scal) };
-        return;
-    }
-    twins::solver_combine(l, it, alpha, hist, jx, x, gl, gold, step, best, scal)
+    let fma = std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let fma = false;
+    let (h, xs, go, st, be) = (
+        Shared::new(hist),
+        Shared::new(x),
+        Shared::new(gold),
+        Shared::new(step),
+        Shared::new(best),
+    );
+    par_batches(threads, l.batch, |r| {
+        // SAFETY: sample b touches only its own history rows and its own vector elements.
+        let (hist, x, gold, step, best) = unsafe { (h.get(), xs.get(), go.get(), st.get(), be.get()) };
+        if fma {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU has FMA (checked above).
+            unsafe {
+                combine_range_fma(r, l, it, alpha, hist, jx, x, gl, gold, step, best, scal)
+            };
+        } else {
+            combine_range(r, l, it, alpha, hist, jx, x, gl, gold, step, best, scal);
+        }
+    });
 }
