@@ -277,7 +277,8 @@ pub fn solver_combine(
     );
     par_batches(threads, l.batch, |r| {
         // SAFETY: sample b touches only its own history rows and its own vector elements.
-        let (hist, x, gold, step, best) = unsafe { (h.get(), xs.get(), go.get(), st.get(), be.get()) };
+        let (hist, x, gold, step, best) =
+            unsafe { (h.get(), xs.get(), go.get(), st.get(), be.get()) };
         if fma {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the CPU has FMA (checked above).
