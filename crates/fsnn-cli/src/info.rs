@@ -104,12 +104,23 @@ fn variants_json(ctx: &GpuContext) -> Value {
 pub fn run(global: &Global, args: &Args) -> Result<()> {
     if args.all {
         let adapters = list_adapters();
+        let cpu = fsnn_cpu::Cpu::new(global.threads);
+        let cpu_line = format!(
+            "CPU backend  {} (--device cpu; auto picks it when no hardware GPU is listed)",
+            fsnn::Backend::describe(&cpu)
+        );
         if args.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&json!({ "adapters": adapters }))?
+                serde_json::to_string_pretty(&json!({
+                    "adapters": adapters,
+                    "cpu": { "name": fsnn_cpu::cpu_model(), "threads": cpu.threads() },
+                }))?
             );
-        } else if adapters.is_empty() {
+            return Ok(());
+        }
+        println!("{cpu_line}");
+        if adapters.is_empty() {
             println!("{}", fsnn::gpu::NO_ADAPTER_HELP);
         } else {
             for a in &adapters {
