@@ -324,3 +324,71 @@ output_pad = 1
         step_cpu_vs_gpu(&format!("multi-layer {form:?}"), cfg, 5, 5e-3);
     }
 }
+
+#[test]
+fn event_driven_conv_feedback_is_bit_identical_to_twin() {
+    use fsnn::fsnn_core::events::{conv_event_ld, conv_spike_words};
+    use fsnn::fsnn_core::shapes::NeuronStep;
+    let cpu = Cpu::new(None);
+    let mut rng = Rng::new(4);
+    for (batch, c, h, w, k, pad, masked) in [
+        (3, 5, 9, 11, 3, 1, false),
+        (2, 4, 12, 12, 5, 2, true),
+        (1, 3, 7, 40, 5, 0, true),
+    ] {
+        let s = ConvShape {
+            batch,
+            cin: c,
+            h,
+            w,
+            cout: c,
+            kh: k,
+            kw: k,
+            stride: 1,
+            pad,
+        };
+        let n = s.output_len();
+        let ld = conv_event_ld(c);
+        let step = NeuronStep {
+            vth: 1.0,
+            leak: 0.95,
+            x_offset: 0,
+            has_feedback: true,
+        };
+        let in_words = conv_spike_words(batch, c, h, w);
+        let out_words = conv_spike_words(batch, c, s.oh(), s.ow());
+        let in_bits: Vec<u32> = (0..in_words)
+            .map(|_| rng.below(u32::MAX) & rng.below(u32::MAX))
+            .collect();
+        let u0 = rng.vec(n, -0.5, 0.5);
+        let wt = rng.vec(c * k * k * ld, -0.3, 0.4);
+        let x = rng.vec(n, -0.2, 0.9);
+        let mask = masked.then(|| rng.vec(n, 0.0, 1.25));
+        let (mut u, mut acc, mut out) = (u0.clone(), vec![0.0; n], vec![0u32; out_words]);
+        twins::conv_event_sim(
+            &s,
+            step,
+            &mut u,
+            &mut acc,
+            &in_bits,
+            &mut out,
+            &wt,
+            &x,
+            mask.as_deref(),
+        );
+        let (ut, at) = (cpu.upload(&[n], &u0), cpu.zeros(&[n]));
+        let (ib, ob) = (
+            cpu.upload_u32(&[in_words], &in_bits),
+            cpu.zeros(&[out_words]),
+        );
+        let (wtt, xt) = (cpu.upload(&[wt.len()], &wt), cpu.upload(&[n], &x));
+        let mt = mask.as_ref().map(|m| cpu.upload(&[m.len()], m));
+        cpu.conv_event_sim(&s, step, &ut, &at, &ib, &ob, &wtt, &xt, mt.as_ref());
+        assert_eq!(cpu.read(&ut), u, "membranes differ ({s:?})");
+        assert_eq!(cpu.read(&at), acc, "rates differ ({s:?})");
+        assert_eq!(cpu.read_u32(&ob), out, "spikes differ ({s:?})");
+        let fired: u32 = out.iter().map(|w| w.count_ones()).sum();
+        println!("cpu conv_event_sim {s:?}: bit-identical, {fired} spikes");
+        assert!(fired > 0);
+    }
+}

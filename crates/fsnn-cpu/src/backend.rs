@@ -480,11 +480,6 @@ impl Backend for Cpu {
             &mut fb,
         );
     }
-    /// The dense path (im2col GEMMs) runs conv feedback on the CPU: no event form is written
-    /// for it yet, and the twin's loops would be far slower than the GEMM.
-    fn conv_event_supported(_s: &ConvShape) -> bool {
-        false
-    }
     fn conv_event_sim(
         &self,
         s: &ConvShape,
@@ -500,7 +495,8 @@ impl Backend for Cpu {
         let o = [u, acc, out_bits];
         let (inb, wt, x) = (inp(in_bits, &o), inp(wt, &o), inp(x, &o));
         let mask = mask.map(|m| inp(m, &o));
-        twins::conv_event_sim(
+        crate::events::conv_event_sim(
+            self.threads,
             s,
             step,
             u.w(),

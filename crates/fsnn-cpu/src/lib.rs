@@ -7,8 +7,8 @@
 //!   threading): 259 GFLOP/s at 1024³ on those 2 cores against 163 for the `gemm` crate that
 //!   candle uses, and exact `beta = 0` semantics (C is not read), as the GPU kernels;
 //! - convolutions and both gradients as im2col (or col2im) around the same GEMM ([`conv`]);
-//! - the event-driven linear feedback adds the `W_effᵀ` rows of the spiking inputs only
-//!   ([`events`]), bit-identical to the plain twin;
+//! - the event-driven feedback adds, for the spiking inputs only, the `W_effᵀ` rows (linear) or
+//!   each tap's output-channel row (conv) ([`events`]), bit-identical to the plain twins;
 //! - everything else through the plain twins of `fsnn_core::twins`, the oracle the GPU kernels
 //!   are tested against too.
 //!

@@ -47,17 +47,17 @@ fn lanes_sum<const K: usize>(n: usize, f: impl Fn(usize) -> [f32; K]) -> [f32; K
 
 /// Raw views shared by the threads of one op; each thread writes only its own samples' elements.
 #[derive(Clone, Copy)]
-struct Shared<T>(*mut T, usize);
+pub(crate) struct Shared<T>(*mut T, usize);
 unsafe impl<T> Send for Shared<T> {}
 unsafe impl<T> Sync for Shared<T> {}
 
 impl<T> Shared<T> {
-    fn new(s: &mut [T]) -> Self {
+    pub(crate) fn new(s: &mut [T]) -> Self {
         Self(s.as_mut_ptr(), s.len())
     }
     /// SAFETY: the caller's threads touch disjoint elements of the slice.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn get(&self) -> &mut [T] {
+    pub(crate) unsafe fn get(&self) -> &mut [T] {
         std::slice::from_raw_parts_mut(self.0, self.1)
     }
 }
