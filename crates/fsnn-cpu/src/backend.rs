@@ -80,7 +80,7 @@ impl Backend for Cpu {
     }
     fn write_words(&self, t: &CpuTensor, byte_offset: u64, bytes: &[u8]) {
         assert!(
-            byte_offset % 4 == 0 && bytes.len() % 4 == 0,
+            byte_offset.is_multiple_of(4) && bytes.len().is_multiple_of(4),
             "write_words: unaligned"
         );
         let at = byte_offset as usize / 4;

@@ -17,6 +17,7 @@ const LANES: usize = 16;
 
 /// Σ f(i) over `0..n` in `LANES` partial sums, reduced in a fixed order.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // indexing by lane keeps the loop vectorisable
 fn lanes_sum<const K: usize>(n: usize, f: impl Fn(usize) -> [f32; K]) -> [f32; K] {
     let mut acc = [[0f32; LANES]; K];
     let full = n / LANES * LANES;
