@@ -19,3 +19,9 @@ pub fn power_iteration(rows: usize, cols: usize, w: &[f32], u: &mut [f32], v: &m
     }
     un2 / un
 }
+
+/// Host-side copy of every tensor a checkpoint holds: `(name, shape, values)`. Backend-neutral:
+/// a checkpoint written from one backend loads into another.
+pub struct HostState {
+    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}

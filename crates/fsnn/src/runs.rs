@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::model::HostState;
+use fsnn_core::host::HostState;
 
 // ------------------------------------------------------------------ lock
 

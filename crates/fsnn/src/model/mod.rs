@@ -32,10 +32,7 @@ pub struct Param<B: Backend = Gpu> {
     pub momentum: B::Tensor,
 }
 
-/// Host-side copy of every tensor a checkpoint holds: `(name, shape, values)`.
-pub struct HostState {
-    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
-}
+pub use fsnn_core::host::HostState;
 
 /// What one batch cost and produced.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
