@@ -816,6 +816,15 @@ fn out_of_range_flags_are_refused_before_anything_runs() {
             "--resize must be WxH with both in 1..=16384, got 0x8",
         ),
         (vec!["--resize", "big"], "expected WxH"),
+        (
+            vec!["--warmup", "1000000000000"],
+            "--warmup must be at most 100000000 iterations",
+        ),
+        (vec!["--schedule", "0"], "milestones must be at least 1"),
+        (
+            vec!["--schedule", "3,3"],
+            "--schedule must be strictly increasing epochs, got 3 then 3",
+        ),
     ] {
         let mut args = vec!["train", "--out", o];
         args.extend(flags);
