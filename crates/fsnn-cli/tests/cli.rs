@@ -1807,3 +1807,62 @@ fn bench_step_auto(preset: &str, batch: &str, cache: &std::path::Path) -> (Value
     assert!(out.status.success(), "fsnn failed:\n{stderr}");
     (serde_json::from_slice(&out.stdout).unwrap(), stderr)
 }
+
+#[test]
+fn meaningless_settings_are_refused_before_the_device_starts() {
+    let tmp = tmpdir("meaningless");
+    let t = tmp.path();
+    let model =
+        "name = \"fc8bn\"\nclasses = 10\n[input]\nshape = [784]\n[neuron]\ntime_steps = 2\n\
+                 vth = 2.0\nleak = 0.95\ndropout = 0.2\n[[layers]]\n\
+                 ops = [{ kind = \"linear\", out = 8 }, { kind = \"batchnorm\" }]\n\
+                 [feedback]\nkind = \"linear\"\n";
+    let file = t.join("fc8bn.toml");
+    std::fs::write(&file, model).unwrap();
+    let out = t.join("run");
+    fails_with(
+        &[
+            "train",
+            "--model",
+            file.to_str().unwrap(),
+            "--batch-size",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "--batch-size 1: model fc8bn has batch norm",
+    );
+    assert!(!out.exists(), "a refused run created its folder");
+
+    // A checkpoint with a NaN weight is refused at load, naming the file and the tensor.
+    let data = t.join("data");
+    write_idx(&data, 8, 28, 8, 28);
+    let fc = serde_json::to_value(fsnn::model::spec::preset("fc400").unwrap()).unwrap();
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("fsnn.model".to_string(), fc.to_string());
+    let bytes: Vec<u8> = [1.0f32, f32::NAN]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &bytes).unwrap();
+    let ck = t.join("nan.safetensors");
+    std::fs::write(
+        &ck,
+        safetensors::serialize(vec![("w0".to_string(), view)], &Some(meta)).unwrap(),
+    )
+    .unwrap();
+    let err = fails_with(
+        &[
+            "eval",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        "tensor w0 holds NaN at index 1",
+    );
+    assert!(err.contains("nan.safetensors"), "{err}");
+}
