@@ -837,6 +837,10 @@ fn out_of_range_flags_are_refused_before_anything_runs() {
         "--batch-size must be at least 1, got 0",
     );
     fails_with(
+        &["bench", "step", "--threshold", "0", "--runs", "1"],
+        "--threshold must be at least 1, got 0",
+    );
+    fails_with(
         &["bench", "step", "--time-steps", "0", "--runs", "1"],
         "--time-steps must be in 1..=10000, got 0",
     );
