@@ -314,6 +314,9 @@ pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
     };
     // Flags are checked before the adapter starts, so a typo fails at once.
     cfg.validate()?;
+    for warning in train::check_for_model(&cfg, &net_cfg)? {
+        eprintln!("warning: {warning}");
+    }
     let device = g.device()?;
     let result = if let Some(cpu) = device.cpu() {
         eprintln!("device: {}", fsnn::Backend::describe(&cpu));

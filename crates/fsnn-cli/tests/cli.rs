@@ -824,6 +824,15 @@ fn out_of_range_flags_are_refused_before_anything_runs() {
             "--resize must be WxH with both in 1..=16384, got 0x8",
         ),
         (vec!["--resize", "big"], "expected WxH"),
+        (
+            vec!["--warmup", "1000000000000"],
+            "--warmup must be at most 100000000 iterations",
+        ),
+        (vec!["--schedule", "0"], "milestones must be at least 1"),
+        (
+            vec!["--schedule", "3,3"],
+            "--schedule must be strictly increasing epochs, got 3 then 3",
+        ),
     ] {
         let mut args = vec!["train", "--out", o];
         args.extend(flags);
@@ -834,6 +843,10 @@ fn out_of_range_flags_are_refused_before_anything_runs() {
     fails_with(
         &["bench", "step", "--batch-size", "0", "--runs", "1"],
         "--batch-size must be at least 1, got 0",
+    );
+    fails_with(
+        &["bench", "step", "--threshold", "0", "--runs", "1"],
+        "--threshold must be at least 1, got 0",
     );
     fails_with(
         &["bench", "step", "--time-steps", "0", "--runs", "1"],
@@ -2042,4 +2055,63 @@ fn cpu_backend_trains_deterministically_and_checkpoints_cross_backends() {
             assert!((x - y).abs() <= 1.0 / 16.0, "GPU eval {x} vs logged {y}");
         }
     }
+}
+
+#[test]
+fn meaningless_settings_are_refused_before_the_device_starts() {
+    let tmp = tmpdir("meaningless");
+    let t = tmp.path();
+    let model =
+        "name = \"fc8bn\"\nclasses = 10\n[input]\nshape = [784]\n[neuron]\ntime_steps = 2\n\
+                 vth = 2.0\nleak = 0.95\ndropout = 0.2\n[[layers]]\n\
+                 ops = [{ kind = \"linear\", out = 8 }, { kind = \"batchnorm\" }]\n\
+                 [feedback]\nkind = \"linear\"\n";
+    let file = t.join("fc8bn.toml");
+    std::fs::write(&file, model).unwrap();
+    let out = t.join("run");
+    fails_with(
+        &[
+            "train",
+            "--model",
+            file.to_str().unwrap(),
+            "--batch-size",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "--batch-size 1: model fc8bn has batch norm",
+    );
+    assert!(!out.exists(), "a refused run created its folder");
+
+    // A checkpoint with a NaN weight is refused at load, naming the file and the tensor.
+    let data = t.join("data");
+    write_idx(&data, 8, 28, 8, 28);
+    let fc = serde_json::to_value(fsnn::model::spec::preset("fc400").unwrap()).unwrap();
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("fsnn.model".to_string(), fc.to_string());
+    let bytes: Vec<u8> = [1.0f32, f32::NAN]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &bytes).unwrap();
+    let ck = t.join("nan.safetensors");
+    std::fs::write(
+        &ck,
+        safetensors::serialize(vec![("w0".to_string(), view)], &Some(meta)).unwrap(),
+    )
+    .unwrap();
+    let err = fails_with(
+        &[
+            "eval",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        "tensor w0 holds NaN at index 1",
+    );
+    assert!(err.contains("nan.safetensors"), "{err}");
 }

@@ -97,6 +97,23 @@ impl TrainConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("--lr must be a finite number > 0, got {}", self.lr);
         }
+        // Steps no run reaches: a warm-up this long keeps lr near 0 for the whole run.
+        if self.warmup > MAX_WARMUP {
+            bail!(
+                "--warmup must be at most {MAX_WARMUP} iterations (a run's whole length), got {}",
+                self.warmup
+            );
+        }
+        if let Some(&0) = self.schedule.first() {
+            bail!("--schedule: epoch 0 is before training starts; milestones must be at least 1");
+        }
+        if let Some(w) = self.schedule.windows(2).find(|w| w[0] >= w[1]) {
+            bail!(
+                "--schedule must be strictly increasing epochs, got {} then {}",
+                w[0],
+                w[1]
+            );
+        }
         if let Some((w, h)) = self.resize {
             if w == 0 || h == 0 || w > 1 << 14 || h > 1 << 14 {
                 bail!("--resize must be WxH with both in 1..=16384, got {w}x{h}");
@@ -104,6 +121,38 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// Most warm-up iterations: 10⁸ steps are more than any run of the paper's models takes.
+pub const MAX_WARMUP: usize = 100_000_000;
+
+/// The settings checked against the model they train, before the device starts: an error where
+/// a value cannot work, and otherwise the settings that are legal but almost surely a mistake,
+/// one line each, for the caller to print as warnings.
+pub fn check_for_model(cfg: &TrainConfig, spec: &NetworkSpec) -> Result<Vec<String>> {
+    if cfg.batch_size == 1 && spec.has_batch_norm() {
+        bail!(
+            "--batch-size 1: model {} has batch norm, which normalises each channel over the \
+             batch; one sample has variance 0 there and every output collapses to the bias",
+            spec.name
+        );
+    }
+    let mut out = Vec::new();
+    if let Some(&e) = cfg.schedule.iter().find(|&&e| e >= cfg.epochs) {
+        out.push(format!(
+            "--schedule {e}: the run ends after {} epochs, so this milestone never applies (fine \
+             only if you will --resume with more --epochs)",
+            cfg.epochs
+        ));
+    }
+    if cfg.batch_size < 8 && spec.has_batch_norm() {
+        out.push(format!(
+            "--batch-size {}: batch norm estimates each channel's statistics from the batch; \
+             under 8 samples they are mostly noise",
+            cfg.batch_size
+        ));
+    }
+    Ok(out)
 }
 
 /// Set by [`request_stop`] (the command line's handler of Ctrl-C, SIGTERM and SIGHUP): training finishes the step in
@@ -377,6 +426,14 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        // A NaN or infinite value would turn every later loss into NaN while `eval` still
+        // exits 0, so a damaged checkpoint is refused here, naming the tensor.
+        if let Some((i, v)) = data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            bail!(
+                "{}: tensor {name} holds {v} at index {i}; a checkpoint's values must be finite",
+                path.display()
+            );
+        }
         tensors.push((name, view.shape().to_vec(), data));
     }
     Ok(Checkpoint {

@@ -203,6 +203,10 @@ fn run_on<B: fsnn::Backend>(dev: &B, a: &Args) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1, got 0");
     }
+    // 0 solver iterations would time a step that never solves the fixed point.
+    if a.threshold == 0 {
+        bail!("--threshold must be at least 1, got 0");
+    }
     for &t in &ts {
         let n = &base.neuron;
         fsnn::checks::neuron(None, t, n.vth, n.leak, 0.0)?;

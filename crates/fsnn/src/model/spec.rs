@@ -460,6 +460,13 @@ impl NetworkSpec {
         self.layer_shapes().iter().map(Shape::len).collect()
     }
 
+    /// Whether any layer normalises over the batch, which makes tiny batches meaningless.
+    pub fn has_batch_norm(&self) -> bool {
+        self.layers
+            .iter()
+            .any(|l| l.ops.iter().any(|op| matches!(op, OpSpec::BatchNorm {})))
+    }
+
     /// Spiking neurons per sample.
     pub fn neurons(&self) -> usize {
         self.neurons_per_layer().iter().sum()
