@@ -51,11 +51,4 @@ impl Device {
             }
         })
     }
-
-    pub fn cpu(&self) -> Option<fsnn_cpu::Cpu> {
-        match self {
-            Device::Cpu { threads } => Some(fsnn_cpu::Cpu::new(*threads)),
-            Device::Gpu(_) => None,
-        }
-    }
 }

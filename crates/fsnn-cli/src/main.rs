@@ -82,6 +82,10 @@ fn main() {
 
 fn run() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(n) = cli.threads.filter(|&n| n > 0) {
+        // The CPU backend's GEMM pool reads this once; set here, while the process has one thread.
+        std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
+    }
     // Ctrl-C, SIGTERM, SIGHUP: the first one lets a training run finish its step and write a
     // checkpoint; a second one (or one outside training) quits at once.
     signals::install()?;

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use clap::Args as ClapArgs;
 use fsnn::gpu::Gpu;
+
+use crate::device::Device;
 use fsnn::model::spec::{self, AdjointForm, NetworkSpec, TrainDefaults};
 use fsnn::solver::SolverKind;
 use fsnn::train::{self, TrainConfig};
@@ -318,26 +320,27 @@ pub fn run_train(g: &Global, a: &TrainArgs) -> Result<()> {
         eprintln!("warning: {warning}");
     }
     let device = g.device()?;
-    let result = if let Some(cpu) = device.cpu() {
-        eprintln!("device: {}", fsnn::Backend::describe(&cpu));
-        eprintln!("run folder: {}", out.display());
-        train::train(&cpu, net_cfg, &cfg)
-    } else {
-        let crate::device::Device::Gpu(adapter) = &device else {
-            unreachable!()
-        };
-        let gpu = Gpu::new(adapter)?;
-        eprintln!(
-            "adapter: {} ({}, {})",
-            gpu.ctx.info.name, gpu.ctx.info.backend, gpu.ctx.info.driver
-        );
-        if fsnn::variants::cached(&gpu.ctx.info).is_none() {
+    let result = match &device {
+        Device::Cpu { threads } => {
+            let cpu = fsnn_cpu::Cpu::new(*threads);
+            eprintln!("device: {}", fsnn::Backend::describe(&cpu));
+            eprintln!("run folder: {}", out.display());
+            train::train(&cpu, net_cfg, &cfg)
+        }
+        Device::Gpu(adapter) => {
+            let gpu = Gpu::new(adapter)?;
             eprintln!(
+                "adapter: {} ({}, {})",
+                gpu.ctx.info.name, gpu.ctx.info.backend, gpu.ctx.info.driver
+            );
+            if fsnn::variants::cached(&gpu.ctx.info).is_none() {
+                eprintln!(
                 "kernel variants: not measured on this adapter, the defaults run (`fsnn tune` measures them once)"
             );
+            }
+            eprintln!("run folder: {}", out.display());
+            train::train(&gpu, net_cfg, &cfg)
         }
-        eprintln!("run folder: {}", out.display());
-        train::train(&gpu, net_cfg, &cfg)
     };
     match result {
         Ok(_) => {}
@@ -486,14 +489,9 @@ pub fn run_eval(g: &Global, a: &EvalArgs) -> Result<()> {
         })
         .unwrap_or(200);
     let device = g.device()?;
-    let (loss, acc, test_len) = match device.cpu() {
-        Some(cpu) => eval_on(&cpu, a, &ck, &ds, eval_batch)?,
-        None => {
-            let crate::device::Device::Gpu(adapter) = &device else {
-                unreachable!()
-            };
-            eval_on(&Gpu::new(adapter)?, a, &ck, &ds, eval_batch)?
-        }
+    let (loss, acc, test_len) = match &device {
+        Device::Cpu { threads } => eval_on(&fsnn_cpu::Cpu::new(*threads), a, &ck, &ds, eval_batch)?,
+        Device::Gpu(adapter) => eval_on(&Gpu::new(adapter)?, a, &ck, &ds, eval_batch)?,
     };
     if a.json {
         println!(

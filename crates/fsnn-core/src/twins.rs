@@ -557,6 +557,7 @@ pub fn peak_fma(iters: u32, mul: f32, add: f32, out: &mut [f32]) {
     }
 }
 
+#[inline(always)]
 fn finite_or_zero(v: f32) -> f32 {
     if v.is_finite() {
         v
@@ -566,6 +567,7 @@ fn finite_or_zero(v: f32) -> f32 {
 }
 
 /// `(ΔG_r or U/V)`-row offsets of sample `b`, slot `j` in the `[batch, slots, 2, dim]` history.
+#[inline(always)]
 fn hist_rows(l: &SolverLayout, b: usize, j: usize) -> (usize, usize) {
     let a = (b * l.slots + j) * 2 * l.dim;
     (a, a + l.dim)
@@ -741,10 +743,45 @@ pub fn solver_combine(
     best: &mut [f32],
     scal: &[f32],
 ) {
+    solver_combine_samples(
+        0..l.batch,
+        l,
+        it,
+        alpha,
+        hist,
+        jx,
+        x,
+        gl,
+        gold,
+        step,
+        best,
+        scal,
+    )
+}
+
+/// [`solver_combine`] for the samples in `range` only (samples are independent), so that a
+/// backend can split the batch over threads. Always inlined: the CPU backend compiles it into a
+/// caller with FMA enabled, where `mul_add` is one instruction rather than a libm call.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn solver_combine_samples(
+    range: std::ops::Range<usize>,
+    l: &SolverLayout,
+    it: SolverIter,
+    alpha: f32,
+    hist: &mut [f32],
+    jx: &[f32],
+    x: &mut [f32],
+    gl: &[f32],
+    gold: &mut [f32],
+    step: &mut [f32],
+    best: &mut [f32],
+    scal: &[f32],
+) {
     let st = l.state_offset();
     let gam0 = st + 8 + l.batch * l.slots * l.slots;
     let (improved, done) = (scal[st + 2] != 0.0, scal[st + 1] != 0.0);
-    for b in 0..l.batch {
+    for b in range {
         let db = b * (l.slots + 1) * 3;
         let own = db + l.slots * 3;
         for i in 0..l.dim {

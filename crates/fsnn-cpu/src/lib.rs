@@ -155,15 +155,14 @@ impl Default for Cpu {
 }
 
 impl Cpu {
-    /// All cores unless `threads` says otherwise. The GEMM's thread count is process-wide
-    /// (`matrixmultiply` reads `MATMUL_NUM_THREADS` once), so it is set here, before any product.
+    /// All cores unless `threads` says otherwise. `threads` sets fsnn's own splits; the GEMM's
+    /// pool is `matrixmultiply`'s, sized once per process from `MATMUL_NUM_THREADS` (default: all
+    /// cores), which a program sets at startup, before any thread exists (the CLI's `--threads`
+    /// does).
     pub fn new(threads: Option<usize>) -> Self {
         let threads = threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1);
-        if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
-            std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
-        }
         Self {
             threads,
             memory: Arc::default(),

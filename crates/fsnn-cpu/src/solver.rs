@@ -5,13 +5,14 @@
 //! - `solver_dots` keeps 16 partial sums per dot (one SIMD register's worth, summed in a fixed
 //!   order at the end), so the loops vectorise; the sums differ from the twin's in the last bits,
 //!   the same way the GPU's tree reductions do, and are the same on every run;
-//! - `solver_combine` is the twin's arithmetic, compiled with FMA where the CPU has it (the same
-//!   bits as the twin, without the libm calls).
+//! - `solver_combine` is the twin itself (`twins::solver_combine_samples`), compiled with FMA
+//!   where the CPU has it (the same bits, without the libm calls).
 //!
 //! Both split the batch over threads in fixed ranges (samples are independent), so the bits do
 //! not depend on the thread count.
 
 use fsnn_core::shapes::{SolverIter, SolverLayout, SolverMode};
+use fsnn_core::twins;
 
 const LANES: usize = 16;
 
@@ -132,103 +133,6 @@ pub fn solver_dots(
     });
 }
 
-fn finite_or_zero(v: f32) -> f32 {
-    if v.is_finite() {
-        v
-    } else {
-        0.0
-    }
-}
-
-/// The twin's per-sample body for samples `range` (kept line for line with
-/// `twins::solver_combine`, which the tests compare it with bit for bit).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn combine_range(
-    range: std::ops::Range<usize>,
-    l: &SolverLayout,
-    it: SolverIter,
-    alpha: f32,
-    hist: &mut [f32],
-    jx: &[f32],
-    x: &mut [f32],
-    gl: &[f32],
-    gold: &mut [f32],
-    step: &mut [f32],
-    best: &mut [f32],
-    scal: &[f32],
-) {
-    let st = l.state_offset();
-    let gam0 = st + 8 + l.batch * l.slots * l.slots;
-    let (improved, done) = (scal[st + 2] != 0.0, scal[st + 1] != 0.0);
-    let rows = |b: usize, j: usize| {
-        let a = (b * l.slots + j) * 2 * l.dim;
-        (a, a + l.dim)
-    };
-    for b in range {
-        let db = b * (l.slots + 1) * 3;
-        let own = db + l.slots * 3;
-        for i in 0..l.dim {
-            let e = b * l.dim + i;
-            let xv = x[e];
-            if improved {
-                best[e] = xv;
-            }
-            if done {
-                continue;
-            }
-            let g = (jx[e] - xv) + gl[e];
-            let g_prev = gold[e];
-            gold[e] = g;
-            if l.mode == SolverMode::FixedPoint {
-                x[e] = alpha * g + xv;
-                continue;
-            }
-            let mut s = g;
-            if it.store {
-                let dx = step[e];
-                let dg = g - g_prev;
-                let (hs, hs2) = rows(b, it.slot);
-                if l.mode == SolverMode::Broyden {
-                    let (mut vt, mut t) = (-dx, -dg);
-                    let (mut den, mut cg) = (-scal[own + 1], -scal[own + 2]);
-                    for j in 0..it.count {
-                        let (c1, c2, c3) =
-                            (scal[db + j * 3], scal[db + j * 3 + 1], scal[db + j * 3 + 2]);
-                        let (ha, hb) = rows(b, j);
-                        let u = hist[ha + i];
-                        vt = c1.mul_add(hist[hb + i], vt);
-                        t = c2.mul_add(u, t);
-                        den = c1.mul_add(c2, den);
-                        cg = c1.mul_add(c3, cg);
-                        if j != it.slot {
-                            s = (-c3).mul_add(u, s);
-                        }
-                    }
-                    let un = finite_or_zero((dx - t) / den);
-                    s = (-cg).mul_add(un, s);
-                    hist[hs + i] = un;
-                    hist[hs2 + i] = finite_or_zero(vt);
-                } else {
-                    for j in 0..it.count {
-                        let (ha, hb) = rows(b, j);
-                        let pair = if j == it.slot {
-                            dx + dg
-                        } else {
-                            hist[ha + i] + hist[hb + i]
-                        };
-                        s = (-scal[gam0 + b * l.slots + j]).mul_add(pair, s);
-                    }
-                    hist[hs + i] = dx;
-                    hist[hs2 + i] = dg;
-                }
-            }
-            x[e] = s + xv;
-            step[e] = s;
-        }
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "fma")]
 #[allow(clippy::too_many_arguments)]
@@ -246,7 +150,7 @@ unsafe fn combine_range_fma(
     best: &mut [f32],
     scal: &[f32],
 ) {
-    combine_range(range, l, it, alpha, hist, jx, x, gl, gold, step, best, scal)
+    twins::solver_combine_samples(range, l, it, alpha, hist, jx, x, gl, gold, step, best, scal)
 }
 
 /// `twins::solver_combine`, bit for bit, with hardware FMA where the CPU has it.
@@ -287,7 +191,7 @@ pub fn solver_combine(
                 combine_range_fma(r, l, it, alpha, hist, jx, x, gl, gold, step, best, scal)
             };
         } else {
-            combine_range(r, l, it, alpha, hist, jx, x, gl, gold, step, best, scal);
+            twins::solver_combine_samples(r, l, it, alpha, hist, jx, x, gl, gold, step, best, scal);
         }
     });
 }

@@ -167,14 +167,9 @@ fn median(v: &mut [f64]) -> f64 {
 
 pub fn run(global: &Global, a: &Args) -> Result<()> {
     let device = global.device()?;
-    match device.cpu() {
-        Some(cpu) => run_on(&cpu, a),
-        None => {
-            let crate::device::Device::Gpu(adapter) = &device else {
-                unreachable!()
-            };
-            run_on(&Gpu::new(adapter)?, a)
-        }
+    match &device {
+        crate::device::Device::Cpu { threads } => run_on(&fsnn_cpu::Cpu::new(*threads), a),
+        crate::device::Device::Gpu(adapter) => run_on(&Gpu::new(adapter)?, a),
     }
 }
 
